@@ -1,0 +1,39 @@
+# The template's own tasks. `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := build
+DEMO_DIR := $(BUILD)/demo
+BAKE_DIR ?= $(BUILD)/dev
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bake lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r pyproject.toml --extra test
+	touch $@
+
+install: $(VENV)/.installed ## The template's tooling: cookiecutter, pytest-cookies, cruft, ruff, mypy
+
+demo: install ## Bake the defaults into build/demo and serve them on http://127.0.0.1:8000
+	rm -rf $(DEMO_DIR)
+	$(BIN)/cookiecutter . --no-input --output-dir $(DEMO_DIR)
+	$(MAKE) -C $(DEMO_DIR)/chat-service run
+
+test: install ## Bake every supported option set, lint, type-check and test each bake
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bake: install ## Bake the defaults into $(BAKE_DIR) (for working on the template)
+	rm -rf $(BAKE_DIR)
+	$(BIN)/cookiecutter . --no-input --output-dir $(BAKE_DIR)
+
+lint: install ## Lint the template's own code (hooks and tests)
+	$(BIN)/ruff check hooks tests
+	$(BIN)/ruff format --check hooks tests
+
+clean:
+	rm -rf $(VENV) $(BUILD) .pytest_cache .ruff_cache

@@ -1,0 +1,67 @@
+"""Service configuration, read from the environment and `.env`.
+
+Backends are chosen at run time by URL: the defaults run everything in one process (SQLite file and the
+`memory://` broker); the deployed stack sets `DATABASE_URL=postgresql+asyncpg://...` and
+`BROKER_URL=redis://...`.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me"  # noqa: S105 - the placeholder that production refuses
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    instance_name: str = Field(default_factory=socket.gethostname)
+
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    access_token_expire_minutes: int = Field(default=60, gt=0)
+
+    database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.package_name }}.db"
+    broker_url: str = "memory://"
+    broker_channel: str = Field(
+        default="{{ cookiecutter.project_slug }}",
+        description="Prefix of every broker channel and key, so that services can share one Redis.",
+    )
+
+    first_superuser: str | None = None
+    first_superuser_password: SecretStr | None = None
+
+    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    ws_outbound_queue_size: int = Field(default=256, gt=0)
+    ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
+    ws_rate_limit_burst: int = Field(default=20, gt=0)
+{%- if cookiecutter.use_notifications == "y" %}
+    notifications_client_publish: bool = Field(
+        default=False, description="Let clients publish to topics over /ws/notifications."
+    )
+{%- endif %}
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret_outside_development(self) -> Settings:
+        if self.environment == "development":
+            return self
+        secret = self.secret_key.get_secret_value()
+        if secret == DEFAULT_SECRET or len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_LENGTH} characters "
+                f"when ENVIRONMENT={self.environment}; generate one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(48))"`'
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,81 @@
+"""Shared fixtures: real Redis and PostgreSQL when reachable.
+
+Tests that need a service skip when it is unreachable, unless `REQUIRE_SERVICES=1` (CI), where they fail.
+Each test run gets its own PostgreSQL database (dropped afterwards) and its own broker channel prefix, so
+several runs can share one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+import redis
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def unavailable(service: str, error: BaseException) -> None:
+    message = f"{service} is not reachable: {error}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return secrets.token_hex(4)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        unavailable("Redis", error)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def broker_channel(run_id: str) -> str:
+    """A channel prefix unique to this test, so concurrent runs on one Redis never hear each other."""
+    return f"test-{run_id}-{secrets.token_hex(3)}"
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(run_id: str) -> Iterator[str]:
+    """`postgresql+asyncpg://` URL of a database created for this test run."""
+    name = f"test_{{ cookiecutter.package_name }}_{run_id}"
+    try:
+        asyncio.run(_create_database(POSTGRES_URL, name))
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable("PostgreSQL", error)
+    parts = urlsplit(POSTGRES_URL)
+    yield f"postgresql+asyncpg://{parts.netloc}/{name}"
+    asyncio.run(_drop_database(POSTGRES_URL, name))
