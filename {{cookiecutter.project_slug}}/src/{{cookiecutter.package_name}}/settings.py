@@ -27,6 +27,10 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
     access_token_expire_minutes: int = Field(default=60, gt=0)
+    argon2_time_cost: int = Field(default=3, ge=1, description="Argon2 passes; lower only to speed up tests.")
+    argon2_memory_cost: int = Field(
+        default=64 * 1024, ge=32, description="Argon2 memory in KiB; lower only to speed up tests."
+    )
 
     database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.package_name }}.db"
     broker_url: str = "memory://"

@@ -1,0 +1,64 @@
+"""Users: lookup, creation and password authentication."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..schemas import UserCreate
+from ..security.passwords import PasswordHasher
+from .errors import AlreadyExistsError, commit_new
+from .models import User
+
+
+async def get_user(session: AsyncSession, *, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_user_by_username(session: AsyncSession, *, username: str) -> User | None:
+    return await session.scalar(select(User).where(User.username == username))
+
+
+async def create_user(
+    session: AsyncSession, *, user_create: UserCreate, hasher: PasswordHasher, is_superuser: bool = False
+) -> User:
+    """Raises `AlreadyExistsError` when the username is taken."""
+    user = User(
+        username=user_create.username,
+        hashed_password=await hasher.hash(user_create.password),
+        is_superuser=is_superuser,
+    )
+    session.add(user)
+    await commit_new(session, conflict=f"The username {user_create.username!r} is already taken")
+    return user
+
+
+async def ensure_superuser(session: AsyncSession, *, user_create: UserCreate, hasher: PasswordHasher) -> bool:
+    """Create this superuser unless the username exists (left as it is); whether it was created."""
+    if await get_user_by_username(session, username=user_create.username) is not None:
+        return False
+    try:
+        await create_user(session, user_create=user_create, hasher=hasher, is_superuser=True)
+    except AlreadyExistsError:
+        return False
+    return True
+
+
+async def authenticate(
+    session: AsyncSession, *, username: str, password: str, hasher: PasswordHasher
+) -> User | None:
+    """The user whose password this is, or None; the stored hash is upgraded when it uses a deprecated scheme.
+
+    An unknown username costs a password verification too, so the response time does not reveal it.
+    """
+    user = await get_user_by_username(session, username=username)
+    if user is None:
+        await hasher.verify_dummy(password)
+        return None
+    valid, new_hash = await hasher.verify_and_update(password, user.hashed_password)
+    if not valid:
+        return None
+    if new_hash is not None:
+        user.hashed_password = new_hash
+        await session.commit()
+    return user
