@@ -1,0 +1,79 @@
+"""FastAPI dependencies, each with a one-line alias to annotate route parameters with.
+
+They take an `HTTPConnection`, so the same dependencies serve HTTP routes and WebSocket endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from .db import users
+from .db.models import User
+from .security.passwords import PasswordHasher
+from .security.tokens import InvalidTokenError, decode_access_token
+from .settings import Settings
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token")
+
+
+def get_app_settings(connection: HTTPConnection) -> Settings:
+    settings: Settings = connection.app.state.settings
+    return settings
+
+
+def get_password_hasher(connection: HTTPConnection) -> PasswordHasher:
+    hasher: PasswordHasher = connection.app.state.password_hasher
+    return hasher
+
+
+async def get_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = connection.app.state.session_factory
+    async with factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+TokenDep = Annotated[str, Depends(oauth2_scheme)]
+
+
+async def get_user_from_token(session: AsyncSession, *, token: str, settings: Settings) -> User | None:
+    """The active user a raw access token was issued to, or None if the token or its user is not valid."""
+    try:
+        subject = decode_access_token(token, secret_key=settings.secret_key.get_secret_value())
+    except InvalidTokenError:
+        return None
+    if not subject.isdecimal():
+        return None
+    user = await users.get_user(session, user_id=int(subject))
+    return user if user is not None and user.is_active else None
+
+
+async def get_current_user(session: SessionDep, settings: SettingsDep, token: TokenDep) -> User:
+    user = await get_user_from_token(session, token=token, settings=settings)
+    if user is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="Invalid or expired token, or its user no longer exists or is inactive",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_current_superuser(user: CurrentUser) -> User:
+    if not user.is_superuser:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="Superuser privileges are required")
+    return user
+
+
+CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
