@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from .db.errors import AlreadyExistsError
+from .db.session import create_engine, create_session_factory
+from .db.users import create_user
+from .schemas import UserCreate
+from .security.passwords import PasswordHasher
+from .settings import Settings, get_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    superuser = commands.add_parser(
+        "create-superuser",
+        help="create a superuser in the database at DATABASE_URL",
+        description="The password comes from FIRST_SUPERUSER_PASSWORD if set, else it is asked without echo.",
+    )
+    superuser.add_argument("--username", help="default: FIRST_SUPERUSER if set, else asked")
     return parser
 
 
@@ -28,4 +45,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
         )
+    elif args.command == "create-superuser":
+        return create_superuser(args.username)
     return 0
+
+
+def create_superuser(username: str | None) -> int:
+    settings = get_settings()
+    try:
+        user_create = UserCreate(
+            username=username or settings.first_superuser or input("Username: "),
+            password=(
+                settings.first_superuser_password.get_secret_value()
+                if settings.first_superuser_password is not None
+                else _ask_new_password()
+            ),
+        )
+    except ValidationError as error:
+        problems = (f"error: {problem['loc'][0]}: {problem['msg']}" for problem in error.errors())
+        raise SystemExit("\n".join(problems)) from None
+    try:
+        asyncio.run(_create_superuser(settings, user_create))
+    except AlreadyExistsError as error:
+        raise SystemExit(f"error: {error}") from None
+    except SQLAlchemyError as error:
+        raise SystemExit(
+            f"error: the database refused the write ({type(error).__name__}); "
+            "is it reachable, and has `alembic upgrade head` run?"
+        ) from None
+    print(f"Created superuser {user_create.username!r}")
+    return 0
+
+
+def _ask_new_password() -> str:
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != password:
+        raise SystemExit("error: the passwords differ")
+    return password
+
+
+async def _create_superuser(settings: Settings, user_create: UserCreate) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            hasher = PasswordHasher.from_settings(settings)
+            await create_user(session, user_create=user_create, hasher=hasher, is_superuser=True)
+    finally:
+        await engine.dispose()
