@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -79,3 +80,22 @@ def postgres_database_url(run_id: str) -> Iterator[str]:
     parts = urlsplit(POSTGRES_URL)
     yield f"postgresql+asyncpg://{parts.netloc}/{name}"
     asyncio.run(_drop_database(POSTGRES_URL, name))
+
+
+async def _empty_schema(database_url: str) -> None:
+    asyncpg_url = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    connection = await asyncpg.connect(asyncpg_url, timeout=5)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend: a new SQLite file, or the run's PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    url: str = request.getfixturevalue("postgres_database_url")
+    asyncio.run(_empty_schema(url))
+    return url

@@ -1,0 +1,149 @@
+// The message list of the open room: ordered by id, each message shown once, older pages loaded on
+// scrolling up, and the view kept at the bottom while the user is reading the latest.
+
+import { avatar, byId, el, show, timeElement } from "./ui.js";
+
+const PAGE_SIZE = 50;
+const NEAR_BOTTOM_PX = 80;
+
+export class MessageList {
+  // loadPage({ before, limit }) resolves to messages oldest first; without `before`, the newest page.
+  // onError(text) reports a page that could not be loaded.
+  constructor({ roomName, username, loadPage, onError, signal }) {
+    Object.assign(this, { roomName, username, loadPage, onError });
+    this.scroller = byId("message-scroller");
+    this.list = byId("message-list");
+    this.edge = this.scroller.querySelector(".history-edge");
+    this.loadOlderButton = byId("load-older");
+    this.historyStart = byId("history-start");
+    this.jumpButton = byId("jump-to-latest");
+    this.items = new Map();
+    this.oldestId = null;
+    this.newestId = null;
+    this.loading = null;
+    this.exhausted = false;
+
+    this.list.replaceChildren();
+    show(this.loadOlderButton, false);
+    show(this.historyStart, false);
+    show(this.jumpButton, false);
+    this.loadOlderButton.addEventListener("click", () => this.loadOlder(), { signal });
+    this.jumpButton.addEventListener("click", () => this.scrollToBottom(), { signal });
+    // Whether the view follows the newest message; the user unpins it by scrolling up.
+    this.pinned = true;
+    this.scroller.addEventListener("scroll", () => {
+      this.pinned = this.nearBottom();
+      if (this.pinned) show(this.jumpButton, false);
+    }, { signal });
+    // The view shrinks when an error shows or the message box grows: keep the newest message in sight.
+    this.resizeObserver = new ResizeObserver(() => this.pinned && this.scrollToBottom());
+    this.resizeObserver.observe(this.scroller);
+    this.observer = new IntersectionObserver((entries) => entries.some((entry) => entry.isIntersecting) && this.fillView(), {
+      root: this.scroller,
+    });
+    signal.addEventListener("abort", () => {
+      this.observer.disconnect();
+      this.resizeObserver.disconnect();
+    });
+  }
+
+  // The newest page, shown scrolled to the bottom; then older pages follow as the top comes into view.
+  // Throws if the history cannot be read, so that the room is not shown half open.
+  async loadLatest() {
+    await this.fetchOlder();
+    this.scrollToBottom();
+    this.observer.observe(this.edge);
+  }
+
+  // Resolves to whether the page arrived; a failure is reported, and the user can retry with the button.
+  loadOlder() {
+    if (this.exhausted) return Promise.resolve(true);
+    this.loading ??= this.fetchOlder()
+      .then(() => true)
+      .catch((error) => {
+        this.onError(`Could not load older messages: ${error.message}`);
+        return false;
+      })
+      .finally(() => {
+        this.loading = null;
+      });
+    return this.loading;
+  }
+
+  async fetchOlder() {
+    const page = await this.loadPage({ before: this.oldestId ?? undefined, limit: PAGE_SIZE });
+    // Keep what the user was looking at in place while content grows above it.
+    const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
+    for (const message of page) this.insert(message);
+    this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+    this.exhausted = page.length < PAGE_SIZE;
+    show(this.loadOlderButton, !this.exhausted);
+    if (this.exhausted) {
+      this.historyStart.textContent =
+        this.items.size === 0 ? `No messages in #${this.roomName} yet. Say hello!` : `This is the start of #${this.roomName}.`;
+    }
+    show(this.historyStart, this.exhausted);
+  }
+
+  // The observer fires when the top comes into view, not again while it stays there (after a short page).
+  async fillView() {
+    while (!this.exhausted && this.edgeInView()) {
+      if (!(await this.loadOlder())) return;
+    }
+  }
+
+  edgeInView() {
+    return this.edge.getBoundingClientRect().bottom >= this.scroller.getBoundingClientRect().top;
+  }
+
+  nearBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = this.scroller;
+    return scrollHeight - scrollTop - clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.pinned = true;
+    show(this.jumpButton, false);
+  }
+
+  // A message that arrived over the socket: follow it if the user was at the bottom or wrote it.
+  addLive(message) {
+    const follow = this.pinned || message.user === this.username;
+    if (!this.insert(message)) return false;
+    if (follow) this.scrollToBottom();
+    else show(this.jumpButton, true);
+    return true;
+  }
+
+  // Returns false for a message already shown (a replay overlapping what history returned).
+  insert(message) {
+    if (this.items.has(message.id)) return false;
+    const item = this.render(message);
+    this.items.set(message.id, item);
+    if (this.newestId === null || message.id > this.newestId) {
+      this.list.append(item);
+    } else {
+      const next = [...this.list.children].find((candidate) => Number(candidate.dataset.id) > message.id);
+      this.list.insertBefore(item, next ?? null);
+    }
+    this.newestId = Math.max(this.newestId ?? message.id, message.id);
+    this.oldestId = Math.min(this.oldestId ?? message.id, message.id);
+    return true;
+  }
+
+  render(message) {
+    const mine = message.user === this.username;
+    return el(
+      "li",
+      { class: mine ? "message mine" : "message", "data-testid": "message", dataset: { id: message.id, user: message.user } },
+      avatar(message.user),
+      el(
+        "div",
+        { class: "message-body" },
+        el("p", { class: "message-meta" }, el("span", { class: "message-author", "data-testid": "message-author" }, message.user), " ", timeElement(message.created_at)),
+        el("p", { class: "message-text", "data-testid": "message-text" }, message.text),
+      ),
+    );
+  }
+}
