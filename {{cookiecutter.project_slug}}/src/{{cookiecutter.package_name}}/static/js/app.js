@@ -15,6 +15,18 @@ const ROOM_ROUTE = /^#\/rooms\/([^/]+)$/;
 // Matches the stylesheet's breakpoint: below it, the room list and the open room take turns on screen.
 const WIDE_SCREEN = window.matchMedia("(min-width: 720px)");
 const SESSION_EXPIRED = "Your session has expired. Please log in again.";
+// setTimeout fires at once for longer delays.
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+function roomFromHash(hash) {
+  const match = ROOM_ROUTE.exec(hash);
+  if (match === null) return null;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return null; // a malformed escape: no such room
+  }
+}
 
 function loginFailure(action, error, username) {
   if (action === "login" && error.status === 401) return "Wrong username or password.";
@@ -85,7 +97,7 @@ class App {
   async enter(session) {
     this.session = session;
     this.api.token = session.token;
-    this.expiryTimer = setTimeout(() => this.signOut(SESSION_EXPIRED), msUntilExpiry(session));
+    this.scheduleExpiry(session);
     byId("current-user").textContent = session.username;
     show(byId("account"));
     show(byId("login-view"), false);
@@ -98,6 +110,14 @@ class App {
       this.notifications = new notifications.NotificationCenter({ api: this.api, session, status: this.status });
       this.notifications.start();
     }
+  }
+
+  scheduleExpiry(session) {
+    const remaining = msUntilExpiry(session);
+    this.expiryTimer = setTimeout(
+      () => (remaining > MAX_TIMEOUT_MS ? this.scheduleExpiry(session) : this.signOut(SESSION_EXPIRED)),
+      Math.min(remaining, MAX_TIMEOUT_MS),
+    );
   }
 
   // Signing out by choice or because the token is no longer accepted; the route is kept, so that
@@ -124,8 +144,7 @@ class App {
 
   route() {
     if (this.session === null) return;
-    const match = ROOM_ROUTE.exec(location.hash);
-    const name = match ? decodeURIComponent(match[1]) : null;
+    const name = roomFromHash(location.hash);
     if (name === (this.chat?.name ?? null)) return;
     const previous = this.chat?.name ?? null;
     this.closeRoom();

@@ -2,7 +2,7 @@
 
 import { MessageList } from "./messages.js";
 import { ReconnectingSocket, bearerProtocols, webSocketUrl } from "./socket.js";
-import { announce, byId, el, joinNames, show } from "./ui.js";
+import { announce, byId, el, joinNames, show, toast } from "./ui.js";
 
 // The server's token bucket allows about ten frames a second; typing notices stay far below that.
 const TYPING_SEND_INTERVAL_MS = 3000;
@@ -143,7 +143,7 @@ export class ChatRoom {
       }
     }
     if (event.code === POLICY_VIOLATION) {
-      this.showError(`The server closed the connection: ${event.reason || "policy violation"}.`);
+      toast({ title: "The server closed the connection", body: event.reason || "Policy violation", kind: "error", testid: "toast-error" });
     } else if (event.code === MESSAGE_TOO_BIG) {
       this.showError(ERROR_TEXT.too_large);
     }
