@@ -1,0 +1,67 @@
+"""The app on an empty database of each backend, an HTTP client for it, and registered users."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.settings import Settings
+
+from .support import PASSWORD, AuthHeaders, create_tables
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """No `.env`, a random secret, and cheap password hashing: the production cost would dominate the run."""
+    return Settings(
+        _env_file=None,
+        environment="test",
+        secret_key=SecretStr(secrets.token_urlsafe(32)),
+        database_url=database_url,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan running, on a database that has the tables."""
+    await create_tables(settings.database_url)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture
+def session_factory(app: FastAPI) -> async_sessionmaker[AsyncSession]:
+    """The app's own sessions, to arrange or inspect rows directly; keep each one short."""
+    factory: async_sessionmaker[AsyncSession] = app.state.session_factory
+    return factory
+
+
+@pytest.fixture
+def auth_headers(client: AsyncClient) -> AuthHeaders:
+    """Register a user with `PASSWORD`, log in, and return the `Authorization` header for their token."""
+
+    async def register_and_log_in(username: str) -> dict[str, str]:
+        registered = await client.post("/auth/register", json={"username": username, "password": PASSWORD})
+        assert registered.status_code == 201, registered.text
+        token = await client.post("/auth/token", data={"username": username, "password": PASSWORD})
+        assert token.status_code == 200, token.text
+        return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    return register_and_log_in

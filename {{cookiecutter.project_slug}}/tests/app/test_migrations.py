@@ -1,0 +1,100 @@
+"""Alembic: the migrations apply and revert on both backends, and they describe exactly the models."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, MetaData, inspect
+
+from {{ cookiecutter.package_name }}.db.models import Base
+from {{ cookiecutter.package_name }}.db.session import create_engine
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+TABLES = {"users", "rooms", "memberships", "messages"}
+
+
+def alembic_config(database_url: str) -> Config:
+    """The project's migrations, aimed at `database_url`, without the ini file's logging set-up."""
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_DIR / "migrations"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def run_on(database_url: str, inspection: Any) -> Any:
+    """Run `inspection(connection)` on a synchronous connection to the database."""
+
+    async def run() -> Any:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(inspection)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def table_names(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names()) - {"alembic_version"}
+
+
+def differences_from_models(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+def test_upgrade_downgrade_upgrade(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "head")
+    assert run_on(database_url, table_names) == TABLES
+    command.downgrade(config, "base")
+    assert run_on(database_url, table_names) == set()
+    command.upgrade(config, "head")
+    assert run_on(database_url, table_names) == TABLES
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "head")
+    assert run_on(database_url, differences_from_models) == []
+
+
+def test_the_comparison_notices_a_model_the_migrations_lack(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "head")
+
+    def differences_without_messages(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        without_messages = MetaData(naming_convention=Base.metadata.naming_convention)
+        for table in Base.metadata.sorted_tables:
+            if table.name != "messages":
+                table.to_metadata(without_messages)
+        return list(compare_metadata(context, without_messages))
+
+    differences = run_on(database_url, differences_without_messages)
+    assert [difference[1].name for difference in differences if difference[0] == "remove_table"] == [
+        "messages"
+    ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_alembic_command_migrates_the_database_url_setting(database_url: str, tmp_path: Path) -> None:
+    environment = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(PROJECT_DIR / "src")}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(PROJECT_DIR / "alembic.ini"), "upgrade", "head"],
+        cwd=tmp_path,
+        env=environment,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert run_on(database_url, table_names) == TABLES
