@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from . import __version__
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
+from .middleware import InstanceHeaderMiddleware
 from .routers import auth, health, rooms, users
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher.from_settings(settings)
+    app.add_middleware(InstanceHeaderMiddleware, instance=settings.instance_name)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)
