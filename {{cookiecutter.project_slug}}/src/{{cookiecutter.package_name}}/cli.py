@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="The password comes from FIRST_SUPERUSER_PASSWORD if set, else it is asked without echo.",
     )
     superuser.add_argument("--username", help="default: FIRST_SUPERUSER if set, else asked")
+{%- if cookiecutter.use_gateway == "y" %}
+    gateway = commands.add_parser("gateway", help="run the gateway in front of the app instances")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
+{%- endif %}
     return parser
 
 
@@ -45,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
         )
+{%- if cookiecutter.use_gateway == "y" %}
+    elif args.command == "gateway":
+        uvicorn.run("{{ cookiecutter.package_name }}.gateway:create_gateway", factory=True, host=args.host, port=args.port)
+{%- endif %}
     elif args.command == "create-superuser":
         return create_superuser(args.username)
     return 0

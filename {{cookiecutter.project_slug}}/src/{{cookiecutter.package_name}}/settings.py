@@ -51,6 +51,21 @@ class Settings(BaseSettings):
         default=False, description="Let clients publish to topics over /ws/notifications."
     )
 {%- endif %}
+{%- if cookiecutter.use_gateway == "y" %}
+    gateway_upstreams: str = Field(
+        default="http://127.0.0.1:8001",
+        description="Comma-separated base URLs of the app instances behind the gateway.",
+    )
+    gateway_health_path: str = Field(
+        default="/healthz", description="Polled on each upstream; anything but 200 takes it out of rotation."
+    )
+    gateway_health_interval_seconds: float = Field(default=2.0, gt=0)
+    gateway_health_timeout_seconds: float = Field(default=1.0, gt=0)
+    gateway_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    gateway_upstream_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Longest wait for an upstream's response or its next chunk, then 504."
+    )
+{%- endif %}
 
     @model_validator(mode="after")
     def _refuse_weak_secret_outside_development(self) -> Settings:

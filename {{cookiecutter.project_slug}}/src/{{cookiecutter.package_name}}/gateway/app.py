@@ -1,0 +1,116 @@
+"""The gateway ASGI app, built by `create_gateway()` (a uvicorn `--factory`).
+
+A plain Starlette app rather than FastAPI: every path outside `/gateway/` belongs to the upstreams,
+`/docs` and `/openapi.json` included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from websockets.frames import CloseCode
+
+from ..realtime.proxy import UpstreamUnreachable, WebSocketProxy, accept_and_close
+from ..settings import Settings, get_settings
+from .reverse_proxy import ReverseProxy
+from .upstreams import UpstreamPool, parse_upstreams
+
+
+class Gateway:
+    """The upstream pool, its health polling, and the relays for HTTP requests and WebSockets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = UpstreamPool(
+            parse_upstreams(settings.gateway_upstreams),
+            health_path=settings.gateway_health_path,
+            health_timeout=settings.gateway_health_timeout_seconds,
+        )
+        timeout = httpx.Timeout(
+            settings.gateway_upstream_timeout_seconds, connect=settings.gateway_connect_timeout_seconds
+        )
+        self.client = httpx.AsyncClient(
+            timeout=timeout,
+            # The number of clients served bounds the connections; a pool limit would only queue them.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            # Cookies belong to each end client: the shared client must never keep one.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        )
+        self.reverse_proxy = ReverseProxy(self.client, self.pool, timeout)
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        async with self.client:
+            await self.pool.check(self.client)
+            interval = self.settings.gateway_health_interval_seconds
+            watcher = asyncio.create_task(self.pool.watch(self.client, interval), name="gateway-health")
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def healthz(self, _request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _request: Request) -> JSONResponse:
+        healthy = len(self.pool.healthy)
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "upstreams": len(self.pool.upstreams),
+            "healthy_upstreams": healthy,
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            response = await self.reverse_proxy(Request(scope, receive))
+            await response(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._relay_websocket(WebSocket(scope, receive, send))
+
+    async def _relay_websocket(self, websocket: WebSocket) -> None:
+        """Relay to the next healthy upstream; one that cannot be reached is marked down, the next tried."""
+        raw_path: bytes = websocket.scope.get("raw_path") or websocket.scope["path"].encode()
+        for _attempt in range(len(self.pool.upstreams)):
+            upstream = self.pool.choose()
+            if upstream is None:
+                break
+            proxy = WebSocketProxy(
+                websocket,
+                upstream.websocket_url + raw_path.decode("latin-1"),
+                open_timeout=self.settings.gateway_connect_timeout_seconds,
+            )
+            try:
+                await proxy.connect()
+            except UpstreamUnreachable as unreachable:
+                self.pool.mark_down(upstream, str(unreachable.__cause__))
+                continue
+            async with proxy:
+                await proxy()
+            return
+        await accept_and_close(websocket, CloseCode.TRY_AGAIN_LATER, "no healthy upstream")
+
+
+def create_gateway(settings: Settings | None = None) -> Starlette:
+    gateway = Gateway(settings or get_settings())
+    return Starlette(
+        routes=[
+            Route("/gateway/healthz", gateway.healthz),
+            Route("/gateway/readyz", gateway.readyz),
+            Mount("", app=gateway.relay),
+        ],
+        lifespan=gateway.lifespan,
+    )
