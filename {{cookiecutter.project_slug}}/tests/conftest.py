@@ -18,6 +18,8 @@ import asyncpg
 import pytest
 import redis
 
+from processes import ProcessGroup
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -80,6 +82,13 @@ def postgres_database_url(run_id: str) -> Iterator[str]:
     parts = urlsplit(POSTGRES_URL)
     yield f"postgresql+asyncpg://{parts.netloc}/{name}"
     asyncio.run(_drop_database(POSTGRES_URL, name))
+
+
+@pytest.fixture
+def process_group(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Server processes for one test, all stopped afterwards (see `processes.py`)."""
+    with ProcessGroup(tmp_path) as group:
+        yield group
 
 
 async def _empty_schema(database_url: str) -> None:
