@@ -1,18 +1,18 @@
 // One open chat room: its history, its live socket, who is here and who is typing, and the message box.
 
 import { MessageList } from "./messages.js";
+import { PresenceList, TypingIndicator } from "./presence.js";
 import { ReconnectingSocket, bearerProtocols, webSocketUrl } from "./socket.js";
-import { announce, byId, el, joinNames, show, toast } from "./ui.js";
+import { announce, byId, show, toast } from "./ui.js";
 
 // The server's token bucket allows about ten frames a second; typing notices stay far below that.
 const TYPING_SEND_INTERVAL_MS = 3000;
-// A little longer than the send interval, so that someone typing steadily shows steadily.
-const TYPING_SHOWN_MS = 4000;
 // How long the echo of a sent message may take before the message counts as not delivered.
 const ECHO_WAIT_MS = 2000;
 const RESUME_ECHO_WAIT_MS = 4000;
 const POLICY_VIOLATION = 1008;
 const MESSAGE_TOO_BIG = 1009;
+const UNSENT_RETURNED = "Your unsent message is back in the message box.";
 
 const ERROR_TEXT = {
   rate_limited: "You are sending too fast. Wait a moment, then send again.",
@@ -27,8 +27,6 @@ export class ChatRoom {
     Object.assign(this, { api, session, name, status, onGone });
     this.username = session.username;
     this.lifetime = new AbortController();
-    this.present = new Set();
-    this.typists = new Map();
     this.unconfirmed = [];
     this.lastTypingSentAt = 0;
     this.unread = 0;
@@ -39,8 +37,8 @@ export class ChatRoom {
     this.input = byId("message-input");
     this.sendButton = byId("send-button");
     this.error = byId("chat-error");
-    this.typing = byId("typing-indicator");
-    this.presenceList = byId("presence-list");
+    this.presence = new PresenceList({ username: this.username });
+    this.typing = new TypingIndicator();
     this.messages = new MessageList({
       roomName: name,
       username: this.username,
@@ -64,8 +62,6 @@ export class ChatRoom {
     this.input.disabled = true;
     this.sendButton.disabled = true;
     this.error.textContent = "";
-    this.typing.textContent = "";
-    this.renderPresence();
     byId("invite").open = false;
     show(byId("invite"), false);
   }
@@ -107,7 +103,7 @@ export class ChatRoom {
   close() {
     this.lifetime.abort();
     this.socket?.stop();
-    for (const timer of this.typists.values()) clearTimeout(timer);
+    this.typing.clear();
     this.status.report("chat", null);
     this.unread = 0;
     this.updateTitle();
@@ -121,14 +117,14 @@ export class ChatRoom {
 
   connected(resumed) {
     this.sendButton.disabled = false;
-    this.presenceList.removeAttribute("data-stale");
+    this.presence.setStale(false);
     if (resumed) this.checkEchoes(RESUME_ECHO_WAIT_MS);
   }
 
   async disconnected(event, opened) {
     this.sendButton.disabled = true;
-    this.presenceList.dataset.stale = "";
-    for (const user of [...this.typists.keys()]) this.stopTyping(user);
+    this.presence.setStale(true);
+    this.typing.clear();
     // A refused handshake and a policy close look alike to a browser; the HTTP API tells what went wrong.
     if (!opened || event.code === POLICY_VIOLATION) {
       try {
@@ -155,17 +151,14 @@ export class ChatRoom {
       case "chat.message":
         return this.receiveMessage(frame);
       case "chat.typing":
-        return frame.user !== this.username && this.startTyping(frame.user);
+        return frame.user !== this.username && this.typing.start(frame.user);
       case "presence.state":
-        this.present = new Set(frame.users);
-        return this.renderPresence();
+        return this.presence.replace(frame.users);
       case "presence.join":
-        this.present.add(frame.user);
-        return this.renderPresence();
+        return this.presence.add(frame.user);
       case "presence.leave":
-        this.present.delete(frame.user);
-        this.stopTyping(frame.user);
-        return this.renderPresence();
+        this.typing.stop(frame.user);
+        return this.presence.remove(frame.user);
       case "error":
         this.showError(ERROR_TEXT[frame.code] ?? frame.detail ?? frame.code);
         return this.checkEchoes(ECHO_WAIT_MS);
@@ -176,7 +169,7 @@ export class ChatRoom {
 
   receiveMessage(message) {
     if (!this.messages.addLive(message)) return;
-    this.stopTyping(message.user);
+    this.typing.stop(message.user);
     if (message.user === this.username) {
       const index = this.unconfirmed.indexOf(message.text);
       if (index !== -1) this.unconfirmed.splice(index, 1);
@@ -239,7 +232,7 @@ export class ChatRoom {
       const lost = this.unconfirmed.splice(0);
       this.input.value = [...lost, this.input.value.trim()].filter(Boolean).join("\n");
       this.fitInput();
-      this.error.textContent = `${this.error.textContent} Your unsent message is back in the message box.`.trim();
+      if (!this.error.textContent.endsWith(UNSENT_RETURNED)) this.showError(`${this.error.textContent} ${UNSENT_RETURNED}`.trim());
     }, delay);
   }
 
@@ -247,45 +240,6 @@ export class ChatRoom {
   fitInput() {
     this.input.style.height = "auto";
     this.input.style.height = `${this.input.scrollHeight}px`;
-  }
-
-  // --- presence and typing ---
-
-  renderPresence() {
-    const users = [...this.present].sort((a, b) => a.localeCompare(b));
-    this.presenceList.replaceChildren(
-      ...users.map((user) =>
-        el(
-          "li",
-          { class: "presence-item", "data-testid": "presence-item", dataset: { user } },
-          el("span", { class: "presence-dot", "aria-hidden": "true" }),
-          user,
-          user === this.username ? el("span", { class: "muted" }, " (you)") : null,
-        ),
-      ),
-    );
-    byId("presence-count").textContent = users.length ? `(${users.length})` : "";
-  }
-
-  startTyping(user) {
-    clearTimeout(this.typists.get(user));
-    this.typists.set(user, setTimeout(() => this.stopTyping(user), TYPING_SHOWN_MS));
-    this.renderTyping();
-  }
-
-  stopTyping(user) {
-    if (!this.typists.has(user)) return;
-    clearTimeout(this.typists.get(user));
-    this.typists.delete(user);
-    this.renderTyping();
-  }
-
-  renderTyping() {
-    const users = [...this.typists.keys()];
-    if (users.length === 0) this.typing.textContent = "";
-    else if (users.length === 1) this.typing.textContent = `${users[0]} is typing…`;
-    else if (users.length <= 3) this.typing.textContent = `${joinNames(users)} are typing…`;
-    else this.typing.textContent = "Several people are typing…";
   }
 
   // --- the rest of the room header ---
