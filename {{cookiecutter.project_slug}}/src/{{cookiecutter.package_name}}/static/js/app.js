@@ -8,7 +8,10 @@ import { clearSession, loadSession, msUntilExpiry, saveSession } from "./session
 import { ConnectionStatus, byId, show, toast } from "./ui.js";
 
 // A service generated without notifications ships no notifications module; the client goes without.
-const notificationsModule = import("./notifications.js").catch(() => null);
+const notificationsModule = import("./notifications.js").catch((error) => {
+  console.info("Notifications are not available:", error.message);
+  return null;
+});
 
 const HOME = "#/";
 const ROOM_ROUTE = /^#\/rooms\/([^/]+)$/;

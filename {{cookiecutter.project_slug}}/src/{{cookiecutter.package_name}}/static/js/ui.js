@@ -1,6 +1,8 @@
 // DOM helpers. User text only ever reaches the page as text nodes or attribute values, never as markup.
 
 const TOAST_LIFETIME_MS = 8000;
+const MAX_TOASTS = 4;
+const ANNOUNCEMENTS_KEPT = 5;
 
 export function byId(id) {
   const element = document.getElementById(id);
@@ -74,14 +76,12 @@ export function joinNames(names) {
   return `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
 }
 
-// Tells screen readers about something that happened away from the focus (a new message).
+// Tells screen readers about something that happened away from the focus (a new message). Each
+// announcement is a node of its own, so that several in a row, or the same text twice, are all read.
 export function announce(text) {
   const announcer = byId("announcer");
-  announcer.textContent = "";
-  // A fresh text node after clearing makes repeated identical announcements heard again.
-  requestAnimationFrame(() => {
-    announcer.textContent = text;
-  });
+  announcer.append(el("p", {}, text));
+  while (announcer.childElementCount > ANNOUNCEMENTS_KEPT) announcer.firstElementChild.remove();
 }
 
 // kind "error" interrupts screen readers (role alert); other toasts wait their turn (role status).
@@ -101,6 +101,7 @@ export function toast({ title, body = "", meta = "", kind = "info", testid = "to
     el("button", { type: "button", class: "icon-button toast-close", "aria-label": "Dismiss", on: { click: close } }, "×"),
   );
   container.append(item);
+  while (container.childElementCount > MAX_TOASTS) container.firstElementChild.remove();
   let timer = setTimeout(close, TOAST_LIFETIME_MS);
   // Hovering or focusing a toast keeps it until the pointer or focus leaves, so it can be read.
   const hold = () => clearTimeout(timer);
