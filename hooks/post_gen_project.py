@@ -17,6 +17,7 @@ GATEWAY_PATHS = (
 NOTIFICATIONS_PATHS = (
     "src/{package}/consumers/notifications.py",
     "src/{package}/routers/notifications.py",
+    "src/{package}/static/js/notifications.js",
     "tests/app/test_notifications.py",
 )
 DOCKER_PATHS = (

@@ -105,6 +105,7 @@ def test_nothing_chosen_removes_every_optional_part() -> None:
         "tests/gateway",
         "src/chat_service/consumers/notifications.py",
         "src/chat_service/routers/notifications.py",
+        "src/chat_service/static/js/notifications.js",
         "tests/app/test_notifications.py",
         "Dockerfile",
         ".dockerignore",
