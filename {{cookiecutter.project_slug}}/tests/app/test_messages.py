@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import select
@@ -87,6 +89,26 @@ async def test_replay_reads_every_message_after_an_id(
         assert room is not None
         replayed = await messages.list_messages(session, room=room, after=ids[9])
     assert [message.id for message in replayed] == ids[10:]
+
+
+async def test_concurrent_sessions_store_messages_for_the_same_room_and_user_objects(
+    lobby: dict[str, str], session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    async with session_factory() as session:
+        room = await rooms.get_room(session, name="lobby")
+        user = await session.scalar(select(User).where(User.username == "alice"))
+    assert room is not None
+    assert user is not None
+
+    async def store(text: str) -> int:
+        async with session_factory() as session:
+            return (await messages.create_message(session, room=room, user=user, text=text)).id
+
+    ids = await asyncio.gather(*(store(str(number)) for number in range(10)))
+    assert len(set(ids)) == 10
+    async with session_factory() as session:
+        stored = await messages.list_messages(session, room=room)
+    assert sorted(message.text for message in stored) == sorted(str(number) for number in range(10))
 
 
 @pytest.mark.parametrize(

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .models import Message, Room, User
 
 
 async def create_message(session: AsyncSession, *, room: Room, user: User, text: str) -> Message:
-    """Store and commit the message; its `id` is set and larger than that of every earlier message."""
-    message = Message(room=room, user=user, text=text)
+    """Store and commit the message; its `id` is set and larger than that of every earlier message.
+
+    `room` and `user` are referenced by id and never added to `session`, so objects loaded once (say, when
+    a WebSocket connects) can be passed here from any number of concurrent sessions.
+    """
+    message = Message(room_id=room.id, user_id=user.id, text=text)
     session.add(message)
     await session.commit()
+    set_committed_value(message, "room", room)
+    set_committed_value(message, "user", user)
     return message
 
 
