@@ -84,6 +84,7 @@ class Gateway:
     async def _relay_websocket(self, websocket: WebSocket) -> None:
         """Relay to the next healthy upstream; one that cannot be reached is marked down, the next tried."""
         raw_path: bytes = websocket.scope.get("raw_path") or websocket.scope["path"].encode()
+        code, reason = CloseCode.TRY_AGAIN_LATER, "no healthy upstream"
         for _attempt in range(len(self.pool.upstreams)):
             upstream = self.pool.choose()
             if upstream is None:
@@ -96,12 +97,13 @@ class Gateway:
             try:
                 await proxy.connect()
             except UpstreamUnreachable as unreachable:
-                self.pool.mark_down(upstream, str(unreachable.__cause__))
+                self.pool.mark_down(upstream, str(unreachable))
+                code, reason = CloseCode.BAD_GATEWAY, "upstream unreachable"
                 continue
             async with proxy:
                 await proxy()
             return
-        await accept_and_close(websocket, CloseCode.TRY_AGAIN_LATER, "no healthy upstream")
+        await accept_and_close(websocket, code, reason)
 
 
 def create_gateway(settings: Settings | None = None) -> Starlette:

@@ -1,0 +1,282 @@
+"""Redis pub/sub (`redis://`, `rediss://`, `unix://`) on redis-py's asyncio client.
+
+One connection carries every subscription and is read by one task that blocks on the socket: an idle
+broker wakes up once per `health_check_interval` to send a PING, nothing more. When the connection is lost
+the reader logs it, reports `reconnecting`, retries with exponential backoff (with jitter), and on success
+subscribes again to every channel and pattern before reporting `connected`. Commands (PUBLISH, presence)
+go through a separate client with its own pool, so they never wait behind the reader. Presence keys are
+sorted sets scored by deadline, and need Redis 7 or later (`PEXPIRE ... NX|GT`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Collection
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from .base import BrokerInterface, BrokerMessage, BrokerState
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (RedisError, OSError)
+_CONFIRMATIONS = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE"}
+
+
+async def _close(pubsub: PubSub) -> None:
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py does not annotate it
+
+
+class RedisBroker(BrokerInterface):
+    """`options` go to `redis.asyncio.Redis.from_url` (e.g. `client_name`, `ssl_cert_reqs`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        health_check_interval: float = 15.0,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+        subscribe_timeout: float = 5.0,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.health_check_interval = health_check_interval
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.subscribe_timeout = subscribe_timeout
+        self.reconnects = 0
+        self._options = {**options, "decode_responses": False}
+        self._client: Redis | None = None
+        self._listener_client: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue()
+        self._channels: set[str] = set()
+        self._patterns: set[str] = set()
+        self._waiters: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
+        self._lock = asyncio.Lock()
+        self._state = BrokerState.DISCONNECTED
+        self._last_error: str | None = None
+
+    @property
+    def state(self) -> BrokerState:
+        return self._state
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    async def connect(self) -> None:
+        if self._reader is not None:
+            return
+        self._client = Redis.from_url(self.url, **self._options)
+        # The reader owns reconnection; redis-py retrying underneath would hide the loss from it.
+        self._listener_client = Redis.from_url(self.url, **{**self._options, "retry": Retry(NoBackoff(), 0)})
+        self._state = BrokerState.RECONNECTING
+        try:
+            await self._open()
+        except _CONNECTION_ERRORS as error:
+            self._record_failure(error)
+            logger.warning("Redis pub/sub is unreachable (%s); retrying in the background", self._last_error)
+        self._reader = asyncio.create_task(self._read_forever(), name="redis-pubsub-reader")
+
+    async def disconnect(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        await self._close_pubsub()
+        for client in (self._client, self._listener_client):
+            if client is not None:
+                await client.aclose()
+        self._client = self._listener_client = None
+        self._channels.clear()
+        self._patterns.clear()
+        self._state = BrokerState.DISCONNECTED
+
+    async def subscribe(self, *channels: str) -> None:
+        await self._change("subscribe", self._channels, channels)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        await self._change("unsubscribe", self._channels, channels)
+
+    async def psubscribe(self, *patterns: str) -> None:
+        await self._change("psubscribe", self._patterns, patterns)
+
+    async def punsubscribe(self, *patterns: str) -> None:
+        await self._change("punsubscribe", self._patterns, patterns)
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        await self._commands().publish(channel, data)
+
+    async def get_message(self) -> BrokerMessage:
+        return await self._queue.get()
+
+    async def ping(self) -> None:
+        await self._commands().ping()
+
+    async def presence_add(self, key: str, members: Collection[str], ttl: float) -> None:
+        if not members:
+            return
+        deadline = time.time() + ttl
+        lifetime = math.ceil(ttl * 1000)
+        async with self._commands().pipeline(transaction=True) as pipe:
+            pipe.zadd(key, dict.fromkeys(members, deadline))
+            # The key lives as long as its latest deadline: set a first expiry, then only ever extend it.
+            pipe.pexpire(key, lifetime, nx=True)
+            pipe.pexpire(key, lifetime, gt=True)
+            await pipe.execute()
+
+    async def presence_remove(self, key: str, members: Collection[str]) -> None:
+        if members:
+            await self._commands().zrem(key, *members)
+
+    async def presence_members(self, key: str) -> list[str]:
+        async with self._commands().pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", time.time())
+            pipe.zrange(key, 0, -1)
+            _, members = await pipe.execute()
+        return [member.decode() for member in members]
+
+    def _commands(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("the Redis broker is not connected; call connect() first")
+        return self._client
+
+    async def _change(self, action: str, registry: set[str], names: tuple[str, ...]) -> None:
+        adding = action in _CONFIRMATIONS
+        waiters: list[asyncio.Future[None]] = []
+        async with self._lock:
+            changed = [name for name in dict.fromkeys(names) if (name in registry) != adding]
+            if adding:
+                registry.update(changed)
+            else:
+                registry.difference_update(changed)
+            if not changed or self._pubsub is None:
+                return
+            if adding:
+                waiters = [self._expect_confirmation(action, name) for name in changed]
+            try:
+                await self._pubsub.execute_command(action.upper(), *changed)
+            except _CONNECTION_ERRORS:
+                self._release_waiters()
+                return
+        if waiters:
+            try:
+                async with asyncio.timeout(self.subscribe_timeout):
+                    await asyncio.gather(*waiters)
+            except TimeoutError:
+                logger.warning("Redis did not confirm %s of %d name(s) in time", action, len(changed))
+
+    def _expect_confirmation(self, action: str, name: str) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((action, name), deque()).append(waiter)
+        return waiter
+
+    def _confirm(self, action: str, name: str) -> None:
+        waiters = self._waiters.get((action, name))
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if not waiters:
+            self._waiters.pop((action, name), None)
+
+    def _release_waiters(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._waiters.clear()
+
+    def _record_failure(self, error: BaseException) -> None:
+        self._state = BrokerState.RECONNECTING
+        self._last_error = f"{type(error).__name__}: {error}"
+
+    async def _open(self) -> None:
+        assert self._listener_client is not None
+        pubsub = self._listener_client.pubsub()
+        try:
+            await pubsub.ping()
+            async with self._lock:
+                if self._channels:
+                    await pubsub.execute_command("SUBSCRIBE", *self._channels)
+                if self._patterns:
+                    await pubsub.execute_command("PSUBSCRIBE", *self._patterns)
+                self._pubsub = pubsub
+                self._state = BrokerState.CONNECTED
+        except BaseException:
+            await _close(pubsub)
+            raise
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        self._release_waiters()
+        if pubsub is not None:
+            await _close(pubsub)
+
+    async def _read_forever(self) -> None:
+        delay = self.reconnect_delay
+        while True:
+            if self._pubsub is None:
+                try:
+                    await self._open()
+                except _CONNECTION_ERRORS as error:
+                    self._record_failure(error)
+                    await self._sleep_before_retry(delay)
+                    delay = min(delay * 2, self.max_reconnect_delay)
+                    continue
+                self.reconnects += 1
+                logger.info(
+                    "Redis pub/sub reconnected; %d channel(s) and %d pattern(s) subscribed again",
+                    len(self._channels),
+                    len(self._patterns),
+                )
+            delay = self.reconnect_delay
+            try:
+                await self._read(self._pubsub)
+            except _CONNECTION_ERRORS as error:
+                self._record_failure(error)
+                logger.warning("Redis pub/sub connection lost (%s); reconnecting", self._last_error)
+            except Exception as error:  # the reader must outlive any surprise, so it is logged and goes on
+                self._record_failure(error)
+                logger.exception("Redis pub/sub reader failed; reconnecting")
+            await self._close_pubsub()
+            await self._sleep_before_retry(delay)
+
+    async def _sleep_before_retry(self, delay: float) -> None:
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _read(self, pubsub: PubSub | None) -> None:
+        assert pubsub is not None
+        awaiting_pong = False
+        while True:
+            raw = await pubsub.get_message(timeout=self.health_check_interval)
+            if raw is None:
+                if awaiting_pong:
+                    raise RedisConnectionError(f"no answer to PING within {self.health_check_interval}s")
+                await pubsub.ping()
+                awaiting_pong = True
+                continue
+            awaiting_pong = False
+            kind = raw["type"]
+            if kind in ("message", "pmessage"):
+                pattern = raw["pattern"].decode() if raw["pattern"] is not None else None
+                self._queue.put_nowait(BrokerMessage(raw["channel"].decode(), raw["data"], pattern))
+            elif kind in _CONFIRMATIONS:
+                self._confirm(kind, raw["channel"].decode())

@@ -1,0 +1,230 @@
+"""One WebSocket: its id, topic filters and groups, what it receives, and its outbox.
+
+Everything sent to a connection goes through its `Outbox` (a bounded queue and one writer task). Changes
+to its id, topics and groups are reported to the manager that holds it, which indexes them.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeAlias
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .exceptions import InvalidMessage
+from .message import Frame, Message, encode_frame, loads
+from .outbox import Outbox
+from .topics import validate_filter
+
+__all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventHandler"]
+
+WS_1009_MESSAGE_TOO_BIG = 1009
+
+EventHandler: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ConnectionState(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class ConnectionHub(Protocol):
+    """What a manager does when a connection it holds changes; see `WebSocketManager`."""
+
+    async def topic_added(self, connection: Connection, topic_filter: str) -> None: ...
+    async def topic_removed(self, connection: Connection, topic_filter: str) -> None: ...
+    async def group_added(self, connection: Connection, group: str) -> None: ...
+    async def group_removed(self, connection: Connection, group: str) -> None: ...
+    async def id_changed(self, connection: Connection, previous: str) -> None: ...
+    def overflowed(self, connection: Connection) -> None: ...
+    def call_failed(self, connection: Connection) -> None: ...
+
+
+class Connection:
+    """A WebSocket with an id (which several connections may share, say those of one user)."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        conn_id: str,
+        topic: str | None = None,
+        *,
+        queue_size: int = 256,
+        max_frame_bytes: int = 64 * 1024,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if topic is not None:
+            validate_filter(topic)
+        self.websocket = websocket
+        self.uid = uuid.uuid4().hex
+        self.queue_size = queue_size
+        self.max_frame_bytes = max_frame_bytes
+        self.close_timeout = close_timeout
+        self.event_handler: Callable[[str], EventHandler | None] | None = None
+        self._id = conn_id
+        self._topics: set[str] = {topic} if topic is not None else set()
+        self._groups: set[str] = set()
+        self._outbox: Outbox | None = None
+        self._refused = False
+        self._hub: ConnectionHub | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection id={self._id!r} uid={self.uid[:8]} {self.state.value}>"
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset(self._groups)
+
+    @property
+    def state(self) -> ConnectionState:
+        if self._outbox is None:
+            return ConnectionState.CLOSED if self._refused else ConnectionState.NEW
+        return ConnectionState(self._outbox.state.value)
+
+    @property
+    def close_code(self) -> int | None:
+        """The code this side closed with (1013 for a client too slow), None if it did not."""
+        return self._outbox.close_code if self._outbox is not None else None
+
+    @property
+    def pending(self) -> int:
+        """Frames waiting to be written."""
+        return self._outbox.pending if self._outbox is not None else 0
+
+    def attach(self, hub: ConnectionHub | None) -> None:
+        """Let `hub` (the manager) index this connection's changes; None detaches it."""
+        self._hub = hub
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        await self.websocket.accept(subprotocol=subprotocol, headers=headers)
+        self._outbox = Outbox(
+            self.websocket,
+            size=self.queue_size,
+            close_timeout=self.close_timeout,
+            name=f"{self._id}/{self.uid[:8]}",
+            on_overflow=self._overflowed,
+            on_call_failed=self._call_failed,
+        )
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close once the frames already queued are written; before `accept()`, refuse the handshake."""
+        if self._outbox is not None:
+            await self._outbox.close(code, reason)
+        elif not self._refused:
+            self._refused = True
+            await self.websocket.close(code, reason)
+
+    async def abort(self) -> None:
+        """Stop writing without a close frame: the peer is gone."""
+        if self._outbox is not None:
+            await self._outbox.abort()
+
+    async def receive_frame(self) -> str | bytes:
+        """The next text or binary frame; raises `WebSocketDisconnect`, or `InvalidMessage` if too large."""
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        text: str | None = message.get("text")
+        frame: str | bytes = text if text is not None else message.get("bytes") or b""
+        if self._too_large(frame):
+            raise InvalidMessage(f"frames are limited to {self.max_frame_bytes} bytes", code="too_large")
+        return frame
+
+    async def receive_json(self) -> Any:
+        """The next frame decoded; raises `InvalidMessage` for binary or invalid JSON frames."""
+        frame = await self.receive_frame()
+        if isinstance(frame, bytes):
+            raise InvalidMessage("binary frames are not accepted; send JSON as text")
+        try:
+            return loads(frame)
+        except ValueError as error:
+            raise InvalidMessage(f"not valid JSON: {error}", code="invalid_json") from None
+
+    async def iter_json(self) -> AsyncIterator[Any]:
+        """Decoded frames until the client leaves; a bad frame gets an error frame, an oversized one 1009."""
+        while True:
+            try:
+                yield await self.receive_json()
+            except WebSocketDisconnect:
+                return
+            except InvalidMessage as error:
+                await self.send_json(error.frame())
+                if error.code == "too_large":
+                    await self.close(WS_1009_MESSAGE_TOO_BIG)
+                    return
+
+    async def send_json(self, data: Frame | Message) -> None:
+        await self.send_text(encode_frame(data))
+
+    async def send_text(self, text: str) -> None:
+        if self._outbox is not None:
+            await self._outbox.send(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self._outbox is not None:
+            await self._outbox.send(data)
+
+    def deliver(self, frame: str | bytes | Callable[[], Awaitable[None]]) -> bool:
+        """Queue an encoded frame (or a call to run in the writer task); False when it was not queued."""
+        return self._outbox is not None and self._outbox.put(frame)
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Add an MQTT filter; raises `InvalidSubscription` when it is not valid."""
+        validate_filter(topic_filter)
+        if topic_filter not in self._topics:
+            self._topics.add(topic_filter)
+            if self._hub is not None:
+                await self._hub.topic_added(self, topic_filter)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        if topic_filter in self._topics:
+            self._topics.discard(topic_filter)
+            if self._hub is not None:
+                await self._hub.topic_removed(self, topic_filter)
+
+    async def join(self, group: str) -> None:
+        if group not in self._groups:
+            self._groups.add(group)
+            if self._hub is not None:
+                await self._hub.group_added(self, group)
+
+    async def leave(self, group: str) -> None:
+        if group in self._groups:
+            self._groups.discard(group)
+            if self._hub is not None:
+                await self._hub.group_removed(self, group)
+
+    async def set_id(self, conn_id: str) -> None:
+        previous, self._id = self._id, conn_id
+        if previous != conn_id and self._hub is not None:
+            await self._hub.id_changed(self, previous)
+
+    def _too_large(self, frame: str | bytes) -> bool:
+        limit = self.max_frame_bytes
+        if len(frame) > limit:
+            return True
+        if isinstance(frame, bytes) or len(frame) * 4 <= limit:
+            return False
+        return len(frame.encode()) > limit
+
+    def _overflowed(self) -> None:
+        if self._hub is not None:
+            self._hub.overflowed(self)
+
+    def _call_failed(self) -> None:
+        if self._hub is not None:
+            self._hub.call_failed(self)

@@ -1,0 +1,121 @@
+"""Errors of the realtime engine, their wire form, and decorators that route exceptions to a handler.
+
+Every error that a client can cause is a `WebSocketException` whose `code` is one of the protocol's error
+codes; `error_frame()` turns it into `{"type": "error", "code": ..., "detail": ...}`. The connection stays
+open after an error frame unless a close code is documented for the case.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = [
+    "ErrorCode",
+    "InvalidMessage",
+    "InvalidSubscription",
+    "InvalidSubscriptionMessage",
+    "InvalidTopic",
+    "WebSocketException",
+    "ahandle",
+    "error_frame",
+    "handle",
+]
+
+ErrorCode = Literal[
+    "invalid_json",
+    "invalid_message",
+    "unknown_type",
+    "invalid_topic",
+    "forbidden",
+    "rate_limited",
+    "too_large",
+    "internal_error",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+R = TypeVar("R")
+E = TypeVar("E", bound=BaseException)
+
+
+def error_frame(code: ErrorCode, detail: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "detail": detail}
+
+
+class WebSocketException(Exception):
+    """An error tied to a connection; `code` and `detail` become the error frame sent back to it."""
+
+    code: ErrorCode = "invalid_message"
+
+    def __init__(
+        self, detail: str, *, connection: Connection | None = None, code: ErrorCode | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.connection = connection
+        if code is not None:
+            self.code = code
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.detail)
+
+
+class InvalidMessage(WebSocketException):
+    """A client frame that is not valid JSON, not an object, too large, or of an unknown `type`."""
+
+
+class InvalidSubscription(WebSocketException):
+    """A topic filter that breaks the MQTT rules (`+` not a whole level, `#` not last, empty, NUL...)."""
+
+    code: ErrorCode = "invalid_topic"
+
+
+class InvalidTopic(WebSocketException):
+    """A topic name that cannot be published to (empty, contains a wildcard or NUL, too long)."""
+
+    code: ErrorCode = "invalid_topic"
+
+
+class InvalidSubscriptionMessage(InvalidMessage):
+    """A `subscribe`/`unsubscribe` message without a topic, or a message of another type."""
+
+
+def handle(
+    exc: type[E] | tuple[type[E], ...], handler: Callable[[E], R]
+) -> Callable[[Callable[P, T]], Callable[P, T | R]]:
+    """Decorate a function so that `exc` raised inside it is passed to `handler`, whose result is returned."""
+
+    def decorator(func: Callable[P, T]) -> Callable[P, T | R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | R:
+            try:
+                return func(*args, **kwargs)
+            except exc as error:
+                return handler(error)
+
+        return wrapper
+
+    return decorator
+
+
+def ahandle(
+    exc: type[E] | tuple[type[E], ...], handler: Callable[[E], Awaitable[R]]
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T | R]]]:
+    """Like `handle`, for a coroutine function and an async handler."""
+
+    def decorator(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | R]]:
+        @functools.wraps(func)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | R:
+            try:
+                return await func(*args, **kwargs)
+            except exc as error:
+                return await handler(error)
+
+        return wrapper
+
+    return decorator

@@ -1,0 +1,175 @@
+"""The outbound side of a connection: a bounded queue of frames and the one task that writes them.
+
+Senders only queue, so they never wait for a socket and a slow socket only delays itself. When the queue
+is full the client is not keeping up: the queue is dropped and the socket closed with 1013 (try again
+later). A callable on the queue (a group event for a consumer method) runs in the writer task; whatever
+it sends is written at once, so frames keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .exceptions import WebSocketException, error_frame
+from .message import dumps
+
+__all__ = ["Outbox", "OutboxState"]
+
+logger = logging.getLogger(__name__)
+
+WS_1013_TRY_AGAIN_LATER = 1013
+_SEND_ERRORS = (WebSocketDisconnect, OSError, RuntimeError)
+
+
+class OutboxState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]]
+
+
+class Outbox:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        size: int,
+        close_timeout: float,
+        name: str,
+        on_overflow: Callable[[], None],
+        on_call_failed: Callable[[], None],
+    ) -> None:
+        self.websocket = websocket
+        self.size = size
+        self.close_timeout = close_timeout
+        self.name = name
+        self.state = OutboxState.OPEN
+        self.close_code: int | None = None
+        self._on_overflow = on_overflow
+        self._on_call_failed = on_call_failed
+        self._queue: asyncio.Queue[Outbound | _Close] = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_forever(), name=f"websocket-writer-{name}")
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def in_writer(self) -> bool:
+        return asyncio.current_task() is self._writer
+
+    def put(self, item: Outbound) -> bool:
+        """Queue a frame or a call; False when it was not queued (closing, or the queue overflowed)."""
+        if self.state is not OutboxState.OPEN:
+            return False
+        if self._queue.qsize() >= self.size:
+            self._overflow()
+            return False
+        self._queue.put_nowait(item)
+        return True
+
+    async def send(self, frame: str | bytes) -> None:
+        if self.in_writer():
+            await self._write(frame)
+        else:
+            self.put(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close after the frames already queued are written, waiting at most `close_timeout` for them."""
+        if self.state is OutboxState.OPEN:
+            self.state = OutboxState.CLOSING
+            self.close_code = code
+            if self.in_writer():
+                await self._close_socket(code, reason)
+                return
+            self._queue.put_nowait(_Close(code, reason))
+        if self.in_writer():
+            return
+        writer = self._writer
+        done, _ = await asyncio.wait({writer}, timeout=self.close_timeout)
+        if not done:
+            writer.cancel()
+            await asyncio.wait({writer})
+            await self._close_socket(code, reason)
+
+    async def abort(self) -> None:
+        """Stop writing without a close frame: the peer is gone."""
+        self.state = OutboxState.CLOSED
+        self._drop()
+        if not self.in_writer():
+            self._writer.cancel()
+            await asyncio.wait({self._writer})
+
+    def _drop(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def _overflow(self) -> None:
+        logger.warning("closing %s: %d frames are waiting, the client does not keep up", self.name, self.size)
+        self.state = OutboxState.CLOSING
+        self.close_code = WS_1013_TRY_AGAIN_LATER
+        self._drop()
+        self._on_overflow()
+        if self.in_writer():
+            self._queue.put_nowait(_Close(WS_1013_TRY_AGAIN_LATER, "client too slow"))
+            return
+        stuck = self._writer
+        stuck.cancel()
+        self._writer = asyncio.create_task(self._close_after(stuck), name=f"websocket-close-{self.name}")
+
+    async def _close_after(self, stuck: asyncio.Task[None]) -> None:
+        await asyncio.wait({stuck})
+        await self._close_socket(WS_1013_TRY_AGAIN_LATER, "client too slow")
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        self.state = OutboxState.CLOSED
+        self._drop()
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await self.websocket.close(code, reason)
+        except (TimeoutError, *_SEND_ERRORS):
+            logger.debug("%s was already gone when closing it with %d", self.name, code)
+
+    async def _write(self, frame: str | bytes) -> None:
+        try:
+            if isinstance(frame, str):
+                await self.websocket.send_text(frame)
+            else:
+                await self.websocket.send_bytes(frame)
+        except _SEND_ERRORS:
+            self.state = OutboxState.CLOSED
+            self._drop()
+
+    async def _run(self, call: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await call()
+        except WebSocketException as error:
+            await self._write(dumps(error.frame()))
+        except Exception:
+            logger.exception("an event handler of %s failed", self.name)
+            self._on_call_failed()
+            await self._write(dumps(error_frame("internal_error", "the server could not handle an event")))
+
+    async def _write_forever(self) -> None:
+        while self.state is not OutboxState.CLOSED:
+            item = await self._queue.get()
+            if isinstance(item, _Close):
+                await self._close_socket(item.code, item.reason)
+            elif isinstance(item, str | bytes):
+                await self._write(item)
+            else:
+                await self._run(item)
