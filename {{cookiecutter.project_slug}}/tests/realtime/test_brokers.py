@@ -28,8 +28,8 @@ async def broker(broker_url: str) -> AsyncIterator[BrokerInterface]:
     await created.disconnect()
 
 
-async def next_message(broker: BrokerInterface, timeout: float = 5.0) -> BrokerMessage:
-    async with asyncio.timeout(timeout):
+async def next_message(broker: BrokerInterface, seconds: float = 5.0) -> BrokerMessage:
+    async with asyncio.timeout(seconds):
         return await broker.get_message()
 
 
@@ -38,7 +38,9 @@ async def assert_silent(broker: BrokerInterface, seconds: float = 0.3) -> None:
         await next_message(broker, seconds)
 
 
-async def test_a_subscribed_channel_receives_what_is_published(broker: BrokerInterface, broker_channel: str) -> None:
+async def test_a_subscribed_channel_receives_what_is_published(
+    broker: BrokerInterface, broker_channel: str
+) -> None:
     channel = f"{broker_channel}:news"
     await broker.subscribe(channel)
     assert broker.state is BrokerState.CONNECTED
@@ -53,7 +55,9 @@ async def test_a_subscribed_channel_receives_what_is_published(broker: BrokerInt
     await assert_silent(broker)
 
 
-async def test_a_message_arrives_once_per_matching_pattern(broker: BrokerInterface, broker_channel: str) -> None:
+async def test_a_message_arrives_once_per_matching_pattern(
+    broker: BrokerInterface, broker_channel: str
+) -> None:
     prefix = escape_glob(broker_channel)
     await broker.psubscribe(f"{prefix}:t:a*", f"{prefix}:t:a/*", f"{prefix}:t:z*")
     await broker.publish(f"{broker_channel}:t:a/b", b"payload")
@@ -109,7 +113,9 @@ async def test_redis_agrees_with_the_local_glob_matcher(redis_url: str, broker_c
         await broker.disconnect()
 
 
-async def test_a_message_published_after_subscribe_returns_is_received(redis_url: str, broker_channel: str) -> None:
+async def test_a_message_published_after_subscribe_returns_is_received(
+    redis_url: str, broker_channel: str
+) -> None:
     listener, publisher = RedisBroker(redis_url), RedisBroker(redis_url)
     await listener.connect()
     await publisher.connect()

@@ -75,7 +75,11 @@ def test_bad_client_messages_raise_with_their_error_code(
 def test_frames_encode_models_by_alias_and_in_json_mode() -> None:
     sent_at = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     notice = Notice(sent_at=sent_at, bodyText="hi")
-    assert loads(encode_frame(notice)) == {"type": "notice", "sent_at": "2024-05-01T12:00:00Z", "bodyText": "hi"}
+    assert loads(encode_frame(notice)) == {
+        "type": "notice",
+        "sent_at": "2024-05-01T12:00:00Z",
+        "bodyText": "hi",
+    }
     assert loads(dumps({"items": [notice]}))["items"][0]["bodyText"] == "hi"
     assert frame_type(notice) == "notice"
     assert frame_type({"type": 1}) is None
@@ -87,20 +91,23 @@ def test_frames_encode_models_by_alias_and_in_json_mode() -> None:
 
 
 def test_invalid_json_raises_value_error() -> None:
-    with pytest.raises(ValueError, match="."):
+    with pytest.raises(ValueError, match=r"."):
         loads("{nope")
 
 
 def test_an_envelope_carries_its_frame_verbatim() -> None:
-    envelope = Envelope(kind="group", target="room:1\nx", frame='{"type":"a","text":"line\\nbreak"}', event="a")
+    envelope = Envelope(
+        kind="group", target="room:1\nx", frame='{"type":"a","text":"line\\nbreak"}', event="a"
+    )
     assert Envelope.decode(envelope.encode()) == envelope
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"no separator", b"[1]\n{}", b'{"kind": 1, "target": "x"}\n{}', b'{"kind":"group"}\n{}', b"\xff\n"]
+    "data",
+    [b"", b"no separator", b"[1]\n{}", b'{"kind": 1, "target": "x"}\n{}', b'{"kind":"group"}\n{}', b"\xff\n"],
 )
 def test_anything_else_is_not_an_envelope(data: bytes) -> None:
-    with pytest.raises(ValueError, match="."):
+    with pytest.raises(ValueError, match=r"."):
         Envelope.decode(data)
 
 

@@ -87,7 +87,9 @@ def test_matching_follows_the_mqtt_examples(topic: str, topic_filter: str, expec
     assert index.match(topic) == ({"subscriber"} if expected else set())
 
 
-@pytest.mark.parametrize("topic_filter", ["a", "+", "#", "a/#", "+/+", "/", "//", "a//b", "+/#", "$SYS/#", "a b/c"])
+@pytest.mark.parametrize(
+    "topic_filter", ["a", "+", "#", "a/#", "+/+", "/", "//", "a//b", "+/#", "$SYS/#", "a b/c"]
+)
 def test_valid_filters_are_accepted(topic_filter: str) -> None:
     validate_filter(topic_filter)
 
@@ -129,7 +131,9 @@ def test_the_index_finds_exactly_the_matching_subscriptions(
     index: TopicIndex[int] = TopicIndex()
     for number, topic_filter in enumerate(subscriptions):
         index.add(topic_filter, number)
-    removed = data.draw(st.sets(st.sampled_from(range(len(subscriptions))) if subscriptions else st.nothing()))
+    removed = data.draw(
+        st.sets(st.sampled_from(range(len(subscriptions))) if subscriptions else st.nothing())
+    )
     for number in removed:
         index.discard(subscriptions[number], number)
     for topic in probes:
@@ -186,5 +190,7 @@ def test_matching_ten_thousand_subscriptions_is_not_a_scan() -> None:
         assert sum(topic_matches(topic, topic_filter) for topic_filter in subscriptions) == 11
     scanned = (time.perf_counter() - started) / len(sample)
 
-    print(f"\n10,000 subscriptions: index {indexed * 1e6:.1f} us per topic, linear scan {scanned * 1e6:.0f} us")
+    print(
+        f"\n10,000 subscriptions: index {indexed * 1e6:.1f} us per topic, linear scan {scanned * 1e6:.0f} us"
+    )
     assert indexed * 50 < scanned
