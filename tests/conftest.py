@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,22 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
     return output
 
 
+def find_interpreter(python_version: str) -> str:
+    """A working `pythonX.Y`: from PATH, else from a pyenv installation whose shim is not enabled."""
+    candidates = [shutil.which(f"python{python_version}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(
+        str(path) for path in pyenv_root.glob(f"versions/{python_version}.*/bin/python{python_version}")
+    )
+    for candidate in candidates:
+        if (
+            candidate
+            and subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0
+        ):
+            return candidate
+    pytest.fail(f"Python {python_version} is needed to test bakes that choose it, and none was found")
+
+
 def python_for(python_version: str, project_dir: Path) -> Path:
     """The interpreter of a virtual environment holding a generated project's dependencies.
 
@@ -63,7 +80,8 @@ def python_for(python_version: str, project_dir: Path) -> Path:
     with (VENVS_DIR / f"py{python_version}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not python.exists():
-            run([str(UV), "venv", "--quiet", "--python", python_version, str(venv)], TEMPLATE_DIR, env)
+            interpreter = find_interpreter(python_version)
+            run([str(UV), "venv", "--quiet", "--python", interpreter, str(venv)], TEMPLATE_DIR, env)
         install = [str(UV), "pip", "install", "--quiet", "--python", str(python)]
         run([*install, "-r", str(project_dir / "pyproject.toml"), "--extra", "dev"], TEMPLATE_DIR, env)
     return python
