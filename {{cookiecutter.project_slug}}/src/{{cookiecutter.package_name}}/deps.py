@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from .db import users
 from .db.models import User
+from .realtime import WebSocketManager
 from .security.passwords import PasswordHasher
 from .security.tokens import InvalidTokenError, decode_access_token
 from .settings import Settings
@@ -32,15 +33,27 @@ def get_password_hasher(connection: HTTPConnection) -> PasswordHasher:
     return hasher
 
 
-async def get_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
+def get_session_factory(connection: HTTPConnection) -> async_sessionmaker[AsyncSession]:
     factory: async_sessionmaker[AsyncSession] = connection.app.state.session_factory
-    async with factory() as session:
+    return factory
+
+
+async def get_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    async with get_session_factory(connection)() as session:
         yield session
+
+
+def get_manager(connection: HTTPConnection) -> WebSocketManager:
+    manager: WebSocketManager = connection.app.state.manager
+    return manager
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# WebSocket consumers outlive a request: they open a short session from the factory for each piece of work.
+SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
+ManagerDep = Annotated[WebSocketManager, Depends(get_manager)]
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     ws_outbound_queue_size: int = Field(default=256, gt=0)
     ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
     ws_rate_limit_burst: int = Field(default=20, gt=0)
+    ws_presence_ttl_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds after which the users of an instance that died leave its rooms' presence.",
+    )
 {%- if cookiecutter.use_notifications == "y" %}
     notifications_client_publish: bool = Field(
         default=False, description="Let clients publish to topics over /ws/notifications."
