@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
+
+from {{ cookiecutter.package_name }}.realtime import WebSocketManager
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -11,3 +15,9 @@ def broker_url(request: pytest.FixtureRequest) -> str:
         return "memory://"
     url: str = request.getfixturevalue("redis_url")
     return url
+
+
+@pytest.fixture
+async def manager(broker_url: str, broker_channel: str) -> AsyncIterator[WebSocketManager]:
+    async with WebSocketManager(broker_channel, broker_url, queue_size=64, close_timeout=2.0) as started:
+        yield started

@@ -1,0 +1,242 @@
+"""The chat consumer of `/ws/rooms/{room}`: messages, history replay, presence and typing in one room.
+
+The client sends `chat.message` {text}, stored and then sent with its id to everyone in the room, the sender
+included, and `chat.typing`, relayed to the others and not stored. The server also sends `presence.state`
+(who is here, on arrival), `presence.join` and `presence.leave` (a user's first connection came, their last
+one went), across every instance.
+
+The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
+exist or is private and the user is not a member, and when `since` is not a message id.
+
+With `?since=<id>`, the stored messages after that id come first, then the live ones, with no gap and no
+duplicate: the connection joins the room before it reads the history, holds the live messages that arrive
+meanwhile, then sends each id once. It remembers the ids it replayed rather than the largest one, because
+on PostgreSQL a message can commit after another with a larger id and arrive live after the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.websockets import WebSocket
+
+from ..db import messages, rooms
+from ..db.models import Room
+from ..realtime import WebSocketManager, handler, reject
+from ..schemas import MessagePublic
+from ..settings import Settings
+from .base import UserConsumer
+
+logger = logging.getLogger(__name__)
+
+ROOM_GROUP_PREFIX = "room:"
+REPLAY_PAGE_SIZE = 100
+MAX_MESSAGE_ID = 2**63 - 1
+WS_1011_INTERNAL_ERROR = 1011
+
+
+def room_group(room: str) -> str:
+    """The group of the connections to a room, on every instance."""
+    return ROOM_GROUP_PREFIX + room
+
+
+class ChatMessageCreate(BaseModel):
+    """Say something in the room."""
+
+    type: Literal["chat.message"]
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)] = Field(
+        examples=["Hello, world"]
+    )
+
+
+class ChatMessagePublic(MessagePublic):
+    """A stored message: sent to everyone in the room, its sender included, and replayed after `since`."""
+
+    type: Literal["chat.message"] = "chat.message"
+
+
+class ChatTyping(BaseModel):
+    """The user is typing; send it every few seconds while they are."""
+
+    type: Literal["chat.typing"]
+
+
+class ChatTypingPublic(BaseModel):
+    """Someone else in the room is typing."""
+
+    type: Literal["chat.typing"] = "chat.typing"
+    user: str = Field(examples=["alice"])
+    room: str = Field(examples=["lobby"])
+
+
+class PresenceState(BaseModel):
+    """Everyone in the room now, on any instance: sent on arrival, and again if it changed unannounced."""
+
+    type: Literal["presence.state"] = "presence.state"
+    users: list[str] = Field(examples=[["alice", "bob"]])
+
+
+class PresenceJoin(BaseModel):
+    """Another user came into the room (their first connection to it)."""
+
+    type: Literal["presence.join"] = "presence.join"
+    user: str = Field(examples=["bob"])
+
+
+class PresenceLeave(BaseModel):
+    """A user left the room (their last connection to it closed)."""
+
+    type: Literal["presence.leave"] = "presence.leave"
+    user: str = Field(examples=["bob"])
+
+
+class RoomConsumer(UserConsumer):
+    """One connection to a chat room."""
+
+    sends = (ChatMessagePublic, ChatTypingPublic, PresenceState, PresenceJoin, PresenceLeave)
+    room: Room
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        manager: WebSocketManager,
+        *,
+        room: str,
+        settings: Settings,
+        session_factory: async_sessionmaker[AsyncSession],
+    ) -> None:
+        super().__init__(websocket, manager, settings=settings, session_factory=session_factory)
+        self.room_name = room
+        self.group = room_group(room)
+        self.since: int | None = None
+        self.replayed: set[int] = set()
+        self.held: list[dict[str, Any]] | None = None
+
+    async def connect(self) -> None:
+        self.user = await self.authenticate()
+        async with self.session_factory() as session:
+            room = await rooms.get_visible_room(session, name=self.room_name, user=self.user)
+        if room is None:
+            await reject(self.websocket, "No such room, or it is private and you are not a member")
+        self.room = room
+        since = self.websocket.query_params.get("since")
+        if since is not None and not (since.isdecimal() and int(since) <= MAX_MESSAGE_ID):
+            await reject(self.websocket, "since must be the id of a message, a non-negative integer")
+        await self.accept()
+        if since is not None:
+            self.since, self.held = int(since), []  # live messages wait in `held` until the replay is over
+        await self.group_add(self.group)  # before the history is read, so that nothing said can be missed
+        if self.since is not None:
+            self.accepted.deliver(self.replay)  # runs in the writer task: what is queued after it waits
+        await self.announce_arrival()
+
+    async def disconnect(self, code: int) -> None:
+        if await self.manager.presence_leave(self.group, self.accepted):
+            await self.group_send(self.group, PresenceLeave(user=self.user.username))
+
+    @handler(sends=[ChatMessagePublic])
+    async def on_chat_message(self, message: ChatMessageCreate) -> None:
+        """Store the message, then send it to everyone in the room, the sender included."""
+        async with self.session_factory() as session:
+            stored = await messages.create_message(session, room=self.room, user=self.user, text=message.text)
+        await self.group_send(self.group, ChatMessagePublic.model_validate(stored))
+
+    @handler(sends=[ChatTypingPublic])
+    async def on_chat_typing(self, message: ChatTyping) -> None:
+        """Tell the others in the room that the user is typing; nothing is stored."""
+        await self.group_send(self.group, ChatTypingPublic(user=self.user.username, room=self.room.name))
+
+    # Events sent to the room's group arrive at the method named after their type, once per connection.
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        if self.held is not None:
+            self.held.append(event)
+        elif event.get("id") not in self.replayed:
+            await self.send_json(event)
+
+    async def chat_typing(self, event: dict[str, Any]) -> None:
+        await self.send_unless_about_me(event)
+
+    async def presence_join(self, event: dict[str, Any]) -> None:
+        await self.send_unless_about_me(event)
+
+    async def presence_leave(self, event: dict[str, Any]) -> None:
+        # This connection keeps its user here: a leave about them comes from a tab closed before it opened.
+        await self.send_unless_about_me(event)
+
+    async def send_unless_about_me(self, event: dict[str, Any]) -> None:
+        if event.get("user") != self.user.username:
+            await self.send_json(event)
+
+    async def announce_arrival(self) -> None:
+        """Count the user present, tell the room if they just came, and tell them who is here."""
+        if await self.manager.presence_join(self.group, self.accepted, self.user.username):
+            await self.group_send(self.group, PresenceJoin(user=self.user.username))
+        users = await self.manager.presence_members(self.group)
+        await self.send_json(PresenceState(users=sorted(users)))
+
+    async def replay(self) -> None:
+        """Send the stored messages after `since`, then the live ones held meanwhile, each id once."""
+        after = self.since
+        try:
+            while True:
+                async with self.session_factory() as session:
+                    page = await messages.list_messages(
+                        session, room=self.room, after=after, limit=REPLAY_PAGE_SIZE
+                    )
+                for stored in page:
+                    await self.send_json(ChatMessagePublic.model_validate(stored))
+                    self.replayed.add(stored.id)
+                if len(page) < REPLAY_PAGE_SIZE:
+                    break
+                after = page[-1].id
+        except Exception:
+            # A partial replay would leave a gap; closed, the client reconnects and asks again.
+            logger.exception("could not replay room %r after message %s", self.room.name, self.since)
+            await self.close(WS_1011_INTERNAL_ERROR, "Could not read the history")
+            return
+        held, self.held = self.held or [], None
+        for event in held:
+            await self.chat_message(event)
+
+
+async def resync_presence(manager: WebSocketManager, interval: float) -> None:
+    """Every `interval`, send `presence.state` to the local connections of each room whose users changed.
+
+    Arrivals and departures are announced as they happen, but an instance that dies announces nothing: its
+    users' presence expires after the TTL, and this is what tells the rooms' other members.
+    """
+    seen: dict[str, set[str]] = {}
+    while True:
+        await asyncio.sleep(interval)
+        groups = {group for connection in manager for group in connection.groups}
+        seen = {group: users for group, users in seen.items() if group in groups}
+        try:
+            for group in groups:
+                if group.startswith(ROOM_GROUP_PREFIX):
+                    users = await manager.presence_members(group)
+                    if group in seen and users != seen[group]:
+                        frame = PresenceState(users=sorted(users)).model_dump_json()
+                        for connection in manager.group_members(group):
+                            await connection.send_text(frame)
+                    seen[group] = users
+        except Exception:
+            logger.exception("could not read the presence of the rooms; trying again in %ss", interval)
+
+
+@asynccontextmanager
+async def presence_resync(manager: WebSocketManager, interval: float) -> AsyncIterator[None]:
+    """Run `resync_presence` for as long as the block lasts (the app's lifespan)."""
+    task = asyncio.create_task(resync_presence(manager, interval), name="presence-resync")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,271 @@
+"""The connections of this process, and the broker that joins them to every other instance's.
+
+Every send goes through the broker, even to a connection of this instance, so all instances behave alike.
+One listener task takes messages off the broker and queues each frame, encoded once by the sender, on every
+local connection it is for; the connections' writer tasks do the rest. The listener never awaits a socket,
+and no task is created per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self
+
+from starlette.websockets import WebSocket
+
+from .brokers import BrokerInterface, BrokerState, create_broker
+from .connection import Connection
+from .exceptions import InvalidMessage, WebSocketException
+from .message import Envelope, Frame, Message, encode_frame, frame_type
+from .presence import Presence
+from .routing import Router, Stats
+from .topics import handle_subscription_message, validate_topic
+
+__all__ = ["WebSocketManager"]
+
+logger = logging.getLogger(__name__)
+
+WS_1012_SERVICE_RESTART = 1012
+
+
+class WebSocketManager:
+    """Connections, groups, topics and presence of one instance; `broker_channel` prefixes every channel."""
+
+    def __init__(
+        self,
+        broker_channel: str,
+        broker_url: str = "memory://",
+        *,
+        broker: BrokerInterface | None = None,
+        queue_size: int = 256,
+        max_frame_bytes: int = 64 * 1024,
+        close_timeout: float = 5.0,
+        presence_ttl: float = 30.0,
+        **broker_options: Any,
+    ) -> None:
+        self.broker_channel = broker_channel
+        self.broker = broker if broker is not None else create_broker(broker_url, **broker_options)
+        self.queue_size = queue_size
+        self.max_frame_bytes = max_frame_bytes
+        self.close_timeout = close_timeout
+        self.stats = Stats()
+        self._router = Router(self.broker, broker_channel, self.stats)
+        self._presence = Presence(self.broker, broker_channel, presence_ttl)
+        self._instance = uuid.uuid4().hex[:12]
+        self._topic_messages = itertools.count()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.startup()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._router.connections))
+
+    def __len__(self) -> int:
+        return len(self._router.connections)
+
+    @property
+    def active_connections(self) -> list[Connection]:
+        return list(self._router.connections)
+
+    @property
+    def ready(self) -> bool:
+        """Started, listening, and the broker's subscriptions are live (what `/readyz` wants to know)."""
+        listening = bool(self._tasks) and not any(task.done() for task in self._tasks)
+        return self._started and listening and self.broker.state is BrokerState.CONNECTED
+
+    async def startup(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.broker.connect()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="websocket-manager-listener"),
+            asyncio.create_task(self._refresh_presence(), name="websocket-manager-presence"),
+        ]
+        await self._router.channels.acquire(self._router.channel("broadcast"))
+
+    async def shutdown(self) -> None:
+        """Close every connection with 1012 (service restart), stop every task, disconnect the broker."""
+        if not self._started:
+            return
+        self._started = False
+        connections = list(self._router.connections)
+        await asyncio.gather(*(connection.close(WS_1012_SERVICE_RESTART) for connection in connections))
+        for connection in connections:
+            await self.remove_connection(connection)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.broker.disconnect()
+
+    def create_connection(
+        self, websocket: WebSocket, conn_id: str | None = None, topic: str | None = None
+    ) -> Connection:
+        """A connection with this manager's limits, not yet accepted nor added."""
+        return Connection(
+            websocket,
+            conn_id if conn_id is not None else uuid.uuid4().hex,
+            topic,
+            queue_size=self.queue_size,
+            max_frame_bytes=self.max_frame_bytes,
+            close_timeout=self.close_timeout,
+        )
+
+    async def add_connection(self, connection: Connection) -> None:
+        """Start routing frames to an accepted connection."""
+        if not self._started:
+            raise RuntimeError("the manager is not started; call startup() first")
+        await self._router.add(connection)
+
+    async def new_connection(
+        self,
+        websocket: WebSocket,
+        conn_id: str | None = None,
+        topic: str | None = None,
+        *,
+        subprotocol: str | None = None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> Connection:
+        """Accept `websocket` and add it; `conn_id` defaults to a random id."""
+        connection = self.create_connection(websocket, conn_id, topic)
+        await connection.accept(subprotocol, headers)
+        await self.add_connection(connection)
+        return connection
+
+    async def remove_connection(self, connection: Connection) -> None:
+        """Forget a connection whose client left: groups, topics, presence, and its writer task."""
+        try:
+            await self._presence.leave_all(connection)
+        except Exception:
+            logger.exception("could not remove the presence entries of %r", connection)
+        await self._router.remove(connection)
+        await connection.abort()
+
+    async def close_connection(self, connection: Connection, code: int = 1000) -> None:
+        await connection.close(code)
+        await self.remove_connection(connection)
+
+    async def set_conn_id(self, connection: Connection, conn_id: str) -> None:
+        await connection.set_id(conn_id)
+
+    async def broadcast(self, message: Message | Frame) -> None:
+        """Send to every connection of every instance."""
+        await self._publish("broadcast", [""], message)
+
+    async def send(self, message: Message) -> None:
+        """Send to the connections, on every instance, with a filter matching `message.topic`."""
+        if message.topic is None:
+            raise InvalidMessage("a topic message needs a 'topic'")
+        validate_topic(message.topic)
+        message_id = f"{self._instance}:{next(self._topic_messages)}"
+        await self._publish("topic", [message.topic], message, message_id)
+
+    async def send_by_conn_id(self, message: Message) -> None:
+        """Send to every connection, on every instance, whose id is `message.conn_id` (or one of them)."""
+        if not message.conn_id:
+            raise InvalidMessage("a 'send_by_conn_id' message needs a 'conn_id'")
+        ids = [message.conn_id] if isinstance(message.conn_id, str) else list(dict.fromkeys(message.conn_id))
+        await self._publish("conn", ids, message)
+
+    async def send_msg(self, message: Message) -> None:
+        """Route by type: `broadcast`, `send_by_conn_id`, else by topic, else by conn_id."""
+        if message.type == "broadcast":
+            await self.broadcast(message)
+        elif message.type == "send_by_conn_id" or (message.topic is None and message.conn_id):
+            await self.send_by_conn_id(message)
+        elif message.topic is not None:
+            await self.send(message)
+        else:
+            raise InvalidMessage(f"a {message.type!r} message needs a 'topic' or a 'conn_id'")
+
+    async def receive(self, connection: Connection, message: Message | Any) -> None:
+        """Handle a client message of the library protocol; a bad one is answered with an error frame."""
+        try:
+            if not isinstance(message, Message):
+                message = Message.from_client_message(data=message)
+            if message.type in ("subscribe", "unsubscribe"):
+                await handle_subscription_message(connection, message)
+                await connection.send_json({"type": f"{message.type}d", "topic": message.topic})
+            else:
+                await self.send_msg(message)
+        except WebSocketException as error:
+            await connection.send_json(error.frame())
+
+    async def group_add(self, group: str, connection: Connection) -> None:
+        """Add a connection to a group; returns once the group's traffic reaches this instance."""
+        if connection not in self._router.connections:
+            raise ValueError(f"{connection!r} is not a connection of this manager")
+        await connection.join(group)
+
+    async def group_discard(self, group: str, connection: Connection) -> None:
+        """Remove a connection from a group; nothing happens if it was not in it."""
+        await connection.leave(group)
+
+    async def group_send(self, group: str, event: Frame) -> None:
+        """Send an event with a string `type` to every member of `group` on every instance."""
+        if frame_type(event) is None:
+            raise InvalidMessage("a group event needs a string 'type'")
+        await self._publish("group", [group], event)
+
+    def group_members(self, group: str) -> frozenset[Connection]:
+        """The local members of `group`."""
+        return self._router.members(group)
+
+    def connections_by_id(self, conn_id: str) -> frozenset[Connection]:
+        """The local connections whose id is `conn_id`."""
+        return self._router.by_id(conn_id)
+
+    async def presence_join(self, group: str, connection: Connection, member: str) -> bool:
+        """Mark `member` present in `group` through `connection`; True if it was absent everywhere."""
+        return await self._presence.join(group, connection, member)
+
+    async def presence_leave(self, group: str, connection: Connection) -> bool:
+        """Remove `connection`'s presence in `group`; True if its member is now absent everywhere."""
+        return await self._presence.leave(group, connection)
+
+    async def presence_members(self, group: str) -> set[str]:
+        """Members present in `group` on any live instance."""
+        return await self._presence.members(group)
+
+    async def _publish(
+        self, kind: str, targets: list[str], frame: Message | Frame, message_id: str | None = None
+    ) -> None:
+        text = encode_frame(frame)
+        event = frame_type(frame)
+        for target in targets:
+            envelope = Envelope(kind=kind, target=target, frame=text, event=event, id=message_id)
+            await self.broker.publish(self._router.channel(kind, target), envelope.encode())
+
+    async def _listen(self) -> None:
+        while True:
+            message = await self.broker.get_message()
+            try:
+                self._router.dispatch(message)
+            except ValueError as error:
+                self.stats.malformed_broker_messages += 1
+                logger.warning("dropped a malformed message on %s: %s", message.channel, error)
+            except Exception:
+                self.stats.malformed_broker_messages += 1
+                logger.exception("could not deliver a message from %s", message.channel)
+
+    async def _refresh_presence(self) -> None:
+        while True:
+            await asyncio.sleep(self._presence.ttl / 3)
+            try:
+                await self._presence.refresh()
+            except Exception:
+                logger.exception("could not refresh presence; entries of this instance may expire")

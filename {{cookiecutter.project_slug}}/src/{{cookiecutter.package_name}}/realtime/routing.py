@@ -1,0 +1,200 @@
+"""Which local connections want which frames, and so which broker channels this instance listens to.
+
+Channel names all start with the manager's `broker_channel` prefix, so that services (and test runs) can
+share one Redis: `<prefix>:broadcast` (always), `<prefix>:conn:<id>` while a local connection has that id,
+`<prefix>:group:<name>` while the group has a local member, and `<prefix>:topic:<topic>` for topic messages,
+received through one pattern subscription per distinct glob of the filters held locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .brokers import BrokerInterface, BrokerMessage
+from .connection import Connection
+from .message import Envelope, loads
+from .topics import TopicIndex, escape_glob, filter_to_glob
+
+__all__ = ["Router", "Stats"]
+
+
+@dataclass
+class Stats:
+    """Counters of one manager, for logs, metrics and tests."""
+
+    broker_messages: int = 0
+    malformed_broker_messages: int = 0
+    slow_consumers_closed: int = 0
+    handler_errors: int = 0
+
+
+class _Subscriptions:
+    """Broker subscriptions counted by holder: subscribe for the first, unsubscribe after the last."""
+
+    def __init__(
+        self, subscribe: Callable[[str], Awaitable[None]], unsubscribe: Callable[[str], Awaitable[None]]
+    ) -> None:
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self._holders: dict[str, int] = {}
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._holders
+
+    async def acquire(self, name: str) -> None:
+        """Return once the broker delivers `name` to this instance."""
+        holders = self._holders.get(name, 0)
+        self._holders[name] = holders + 1
+        if holders:
+            if (pending := self._pending.get(name)) is not None:
+                await asyncio.shield(pending)
+            return
+        pending = self._pending[name] = asyncio.get_running_loop().create_future()
+        try:
+            await self._subscribe(name)
+        finally:
+            pending.set_result(None)
+            if self._pending.get(name) is pending:
+                del self._pending[name]
+
+    async def release(self, name: str) -> None:
+        holders = self._holders.get(name, 0) - 1
+        if holders > 0:
+            self._holders[name] = holders
+        elif holders == 0:
+            del self._holders[name]
+            await self._unsubscribe(name)
+
+
+class Router:
+    """The local side of the manager: connection indexes, broker subscriptions, and local delivery."""
+
+    def __init__(self, broker: BrokerInterface, prefix: str, stats: Stats) -> None:
+        self.broker = broker
+        self.prefix = prefix
+        self.stats = stats
+        self.connections: set[Connection] = set()
+        self.channels = _Subscriptions(broker.subscribe, broker.unsubscribe)
+        self.patterns = _Subscriptions(broker.psubscribe, broker.punsubscribe)
+        self._by_id: dict[str, set[Connection]] = {}
+        self._groups: dict[str, set[Connection]] = {}
+        self._topics: TopicIndex[Connection] = TopicIndex()
+        self._last_topic_message: str | None = None
+
+    def channel(self, kind: str, target: str = "") -> str:
+        return f"{self.prefix}:{kind}:{target}" if kind != "broadcast" else f"{self.prefix}:broadcast"
+
+    def topic_pattern(self, topic_filter: str) -> str:
+        return escape_glob(f"{self.prefix}:topic:") + filter_to_glob(topic_filter)
+
+    def members(self, group: str) -> frozenset[Connection]:
+        return frozenset(self._groups.get(group, ()))
+
+    def by_id(self, conn_id: str) -> frozenset[Connection]:
+        return frozenset(self._by_id.get(conn_id, ()))
+
+    async def add(self, connection: Connection) -> None:
+        if connection in self.connections:
+            return
+        self.connections.add(connection)
+        connection.attach(self)
+        await self._index_id(connection, connection.id)
+        for topic_filter in connection.topics:
+            await self.topic_added(connection, topic_filter)
+        for group in connection.groups:
+            await self.group_added(connection, group)
+
+    async def remove(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        connection.attach(None)
+        await self._unindex_id(connection, connection.id)
+        for topic_filter in connection.topics:
+            await self.topic_removed(connection, topic_filter)
+        for group in connection.groups:
+            await self.group_removed(connection, group)
+
+    async def topic_added(self, connection: Connection, topic_filter: str) -> None:
+        self._topics.add(topic_filter, connection)
+        await self.patterns.acquire(self.topic_pattern(topic_filter))
+
+    async def topic_removed(self, connection: Connection, topic_filter: str) -> None:
+        self._topics.discard(topic_filter, connection)
+        await self.patterns.release(self.topic_pattern(topic_filter))
+
+    async def group_added(self, connection: Connection, group: str) -> None:
+        self._groups.setdefault(group, set()).add(connection)
+        await self.channels.acquire(self.channel("group", group))
+
+    async def group_removed(self, connection: Connection, group: str) -> None:
+        members = self._groups.get(group, set())
+        members.discard(connection)
+        if not members:
+            self._groups.pop(group, None)
+        await self.channels.release(self.channel("group", group))
+
+    async def id_changed(self, connection: Connection, previous: str) -> None:
+        await self._unindex_id(connection, previous)
+        await self._index_id(connection, connection.id)
+
+    def overflowed(self, connection: Connection) -> None:
+        self.stats.slow_consumers_closed += 1
+
+    def call_failed(self, connection: Connection) -> None:
+        self.stats.handler_errors += 1
+
+    async def _index_id(self, connection: Connection, conn_id: str) -> None:
+        self._by_id.setdefault(conn_id, set()).add(connection)
+        await self.channels.acquire(self.channel("conn", conn_id))
+
+    async def _unindex_id(self, connection: Connection, conn_id: str) -> None:
+        holders = self._by_id.get(conn_id, set())
+        holders.discard(connection)
+        if not holders:
+            self._by_id.pop(conn_id, None)
+        await self.channels.release(self.channel("conn", conn_id))
+
+    def dispatch(self, message: BrokerMessage) -> None:
+        """Queue a broker message's frame on every local connection it is for; `ValueError` if malformed."""
+        envelope = Envelope.decode(message.data)
+        expected = self.channel(envelope.kind, envelope.target)
+        if message.channel != expected:
+            raise ValueError(f"an envelope for {expected!r} arrived on {message.channel!r}")
+        self.stats.broker_messages += 1
+        recipients: Iterable[Connection]
+        if envelope.kind == "broadcast":
+            recipients = self.connections
+        elif envelope.kind == "conn":
+            recipients = self._by_id.get(envelope.target, ())
+        elif envelope.kind == "group":
+            recipients = self._groups.get(envelope.target, ())
+        elif envelope.kind == "topic":
+            # Redis delivers a message once per matching pattern, back to back: keep the first copy.
+            if message.pattern is not None and envelope.id is not None:
+                if envelope.id == self._last_topic_message:
+                    return
+                self._last_topic_message = envelope.id
+            recipients = self._topics.match(envelope.target)
+        else:
+            raise ValueError(f"unknown envelope kind {envelope.kind!r}")
+        self._deliver(recipients, envelope)
+
+    def _deliver(self, recipients: Iterable[Connection], envelope: Envelope) -> None:
+        event: dict[str, Any] | None = None
+        for connection in recipients:
+            lookup = connection.event_handler
+            handler = lookup(envelope.event) if lookup is not None and envelope.event else None
+            if handler is None:
+                connection.deliver(envelope.frame)
+                continue
+            if event is None:
+                event = loads(envelope.frame)
+                if not isinstance(event, dict):
+                    raise ValueError("an event for a handler must be a JSON object")
+            connection.deliver(functools.partial(handler, dict(event)))

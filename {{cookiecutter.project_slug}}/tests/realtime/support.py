@@ -1,0 +1,82 @@
+"""Helpers of the realtime tests: a uvicorn server in the test's event loop, and a JSON client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection
+
+from {{ cookiecutter.package_name }}.realtime import WebSocketManager
+
+Endpoint = Callable[[WebSocket], Awaitable[None]]
+
+
+def bound_socket() -> socket.socket:
+    """A socket bound to a free port of 127.0.0.1."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    return listener
+
+
+@asynccontextmanager
+async def serve(routes: dict[str, Endpoint] | list[BaseRoute], app: Any = None) -> AsyncIterator[str]:
+    """Serve WebSocket endpoints with uvicorn in this event loop; yields the `ws://127.0.0.1:<port>` URL."""
+    if app is None:
+        if isinstance(routes, dict):
+            routes = [WebSocketRoute(path, endpoint) for path, endpoint in routes.items()]
+        app = Starlette(routes=routes)
+    listener = bound_socket()
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=10)
+        listener.close()
+
+
+async def receive_json(client: ClientConnection, seconds: float = 5.0) -> Any:
+    async with asyncio.timeout(seconds):
+        return json.loads(await client.recv())
+
+
+async def send_json(client: ClientConnection, frame: Any) -> None:
+    await client.send(json.dumps(frame))
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until `condition()` holds; fail after `seconds`."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - the state polled here has no event to wait on
+            await asyncio.sleep(0.01)
+
+
+def library_endpoint(manager: WebSocketManager) -> Endpoint:
+    """The library's own protocol: `?id=` sets the connection id, each `?group=` joins a group."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        connection = await manager.new_connection(websocket, websocket.query_params.get("id"))
+        for group in websocket.query_params.getlist("group"):
+            await manager.group_add(group, connection)
+        async for message in connection.iter_json():
+            await manager.receive(connection, message)
+        await manager.remove_connection(connection)
+
+    return endpoint
