@@ -1,0 +1,130 @@
+"""The notifications consumer of `/ws/notifications`: MQTT-style topics, in the engine's pub/sub protocol.
+
+The client sends `subscribe` and `unsubscribe` {topic: an MQTT filter}, answered with `subscribed` and
+`unsubscribed`, and, only where `NOTIFICATIONS_CLIENT_PUBLISH` is true, `send` {topic, data}. The server sends
+`notification` {topic, data} for each message published to a topic that one of the connection's filters
+matches, from any instance.
+
+Topics under `users/<username>/` belong to that user. Every connection of a user is subscribed from the start
+to `users/<username>/notifications`, where `POST /notifications` with a `username` publishes. A filter that
+could match a topic of another user (`#`, `users/#`, `users/+/...`, `users/bob/...`, `+/+`, `+/bob/...`) is
+refused with `forbidden`, and so is publishing into another user's topics.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, JsonValue
+
+from ..realtime import Message, WebSocketException, handler, validate_filter, validate_topic
+from .base import UserConsumer
+
+USERS_LEVEL = "users"
+SINGLE_LEVEL = "+"
+MULTI_LEVEL = "#"
+
+
+def user_topic(username: str) -> str:
+    """Where the notifications of one user are published."""
+    return f"{USERS_LEVEL}/{username}/notifications"
+
+
+def reaches_other_users(topic: str, username: str) -> bool:
+    """Whether a valid topic name or filter could match a topic of a user other than `username`.
+
+    Those are `users/<name>` and everything under it; `users` itself and `users/<username>/...` are fine.
+    """
+    first, *rest = topic.split("/")
+    if first == MULTI_LEVEL:
+        return True
+    if first not in (USERS_LEVEL, SINGLE_LEVEL) or not rest:
+        return False
+    return rest[0] != username
+
+
+class Subscribe(BaseModel):
+    """Receive what is published to every topic the MQTT filter matches (`+`: one level, `#`: the rest)."""
+
+    type: Literal["subscribe"]
+    topic: str = Field(examples=["orders/+/status", "users/alice/#"])
+
+
+class Unsubscribe(BaseModel):
+    """Stop receiving what a filter of an earlier `subscribe` matched."""
+
+    type: Literal["unsubscribe"]
+    topic: str = Field(examples=["orders/+/status"])
+
+
+class Publish(BaseModel):
+    """Publish to a topic, when the service lets clients do so."""
+
+    type: Literal["send"]
+    topic: str = Field(examples=["orders/7/status"])
+    data: JsonValue = Field(default=None, examples=[{"state": "shipped"}])
+
+
+class Subscribed(BaseModel):
+    type: Literal["subscribed"] = "subscribed"
+    topic: str = Field(examples=["orders/+/status"])
+
+
+class Unsubscribed(BaseModel):
+    type: Literal["unsubscribed"] = "unsubscribed"
+    topic: str = Field(examples=["orders/+/status"])
+
+
+class Notification(BaseModel):
+    """Something published to a topic that one of the connection's filters matches."""
+
+    type: Literal["notification"] = "notification"
+    topic: str = Field(examples=["orders/7/status"])
+    data: JsonValue = Field(default=None, examples=[{"state": "shipped"}])
+
+
+def notification(topic: str, data: JsonValue) -> Message:
+    """The message that publishes a notification; the frame its subscribers receive is a `Notification`."""
+    return Message(type="notification", topic=topic, data=data)
+
+
+class NotificationConsumer(UserConsumer):
+    """One connection of a user to the notifications."""
+
+    sends = (Notification,)
+
+    async def connect(self) -> None:
+        self.user = await self.authenticate()
+        await self.accept()
+        await self.accepted.subscribe(user_topic(self.user.username))
+
+    @handler(sends=[Subscribed])
+    async def on_subscribe(self, message: Subscribe) -> Subscribed:
+        """Subscribe to a filter, unless it could match another user's topics."""
+        validate_filter(message.topic)
+        self.refuse_other_users(message.topic)
+        await self.accepted.subscribe(message.topic)
+        return Subscribed(topic=message.topic)
+
+    @handler(sends=[Unsubscribed])
+    async def on_unsubscribe(self, message: Unsubscribe) -> Unsubscribed:
+        """Unsubscribe from a filter; unsubscribing from one never subscribed to is not an error."""
+        validate_filter(message.topic)
+        await self.accepted.unsubscribe(message.topic)
+        return Unsubscribed(topic=message.topic)
+
+    @handler(sends=[Notification])
+    async def on_send(self, message: Publish) -> None:
+        """Publish a notification to a topic, if the settings allow clients to."""
+        if not self.settings.notifications_client_publish:
+            raise WebSocketException("clients may not publish on this service", code="forbidden")
+        validate_topic(message.topic)
+        self.refuse_other_users(message.topic)
+        await self.manager.send(notification(message.topic, message.data))
+
+    def refuse_other_users(self, topic: str) -> None:
+        if reaches_other_users(topic, self.user.username):
+            raise WebSocketException(
+                f"{topic!r} reaches other users' topics; yours are {USERS_LEVEL}/{self.user.username}/#",
+                code="forbidden",
+            )
