@@ -2,6 +2,57 @@
 
 It imports nothing from the rest of the service and could be a library of its own.
 
+The manager (one per process) holds the connections and listens to the broker::
+
+    manager = WebSocketManager("chat-service", broker_url="redis://localhost:6379/0",
+                               queue_size=256, max_frame_bytes=64 * 1024)
+    await manager.startup()       # in the lifespan; `shutdown()` closes every connection with 1012
+
+Consumers (one instance per connection) hold the application logic. Client frames are JSON objects with a
+`type`; each type goes to the typed handler whose pydantic model declares it, after validation::
+
+    class ChatSend(BaseModel):
+        type: Literal["chat.message"]
+        text: str = Field(min_length=1, max_length=2000)
+
+    class ChatMessage(BaseModel):
+        type: Literal["chat.message"] = "chat.message"
+        user: str
+        text: str
+
+    class LobbyConsumer(JsonConsumer):
+        groups = ("lobby",)                        # joined on accept, left on disconnect
+        sends = (ChatMessage,)                     # frames pushed outside handlers, for the docs
+
+        async def connect(self) -> None:
+            token = await WebSocketOAuth2PasswordBearer(tokenUrl="/auth/token")(self.websocket)
+            self.user = check_token(token)         # the app's own check; `await reject(ws)` if bad
+            await self.accept()
+
+        @handler(sends=[ChatMessage])
+        async def on_chat_message(self, message: ChatSend) -> None:
+            await self.group_send("lobby", ChatMessage(user=self.user, text=message.text))
+
+        async def chat_typing(self, event: dict[str, Any]) -> None:
+            if event["user"] != self.user:          # an event method: runs per recipient
+                await self.send_json(event)
+
+    router.add_api_websocket_route("/ws/lobby", LobbyConsumer.as_endpoint(lambda ws: ws.app.state.manager))
+
+or, to use FastAPI dependencies, an ordinary endpoint::
+
+    @router.websocket("/ws/rooms/{room}")
+    async def room(websocket: WebSocket, room: str, manager: ManagerDep) -> None:
+        await RoomConsumer(websocket, manager, room=room).run()
+
+Errors a client causes are answered with `{"type": "error", "code": ..., "detail": ...}` and the
+connection stays open: `invalid_json`, `invalid_message` (with pydantic's detail), `unknown_type`,
+`invalid_topic`, `forbidden`, `rate_limited`; `too_large` is followed by close 1009, a client too slow to
+read its queue is closed with 1013, and a failing handler gives `internal_error` (and is logged).
+Raise `WebSocketException(detail, code="forbidden")` from a handler to answer with that error.
+
+The pieces, from the bottom:
+
 - `topics`: MQTT filters, `validate_filter`, `topic_matches`, `matches(topic, patterns)`, `TopicIndex`.
 - `Message(type, topic=None, conn_id=None, data=None)`: the library's pub/sub protocol (`subscribe`,
   `unsubscribe`, `broadcast`, `send`, `send_by_conn_id`), `from_client_message`, `__serialize__`.
@@ -9,10 +60,14 @@ It imports nothing from the rest of the service and could be a library of its ow
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`.
+- `Consumer`, `JsonConsumer`, `handler`, `RateLimit`: the Channels-style layer.
+- `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
 """
 
+from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
 from .brokers import BrokerInterface, BrokerMessage, BrokerState, InMemoryBroker, RedisBroker, create_broker
 from .connection import Connection, ConnectionState
+from .consumer import Consumer, JsonConsumer, RateLimit
 from .exceptions import (
     ErrorCode,
     InvalidMessage,
@@ -24,6 +79,7 @@ from .exceptions import (
     error_frame,
     handle,
 )
+from .handlers import HandlerSpec, handler
 from .manager import WebSocketManager
 from .message import Frame, Message
 from .routing import Stats
@@ -44,26 +100,35 @@ __all__ = [
     "BrokerState",
     "Connection",
     "ConnectionState",
+    "Consumer",
     "ErrorCode",
     "Frame",
+    "HandlerSpec",
     "InMemoryBroker",
     "InvalidMessage",
     "InvalidSubscription",
     "InvalidSubscriptionMessage",
     "InvalidTopic",
+    "JsonConsumer",
     "Message",
+    "RateLimit",
     "RedisBroker",
     "Stats",
     "TopicIndex",
     "WebSocketException",
     "WebSocketManager",
+    "WebSocketOAuth2PasswordBearer",
     "ahandle",
+    "bearer_subprotocol",
     "create_broker",
     "error_frame",
     "handle",
     "handle_subscription_message",
+    "handler",
     "matches",
+    "reject",
     "subscribe",
+    "token_from",
     "topic_matches",
     "unsubscribe",
     "validate_filter",

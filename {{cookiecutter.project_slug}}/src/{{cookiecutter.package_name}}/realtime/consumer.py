@@ -1,0 +1,292 @@
+"""Consumers in the style of Django Channels: one instance per WebSocket, with hooks and groups.
+
+`run()` drives the whole life: `connect()` (accept, or refuse), then one `receive()` per frame, then
+`disconnect(code)`; the `groups` of the class are joined on accept and every group is left at the end.
+An error in a hook or handler never ends the connection: a `WebSocketException` becomes its error frame,
+anything else is logged and answered with an `internal_error` frame. Starlette's `WebSocketException`
+(what `reject()` raises) closes the connection with its code. Frames over the manager's `max_frame_bytes`
+close it with 1009; frames beyond the optional rate limit are answered with `rate_limited` and dropped.
+
+Events sent to a group (or to a topic, or by id) whose `type` names a method of the consumer (`chat.typing`
+-> `chat_typing(event)`) are passed to that method, in the connection's writer task so frames keep their
+order; other events go to the client as they are, encoded once for all recipients. Methods whose name
+starts with `_`, the consumer's own API and typed handlers are never called for events.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import WebSocketException as StarletteWebSocketException
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .auth import bearer_subprotocol
+from .connection import Connection, EventHandler
+from .exceptions import InvalidMessage, WebSocketException, error_frame
+from .handlers import HandlerSpec, collect_handlers, describe_validation_error
+from .manager import WebSocketManager
+from .message import Frame, Message, loads
+
+__all__ = ["Consumer", "JsonConsumer", "RateLimit"]
+
+logger = logging.getLogger(__name__)
+
+WS_1008_POLICY_VIOLATION = 1008
+WS_1009_MESSAGE_TOO_BIG = 1009
+WS_1011_INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `per_second` frames a second on average, and `burst` in a row."""
+
+    per_second: float
+    burst: int
+
+
+class _TokenBucket:
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.tokens = float(limit.burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.limit.burst, self.tokens + (now - self.updated) * self.limit.per_second)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Consumer:
+    groups: ClassVar[Iterable[str]] = ()
+    sends: ClassVar[Iterable[type[BaseModel]]] = ()
+    rate_limit: RateLimit | None = None
+    _event_methods: ClassVar[dict[str, str | None]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._event_methods = {}
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        manager: WebSocketManager,
+        *,
+        conn_id: str | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
+        self.websocket = websocket
+        self.manager = manager
+        self.conn_id = conn_id
+        self.connection: Connection | None = None
+        if rate_limit is not None:
+            self.rate_limit = rate_limit
+        self._bucket = _TokenBucket(self.rate_limit) if self.rate_limit is not None else None
+
+    @classmethod
+    def as_endpoint(
+        cls, manager: WebSocketManager | Callable[[WebSocket], WebSocketManager], **kwargs: Any
+    ) -> Callable[[WebSocket], Awaitable[None]]:
+        """A WebSocket endpoint running this consumer, for `add_api_websocket_route` or `WebSocketRoute`.
+
+        `manager` may be a callable that finds it per connection (`lambda ws: ws.app.state.manager`);
+        `kwargs` go to the constructor.
+        """
+
+        async def endpoint(websocket: WebSocket) -> None:
+            resolved = manager if isinstance(manager, WebSocketManager) else manager(websocket)
+            await cls(websocket, resolved, **kwargs).run()
+
+        endpoint.__name__ = endpoint.__qualname__ = cls.__name__
+        endpoint.__doc__ = cls.__doc__
+        return endpoint
+
+    async def connect(self) -> None:
+        """Called first. Authenticate here, then `accept()`; return without accepting to refuse."""
+        await self.accept()
+
+    async def receive(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called for each frame from the client."""
+
+    async def disconnect(self, code: int) -> None:
+        """Called once the connection is over, before its groups and presence are left."""
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """Accept the client (selecting `bearer` if it offered it), join `groups`, start receiving events."""
+        connection = self.manager.create_connection(self.websocket, self.conn_id)
+        connection.event_handler = self._event_handler
+        await connection.accept(subprotocol or bearer_subprotocol(self.websocket), headers)
+        self.connection = connection
+        await self.manager.add_connection(connection)
+        for group in self.groups:
+            await self.manager.group_add(group, connection)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close once the frames already sent are written; before `accept()`, refuse the handshake."""
+        if self.connection is not None:
+            await self.connection.close(code, reason)
+        elif self.websocket.application_state is not WebSocketState.DISCONNECTED:
+            await self.websocket.close(code, reason)
+
+    async def send(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
+        connection = self._connected()
+        if text is not None:
+            await connection.send_text(text)
+        if bytes_data is not None:
+            await connection.send_bytes(bytes_data)
+
+    async def send_json(self, content: Frame | Message) -> None:
+        await self._connected().send_json(content)
+
+    async def send_error(self, error: WebSocketException) -> None:
+        await self.send_json(error.frame())
+
+    async def group_add(self, group: str) -> None:
+        await self.manager.group_add(group, self._connected())
+
+    async def group_discard(self, group: str) -> None:
+        await self.manager.group_discard(group, self._connected())
+
+    async def group_send(self, group: str, event: Frame) -> None:
+        await self.manager.group_send(group, event)
+
+    async def run(self) -> None:
+        """The whole life of the connection; returns when it is over."""
+        code = 1000
+        try:
+            await self.connect()
+            if self.connection is None:
+                await self.close()
+                return
+            code = await self._receive_until_closed(self.connection)
+        except StarletteWebSocketException as refusal:
+            code = refusal.code
+            await self.close(refusal.code, refusal.reason or "")
+        except WebSocketException as error:
+            if self.connection is not None:
+                await self.send_error(error)
+            code = WS_1008_POLICY_VIOLATION
+            await self.close(code, error.code)
+        except Exception:
+            logger.exception("%s failed; closing with 1011", type(self).__name__)
+            code = WS_1011_INTERNAL_ERROR
+            await self.close(code)
+        finally:
+            if self.connection is not None:
+                await self._end(self.connection, code)
+
+    async def _receive_until_closed(self, connection: Connection) -> int:
+        while True:
+            try:
+                frame = await connection.receive_frame()
+            except WebSocketDisconnect as disconnect:
+                return disconnect.code
+            except InvalidMessage as too_large:
+                await self.send_error(too_large)
+                await self.close(WS_1009_MESSAGE_TOO_BIG)
+                return WS_1009_MESSAGE_TOO_BIG
+            if self._bucket is not None and not self._bucket.take():
+                await self.send_json(error_frame("rate_limited", "too many frames; this one was dropped"))
+                continue
+            try:
+                if isinstance(frame, str):
+                    await self.receive(text=frame)
+                else:
+                    await self.receive(bytes_data=frame)
+            except StarletteWebSocketException:
+                raise
+            except WebSocketException as error:
+                await self.send_error(error)
+            except Exception:
+                logger.exception("%s could not handle a frame", type(self).__name__)
+                self.manager.stats.handler_errors += 1
+                await self.send_json(error_frame("internal_error", "the server could not handle this frame"))
+
+    async def _end(self, connection: Connection, code: int) -> None:
+        try:
+            await self.disconnect(code)
+        except Exception:
+            logger.exception("%s.disconnect failed", type(self).__name__)
+        await self.manager.remove_connection(connection)
+
+    def _connected(self) -> Connection:
+        if self.connection is None:
+            raise RuntimeError("the consumer has not accepted its connection yet")
+        return self.connection
+
+    def _event_handler(self, event_type: str) -> EventHandler | None:
+        cls = type(self)
+        if event_type not in cls._event_methods:
+            cls._event_methods[event_type] = _event_method(cls, event_type)
+        name = cls._event_methods[event_type]
+        return getattr(self, name) if name is not None else None
+
+
+class JsonConsumer(Consumer):
+    """A consumer of JSON text frames, routed by `type` to typed handlers (see `handler`)."""
+
+    _handlers: ClassVar[dict[str, HandlerSpec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = collect_handlers(cls)
+
+    @classmethod
+    def handler_specs(cls) -> list[HandlerSpec]:
+        """The typed handlers, for documentation (AsyncAPI)."""
+        return list(cls._handlers.values())
+
+    async def receive(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text is None:
+            raise InvalidMessage("binary frames are not accepted; send JSON as text")
+        try:
+            content = loads(text)
+        except ValueError as error:
+            raise InvalidMessage(f"not valid JSON: {error}", code="invalid_json") from None
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any) -> None:
+        """Called with each decoded frame; by default, validates it and calls its typed handler."""
+        if not isinstance(content, dict):
+            raise InvalidMessage("a frame must be a JSON object")
+        message_type = content.get("type")
+        if not isinstance(message_type, str):
+            raise InvalidMessage("a frame needs a string 'type'")
+        spec = self._handlers.get(message_type)
+        if spec is None:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise InvalidMessage(
+                f"unknown type {message_type!r}; this endpoint takes {known}", code="unknown_type"
+            )
+        try:
+            message = spec.model.model_validate(content)
+        except ValidationError as error:
+            raise InvalidMessage(describe_validation_error(error)) from None
+        reply = await getattr(self, spec.method)(message)
+        if reply is not None:
+            await self.send_json(reply)
+
+
+_RESERVED = frozenset(dir(JsonConsumer))
+
+
+def _event_method(cls: type[Consumer], event_type: str) -> str | None:
+    name = event_type.replace(".", "_")
+    if not name.isidentifier() or name.startswith("_") or name in _RESERVED:
+        return None
+    method = getattr(cls, name, None)
+    handlers = cls._handlers if issubclass(cls, JsonConsumer) else {}
+    if not inspect.iscoroutinefunction(method) or any(spec.method == name for spec in handlers.values()):
+        return None
+    return name
