@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
+from .consumers.chat import presence_resync
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
-from .routers import auth, health, rooms, users
+from .realtime import WebSocketManager
+from .routers import auth, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def create_first_superuser(
@@ -31,6 +38,16 @@ async def create_first_superuser(
         await ensure_superuser(session, user_create=user_create, hasher=hasher)
 
 
+def create_manager(settings: Settings) -> WebSocketManager:
+    return WebSocketManager(
+        settings.broker_channel,
+        settings.broker_url,
+        queue_size=settings.ws_outbound_queue_size,
+        max_frame_bytes=settings.ws_max_message_bytes,
+        presence_ttl=settings.ws_presence_ttl_seconds,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -39,9 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
+        app.state.manager = manager = create_manager(settings)
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
-            yield
+            # Presence is checked twice per TTL, so a dead instance's users leave within 1.5 TTL.
+            async with manager, presence_resync(manager, interval=settings.ws_presence_ttl_seconds / 2):
+                yield
         finally:
             await engine.dispose()
 
@@ -58,4 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(rooms.router)
+{%- if cookiecutter.use_notifications == "y" %}
+    app.include_router(notifications.router)
+{%- endif %}
+    app.include_router(realtime.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
     return app

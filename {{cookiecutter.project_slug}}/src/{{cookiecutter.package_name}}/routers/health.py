@@ -7,8 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from ..db.session import ping
+from ..realtime import BrokerState, WebSocketManager
 
 router = APIRouter(tags=["health"])
+
+
+def broker_check(manager: WebSocketManager) -> str:
+    """`ok` when the broker is connected and the manager's listener runs, else what is wrong."""
+    if manager.ready:
+        return "ok"
+    if manager.broker.state is not BrokerState.CONNECTED:
+        return f"error: broker {manager.broker.state}"
+    return "error: the broker listener is not running"
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -18,7 +28,7 @@ async def healthz(request: Request) -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="The database and the broker are reachable",
+    summary="The database is reachable, and the broker connected and listened to",
     responses={503: {"description": "A dependency is down; `checks` says which"}},
 )
 async def readyz(request: Request, response: Response) -> dict[str, Any]:
@@ -28,6 +38,7 @@ async def readyz(request: Request, response: Response) -> dict[str, Any]:
         checks["database"] = "ok"
     except Exception as error:  # noqa: BLE001 - any failure means not ready; the body says which
         checks["database"] = f"error: {type(error).__name__}"
+    checks["broker"] = broker_check(request.app.state.manager)
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
