@@ -14,18 +14,30 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+from processes import serve_in_loop
 
 from .support import PASSWORD, AuthHeaders, create_tables
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """`memory://`, or the test Redis for tests parametrized with `broker_url` = "redis" (indirect)."""
+    if getattr(request, "param", "memory") == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return "memory://"
+
+
+@pytest.fixture
+def settings(database_url: str, broker_url: str, broker_channel: str) -> Settings:
     """No `.env`, a random secret, and cheap password hashing: the production cost would dominate the run."""
     return Settings(
         _env_file=None,
         environment="test",
         secret_key=SecretStr(secrets.token_urlsafe(32)),
         database_url=database_url,
+        broker_url=broker_url,
+        broker_channel=broker_channel,
         argon2_time_cost=1,
         argon2_memory_cost=1024,
     )
@@ -38,6 +50,13 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     async with LifespanManager(app):
         yield app
+
+
+@pytest.fixture
+async def ws_url(app: FastAPI) -> AsyncIterator[str]:
+    """`ws://127.0.0.1:<port>`: the same app behind a real uvicorn server in the test's event loop."""
+    async with serve_in_loop(app, lifespan="off") as base_url:
+        yield base_url.replace("http://", "ws://", 1)
 
 
 @pytest.fixture

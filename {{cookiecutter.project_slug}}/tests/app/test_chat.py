@@ -1,0 +1,297 @@
+"""The chat WebSocket over a real server: auth, messages, replay after an id, typing, limits, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from {{ cookiecutter.package_name }}.consumers.chat import ChatMessagePublic, room_group
+from {{ cookiecutter.package_name }}.db import rooms, users
+from {{ cookiecutter.package_name }}.db.models import Message
+from {{ cookiecutter.package_name }}.settings import Settings
+from processes import wait_until
+
+from .support import AuthHeaders
+from .test_auth import forged_tokens
+from .ws_support import (
+    BROKERS,
+    PLACES,
+    TokenPlace,
+    assert_silent,
+    close_code,
+    connect_ws,
+    create_room,
+    receive_json,
+    receive_type,
+    send_json,
+    token_for,
+)
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_a_message_is_stored_then_sent_with_its_id_to_everyone_in_the_room(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    async with (
+        connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws,
+        connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as bob_ws,
+    ):
+        await receive_type(bob_ws, "presence.state")
+        await send_json(alice_ws, {"type": "chat.message", "text": "  Hello, Bob  "})
+        echo = await receive_type(alice_ws, "chat.message")
+        assert await receive_type(bob_ws, "chat.message") == echo
+
+    history = await client.get("/rooms/lobby/messages", headers={"Authorization": f"Bearer {bob}"})
+    [stored] = history.json()
+    assert echo == {"type": "chat.message", **stored}
+    assert (echo["user"], echo["room"], echo["text"]) == ("alice", "lobby", "Hello, Bob")
+    assert echo["created_at"].endswith("Z")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("place", PLACES)
+async def test_the_token_is_taken_from_the_header_the_query_or_the_subprotocol(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str, place: TokenPlace
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, place=place) as websocket:
+        assert await receive_json(websocket) == {"type": "presence.state", "users": ["alice"]}
+        assert websocket.subprotocol == ("bearer" if place == "subprotocol" else None)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_missing_forged_and_stale_tokens_are_closed_with_1008(
+    client: AsyncClient, auth_headers: AuthHeaders, settings: Settings, ws_url: str
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    me = await client.get("/users/me", headers={"Authorization": f"Bearer {alice}"})
+    attacks = forged_tokens(settings.secret_key.get_secret_value(), me.json()["id"])
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby") as anonymous:
+        assert await close_code(anonymous) == 1008
+    for attack, token in attacks.items():
+        for place in PLACES:
+            async with connect_ws(f"{ws_url}/ws/rooms/lobby", token, place=place) as websocket:
+                assert await close_code(websocket) == 1008, (attack, place)
+
+
+async def test_a_private_room_closes_with_1008_for_anyone_but_its_members(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "secret", private=True)
+    for room in ("secret", "no-such-room"):
+        async with connect_ws(f"{ws_url}/ws/rooms/{room}", bob) as websocket:
+            assert await close_code(websocket) == 1008
+    added = await client.post(
+        "/rooms/secret/members", json={"username": "bob"}, headers={"Authorization": f"Bearer {alice}"}
+    )
+    assert added.status_code == 201
+    async with connect_ws(f"{ws_url}/ws/rooms/secret", bob) as websocket:
+        assert (await receive_json(websocket))["type"] == "presence.state"
+
+
+async def message_ids(session_factory: async_sessionmaker[AsyncSession]) -> list[int]:
+    async with session_factory() as session:
+        return sorted((await session.scalars(select(Message.id))).all())
+
+
+async def has_messages(session_factory: async_sessionmaker[AsyncSession], count: int) -> bool:
+    return len(await message_ids(session_factory)) >= count
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_since_replays_the_history_then_live_messages_without_gap_or_duplicate(
+    client: AsyncClient,
+    auth_headers: AuthHeaders,
+    settings: Settings,
+    ws_url: str,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two writers keep sending while a reader joins with `since`: it gets every later id exactly once."""
+    settings.ws_rate_limit_per_second = 1000.0  # read by each new connection
+    alice, bob, carol = [await token_for(auth_headers, name) for name in ("alice", "bob", "carol")]
+    await create_room(client, alice, "lobby")
+    url, per_writer, before_reader = f"{ws_url}/ws/rooms/lobby", 40, 10
+    reader_joined = asyncio.Event()
+
+    async def write(token: str) -> None:
+        async with connect_ws(url, token) as websocket:
+            for number in range(per_writer):
+                if number == before_reader:
+                    await reader_joined.wait()
+                text = f"message {number} from {token}"
+                await send_json(websocket, {"type": "chat.message", "text": text})
+                while (await receive_type(websocket, "chat.message"))["text"] != text:
+                    pass
+
+    writers = [asyncio.create_task(write(token)) for token in (alice, bob)]
+    async with asyncio.timeout(20):
+        await wait_until(lambda: has_messages(session_factory, before_reader))
+        since = (await message_ids(session_factory))[before_reader // 2]
+        async with connect_ws(url, carol, since=since) as reader:
+            reader_joined.set()
+            await asyncio.gather(*writers)
+            expected = [id_ for id_ in await message_ids(session_factory) if id_ > since]
+            received: list[int] = []
+            while len(set(received)) < len(expected):
+                received.append((await receive_type(reader, "chat.message"))["id"])
+            await assert_silent(reader, "chat.message")
+    assert sorted(received) == expected, "a message was missed or sent twice"
+    assert len(expected) == 2 * per_writer - before_reader // 2 - 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_message_committed_after_a_later_one_is_not_lost_after_the_replay(
+    client: AsyncClient,
+    auth_headers: AuthHeaders,
+    app: FastAPI,
+    ws_url: str,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """On PostgreSQL ids are taken at insert and seen at commit: the replay may skip one it will get live."""
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    url = f"{ws_url}/ws/rooms/lobby"
+    async with session_factory() as slow_writer:
+        room = await rooms.get_room(slow_writer, name="lobby")
+        author = await users.get_user_by_username(slow_writer, username="alice")
+        assert room is not None
+        assert author is not None
+        slow = Message(room_id=room.id, user_id=author.id, text="committed late")
+        slow_writer.add(slow)
+        await slow_writer.flush()
+        async with connect_ws(url, alice) as alice_ws:
+            await send_json(alice_ws, {"type": "chat.message", "text": "committed first"})
+            fast = await receive_type(alice_ws, "chat.message")
+            async with connect_ws(url, bob, since=0) as bob_ws:
+                assert (await receive_type(bob_ws, "chat.message"))["id"] == fast["id"] > slow.id
+                await receive_type(bob_ws, "presence.state")
+                await slow_writer.commit()
+                await slow_writer.refresh(slow, ["room", "user"])
+                late = ChatMessagePublic.model_validate(slow)
+                await app.state.manager.group_send(room_group("lobby"), late)
+                assert (await receive_type(bob_ws, "chat.message"))["id"] == slow.id
+                await send_json(alice_ws, {"type": "chat.message", "text": "after"})
+                assert (await receive_type(bob_ws, "chat.message"))["text"] == "after"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_since_zero_replays_everything_in_order_before_the_presence(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+        for number in range(3):
+            await send_json(websocket, {"type": "chat.message", "text": f"message {number}"})
+            await receive_type(websocket, "chat.message")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since=0) as websocket:
+        frames = [await receive_json(websocket) for _ in range(4)]
+    assert [frame.get("text") for frame in frames] == ["message 0", "message 1", "message 2", None]
+    assert frames[-1] == {"type": "presence.state", "users": ["alice"]}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("since", ["-1", "abc", "1.5", str(2**63)])
+async def test_a_since_that_is_not_a_message_id_closes_with_1008(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str, since: str
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since=since) as websocket:
+        assert await close_code(websocket) == 1008
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_typing_is_relayed_to_the_others_and_not_stored(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    async with (
+        connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws,
+        connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as bob_ws,
+    ):
+        await receive_type(bob_ws, "presence.state")
+        await send_json(alice_ws, {"type": "chat.typing"})
+        typing = await receive_type(bob_ws, "chat.typing")
+        assert typing == {"type": "chat.typing", "user": "alice", "room": "lobby"}
+        await assert_silent(alice_ws, "chat.typing")
+    history = await client.get("/rooms/lobby/messages", headers={"Authorization": f"Bearer {bob}"})
+    assert history.json() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_bad_frames_are_answered_with_errors_and_the_connection_stays_open(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+        await receive_type(websocket, "presence.state")
+        for frame, code in [
+            ("{not json", "invalid_json"),
+            (b"\x01binary", "invalid_message"),
+            ('["a", "list"]', "invalid_message"),
+            ('{"text": "no type"}', "invalid_message"),
+            ('{"type": "chat.shout", "text": "hi"}', "unknown_type"),
+            ('{"type": "chat.message"}', "invalid_message"),
+            ('{"type": "chat.message", "text": 42}', "invalid_message"),
+            ('{"type": "chat.message", "text": "   "}', "invalid_message"),
+            (json.dumps({"type": "chat.message", "text": "x" * 4001}), "invalid_message"),
+        ]:
+            await websocket.send(frame)
+            error = await receive_json(websocket)
+            assert (error["type"], error["code"]) == ("error", code), frame
+            assert error["detail"]
+        await send_json(websocket, {"type": "chat.message", "text": "x" * 4000})
+        assert len((await receive_type(websocket, "chat.message"))["text"]) == 4000
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_oversized_frame_is_answered_too_large_and_closed_with_1009(
+    client: AsyncClient, auth_headers: AuthHeaders, settings: Settings, ws_url: str
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+        await receive_type(websocket, "presence.state")
+        await send_json(websocket, {"type": "chat.message", "text": "x" * settings.ws_max_message_bytes})
+        assert (await receive_type(websocket, "error"))["code"] == "too_large"
+        assert await close_code(websocket) == 1009
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_frames_over_the_rate_limit_are_refused_then_the_connection_is_closed_with_1008(
+    client: AsyncClient, auth_headers: AuthHeaders, settings: Settings, ws_url: str
+) -> None:
+    settings.ws_rate_limit_burst, settings.ws_rate_limit_per_second = 5, 0.1  # read by each new connection
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    async with (
+        connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws,
+        connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as bob_ws,
+    ):
+        await receive_type(bob_ws, "presence.state")
+        for _ in range(5):
+            await send_json(alice_ws, {"type": "chat.typing"})
+            await receive_type(bob_ws, "chat.typing")
+        for _ in range(5):
+            await send_json(alice_ws, {"type": "chat.typing"})
+            assert (await receive_type(alice_ws, "error"))["code"] == "rate_limited"
+        await assert_silent(bob_ws, "chat.typing")
+        await send_json(alice_ws, {"type": "chat.typing"})
+        assert (await receive_type(alice_ws, "error"))["code"] == "rate_limited"
+        assert await close_code(alice_ws) == 1008
+        assert await receive_type(bob_ws, "presence.leave") == {"type": "presence.leave", "user": "alice"}

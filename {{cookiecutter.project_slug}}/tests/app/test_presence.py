@@ -1,0 +1,47 @@
+"""Who is in a room: the state on arrival, arrivals and departures, a user with several tabs counted once."""
+
+from __future__ import annotations
+
+import pytest
+from httpx import AsyncClient
+
+from .support import AuthHeaders
+from .ws_support import BROKERS, assert_silent, connect_ws, create_room, receive_type, token_for
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_a_user_arrives_with_their_first_tab_and_leaves_with_their_last(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    url = f"{ws_url}/ws/rooms/lobby"
+    async with connect_ws(url, alice) as alice_ws:
+        assert await receive_type(alice_ws, "presence.state") == {
+            "type": "presence.state",
+            "users": ["alice"],
+        }
+        async with connect_ws(url, bob) as bob_tab:
+            assert (await receive_type(bob_tab, "presence.state"))["users"] == ["alice", "bob"]
+            assert await receive_type(alice_ws, "presence.join") == {"type": "presence.join", "user": "bob"}
+            async with connect_ws(url, bob) as other_bob_tab:
+                assert (await receive_type(other_bob_tab, "presence.state"))["users"] == ["alice", "bob"]
+            await assert_silent(bob_tab, "presence.join")
+            await assert_silent(bob_tab, "presence.leave")
+            await assert_silent(alice_ws, "presence.join")
+            await assert_silent(alice_ws, "presence.leave")
+        assert await receive_type(alice_ws, "presence.leave") == {"type": "presence.leave", "user": "bob"}
+
+
+async def test_presence_is_per_room(client: AsyncClient, auth_headers: AuthHeaders, ws_url: str) -> None:
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    await create_room(client, alice, "kitchen")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws:
+        await receive_type(alice_ws, "presence.state")
+        async with connect_ws(f"{ws_url}/ws/rooms/kitchen", bob) as bob_ws:
+            assert (await receive_type(bob_ws, "presence.state"))["users"] == ["bob"]
+        await assert_silent(alice_ws, "presence.join")
+        await assert_silent(alice_ws, "presence.leave")
