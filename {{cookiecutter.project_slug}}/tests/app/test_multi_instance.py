@@ -1,0 +1,90 @@
+"""Two app instances as deployed: uvicorn processes sharing Redis and PostgreSQL, one of them killed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from processes import ProcessGroup
+
+from .support import create_tables
+from .ws_support import (
+    assert_silent,
+    connect_ws,
+    instance_env,
+    log_in,
+    receive_type,
+    send_json,
+    start_instances,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+
+# Short, so that the users of the killed instance are gone from presence within a couple of seconds.
+PRESENCE_TTL_SECONDS = 1.0
+
+
+async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
+    database_url: str, redis_url: str, broker_channel: str, process_group: ProcessGroup
+) -> None:
+    await create_tables(database_url)
+    ttl = str(PRESENCE_TTL_SECONDS)
+    first, second = start_instances(
+        process_group, instance_env(database_url, redis_url, broker_channel, ws_presence_ttl_seconds=ttl)
+    )
+    async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
+        alice, bob, carol = [await log_in(http, name) for name in ("alice", "bob", "carol")]
+        created = await http.post(
+            "/rooms", json={"name": "lobby", "title": "Lobby"}, headers={"Authorization": f"Bearer {alice}"}
+        )
+        assert created.status_code == 201
+    on_first, on_second = f"{first.ws_url}/ws/rooms/lobby", f"{second.ws_url}/ws/rooms/lobby"
+
+    async with connect_ws(on_first, alice) as alice_ws, connect_ws(on_second, bob) as bob_ws:
+        assert (await receive_type(bob_ws, "presence.state"))["users"] == ["alice", "bob"]
+        assert (await receive_type(alice_ws, "presence.join"))["user"] == "bob"
+
+        # What is said on one instance reaches the other, both ways, with the same id.
+        await send_json(alice_ws, {"type": "chat.message", "text": "from the first"})
+        first_id = (await receive_type(bob_ws, "chat.message"))["id"]
+        assert (await receive_type(alice_ws, "chat.message"))["id"] == first_id
+        await send_json(bob_ws, {"type": "chat.message", "text": "from the second"})
+        second_message = await receive_type(alice_ws, "chat.message")
+        assert second_message["text"] == "from the second"
+
+        # A second tab on the other instance: alice is counted once, and stays when one tab closes.
+        async with connect_ws(on_second, alice, place="subprotocol") as alice_other_tab:
+            assert (await receive_type(alice_other_tab, "presence.state"))["users"] == ["alice", "bob"]
+        await assert_silent(bob_ws, "presence.join")
+        await assert_silent(bob_ws, "presence.leave")
+
+        # A replay on one instance while the other one is being written to: every later id, once.
+        async def write() -> list[int]:
+            ids = []
+            for number in range(20):
+                await send_json(alice_ws, {"type": "chat.message", "text": f"live {number}"})
+                ids.append((await receive_type(alice_ws, "chat.message"))["id"])
+            return ids
+
+        writing = asyncio.create_task(write())
+        async with connect_ws(on_second, carol, since=first_id) as carol_ws:
+            expected = sorted([second_message["id"], *await writing])
+            received = []
+            while len(set(received)) < len(expected):
+                received.append((await receive_type(carol_ws, "chat.message"))["id"])
+            await assert_silent(carol_ws, "chat.message")
+        assert sorted(received) == expected
+
+        # The first instance dies without a word: its users leave the presence once their entries expire.
+        async with connect_ws(on_first, carol) as carol_on_first:
+            await receive_type(carol_on_first, "presence.state")
+            assert (await receive_type(bob_ws, "presence.join"))["user"] == "carol"
+            first.kill()
+            async with asyncio.timeout(5 * PRESENCE_TTL_SECONDS):
+                while (state := await receive_type(bob_ws, "presence.state", within=5))["users"] != ["bob"]:
+                    pass
+            assert state == {"type": "presence.state", "users": ["bob"]}
+            await send_json(bob_ws, {"type": "chat.message", "text": "still here"})
+            assert (await receive_type(bob_ws, "chat.message"))["text"] == "still here"
