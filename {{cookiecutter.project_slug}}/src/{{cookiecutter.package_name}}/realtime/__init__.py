@@ -62,6 +62,7 @@ The pieces, from the bottom:
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`.
 - `Consumer`, `JsonConsumer`, `handler`, `RateLimit`: the Channels-style layer.
 - `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
+- `WebSocketProxy(client, server_endpoint)`: relays a client WebSocket to an upstream one (the gateway's).
 """
 
 from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
@@ -82,6 +83,7 @@ from .exceptions import (
 from .handlers import HandlerSpec, handler
 from .manager import WebSocketManager
 from .message import Frame, Message
+from .proxy import WebSocketProxy
 from .routing import Stats
 from .topics import (
     TopicIndex,
@@ -118,6 +120,7 @@ __all__ = [
     "WebSocketException",
     "WebSocketManager",
     "WebSocketOAuth2PasswordBearer",
+    "WebSocketProxy",
     "ahandle",
     "bearer_subprotocol",
     "create_broker",
