@@ -67,6 +67,8 @@ class _TokenBucket:
 
 
 class Consumer:
+    """One instance per WebSocket; subclass it and override `connect`, `receive`, `disconnect`."""
+
     groups: ClassVar[Iterable[str]] = ()
     sends: ClassVar[Iterable[type[BaseModel]]] = ()
     rate_limit: RateLimit | None = None
@@ -124,6 +126,8 @@ class Consumer:
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
     ) -> None:
         """Accept the client (selecting `bearer` if it offered it), join `groups`, start receiving events."""
+        if self.connection is not None:
+            return
         connection = self.manager.create_connection(self.websocket, self.conn_id)
         connection.event_handler = self._event_handler
         await connection.accept(subprotocol or bearer_subprotocol(self.websocket), headers)
