@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .db.errors import AlreadyExistsError
 from .db.session import create_engine, create_session_factory
 from .db.users import create_user
+from .observability import logging_config
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
@@ -43,20 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        uvicorn.run(
-            "{{ cookiecutter.package_name }}.main:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-        )
+        serve("{{ cookiecutter.package_name }}.main:create_app", args.host, args.port, workers=args.workers)
 {%- if cookiecutter.use_gateway == "y" %}
     elif args.command == "gateway":
-        uvicorn.run("{{ cookiecutter.package_name }}.gateway:create_gateway", factory=True, host=args.host, port=args.port)
+        serve("{{ cookiecutter.package_name }}.gateway:create_gateway", args.host, args.port)
 {%- endif %}
     elif args.command == "create-superuser":
         return create_superuser(args.username)
     return 0
+
+
+def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
+    """Run the app `factory` with uvicorn, logging as configured, until SIGTERM or Ctrl-C.
+
+    On SIGTERM uvicorn stops accepting, closes WebSockets with 1012 (service restart) so that clients
+    reconnect to another instance, and waits up to `SHUTDOWN_GRACE_SECONDS` for requests in flight.
+    """
+    settings = get_settings()
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=logging_config(settings),
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
 
 
 def create_superuser(username: str | None) -> int:

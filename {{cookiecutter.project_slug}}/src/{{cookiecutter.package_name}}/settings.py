@@ -23,6 +23,15 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, description="JSON lines or readable text; by default JSON in production, else text."
+    )
+    shutdown_grace_seconds: int = Field(
+        default=8,
+        gt=0,
+        description="On SIGTERM, how long requests in flight get to finish; keep it below the orchestrator's "
+        "stop timeout (10 s for Docker).",
+    )
     instance_name: str = Field(default_factory=socket.gethostname)
 
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)

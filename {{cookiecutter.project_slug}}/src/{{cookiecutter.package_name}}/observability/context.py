@@ -1,0 +1,62 @@
+"""The id of the request or WebSocket connection being served, for every log line written while serving it.
+
+`RequestIdMiddleware` takes the client's `X-Request-ID` when it is a plausible id (so that one id follows a
+request through the gateway and the app instance behind it) and makes one up otherwise. It answers with the
+id in `X-Request-ID`, handshakes included, and passes it on in the request headers, which the gateway relays
+upstream. Tasks started while serving (a connection's writer) inherit it, as asyncio copies the context.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = b"x-request-id"
+# Ids of tracing systems and load balancers: UUIDs, hex, base64url; nothing that could forge a log line.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+RESPONSE_START_MESSAGES = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
+)
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The client's `X-Request-ID` if it is a plausible id, else None."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            candidate = value.decode("latin-1")
+            return candidate if SANE_REQUEST_ID.fullmatch(candidate) else None
+    return None
+
+
+class RequestIdMiddleware:
+    """Give each HTTP request and WebSocket connection an id: in the logging context and in `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        current = incoming_request_id(headers) or uuid.uuid4().hex
+        header = (REQUEST_ID_HEADER, current.encode())
+        scope = {**scope, "headers": [*(item for item in headers if item[0] != REQUEST_ID_HEADER), header]}
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] in RESPONSE_START_MESSAGES:
+                # An upstream behind the gateway answered with the same id: keep a single header.
+                others = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_HEADER]
+                message["headers"] = [*others, header]
+            await send(message)
+
+        token = request_id.set(current)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            request_id.reset(token)

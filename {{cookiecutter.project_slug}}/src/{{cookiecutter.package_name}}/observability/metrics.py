@@ -1,0 +1,221 @@
+"""Prometheus metrics of HTTP requests and WebSocket connections, shared by the app and the gateway.
+
+`MetricsMiddleware` records each request and connection in a `TrafficMetrics`. Labels only ever take a few
+values, whatever clients send: the route template (`/rooms/{room}`, never the path), the method (unknown
+ones count as `other`), the status, and the close code the server chose. Each app has its own
+`CollectorRegistry`, so that several apps (tests) can live in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED_ROUTE = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# From a cached read to a password hash or a slow upstream: 5 ms to 10 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the process metrics (CPU, memory, file descriptors, garbage collection)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def metrics_response(registry: CollectorRegistry) -> Response:
+    """The Prometheus text exposition of `registry`."""
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint serving `registry`, for a plain Starlette route (so it stays out of the OpenAPI schema)."""
+
+    async def metrics(_request: Request) -> Response:
+        return metrics_response(registry)
+
+    return metrics
+
+
+def route_template(scope: Scope, original: Mapping[str, Any]) -> str:
+    """The template of the route that served `scope` (`/rooms/{room}`), or `unmatched`.
+
+    Routers record the route in the scope; a mount does not in every FastAPI version, so the app's routes
+    are matched again against `original`, the scope as it was before routing changed it.
+    """
+    template = getattr(scope.get("route"), "path_format", None)
+    if isinstance(template, str):
+        return template
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _child_scope = route.matches(original)
+        if match is Match.FULL:
+            return str(getattr(route, "path_format", UNMATCHED_ROUTE))
+    return UNMATCHED_ROUTE
+
+
+class TrafficMetrics:
+    """The HTTP and WebSocket metrics of one app, named with `prefix` (`gateway_` for the gateway)."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "") -> None:
+        def counter(name: str, documentation: str, labels: tuple[str, ...] = ("route",)) -> Counter:
+            return Counter(prefix + name, documentation, labels, registry=registry)
+
+        self.http_duration = Histogram(
+            prefix + "http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status",
+            ("method", "route", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.http_in_progress = Gauge(
+            prefix + "http_requests_in_progress", "HTTP requests being answered", registry=registry
+        )
+        self.http_request_bytes = counter("http_request_bytes", "Bytes of HTTP request bodies received")
+        self.http_response_bytes = counter("http_response_bytes", "Bytes of HTTP response bodies sent")
+        self.websocket_open = Gauge(
+            prefix + "websocket_connections",
+            "Open WebSocket connections, by route",
+            ("route",),
+            registry=registry,
+        )
+        self.websocket_accepted = counter("websocket_connections_accepted", "WebSocket connections accepted")
+        self.websocket_closes = counter(
+            "websocket_closes", "WebSocket connections closed by the server, by close code", ("route", "code")
+        )
+        self.websocket_received = counter("websocket_messages_received", "WebSocket messages from clients")
+        self.websocket_sent = counter("websocket_messages_sent", "WebSocket messages written to clients")
+        self.websocket_received_bytes = counter(
+            "websocket_received_bytes", "Bytes of WebSocket messages received"
+        )
+        self.websocket_sent_bytes = counter("websocket_sent_bytes", "Bytes of WebSocket messages sent")
+
+
+def _size(message: Message, key: str = "bytes") -> int:
+    """The payload size of an ASGI body or WebSocket message, in bytes."""
+    data = message.get(key)
+    if data is None:
+        text = message.get("text")
+        return len(text.encode()) if text is not None else 0
+    return len(data)
+
+
+class MetricsMiddleware:
+    """Record every HTTP request and WebSocket connection served by `app` in `metrics`."""
+
+    def __init__(self, app: ASGIApp, metrics: TrafficMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        original = dict(scope)
+        status = 500  # what the client gets if the app fails before it answers
+        received = sent = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += _size(message, "body")
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += _size(message, "body")
+            await send(message)
+
+        metrics = self.metrics
+        started = time.perf_counter()
+        metrics.http_in_progress.inc()
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            metrics.http_in_progress.dec()
+            route = route_template(scope, original)
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            metrics.http_duration.labels(method, route, str(status)).observe(time.perf_counter() - started)
+            metrics.http_request_bytes.labels(route).inc(received)
+            metrics.http_response_bytes.labels(route).inc(sent)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        original = dict(scope)
+        metrics = self.metrics
+        connection: _ConnectionMetrics | None = None
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if connection is not None and message["type"] == "websocket.receive":
+                connection.received(_size(message))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal connection
+            if message["type"] == "websocket.send" and connection is not None:
+                connection.sent(_size(message))
+            elif message["type"] == "websocket.accept":
+                connection = _ConnectionMetrics(metrics, route_template(scope, original))
+            elif message["type"] == "websocket.close":
+                route = connection.route if connection is not None else route_template(scope, original)
+                metrics.websocket_closes.labels(route, str(message.get("code", 1000))).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            if connection is not None:
+                connection.ended()
+
+
+class _ConnectionMetrics:
+    """The metrics of one WebSocket connection, their labels bound once for all its messages."""
+
+    def __init__(self, metrics: TrafficMetrics, route: str) -> None:
+        self.route = route
+        self.open = metrics.websocket_open.labels(route)
+        self.messages_received = metrics.websocket_received.labels(route)
+        self.messages_sent = metrics.websocket_sent.labels(route)
+        self.bytes_received = metrics.websocket_received_bytes.labels(route)
+        self.bytes_sent = metrics.websocket_sent_bytes.labels(route)
+        metrics.websocket_accepted.labels(route).inc()
+        self.open.inc()
+
+    def received(self, size: int) -> None:
+        self.messages_received.inc()
+        self.bytes_received.inc(size)
+
+    def sent(self, size: int) -> None:
+        self.messages_sent.inc()
+        self.bytes_sent.inc(size)
+
+    def ended(self) -> None:
+        self.open.dec()

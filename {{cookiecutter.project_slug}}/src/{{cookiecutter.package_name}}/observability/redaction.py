@@ -1,0 +1,50 @@
+"""Credentials taken out of text before it is logged.
+
+Clients send their access token in an `Authorization` header, a `token` query parameter or a `bearer, <jwt>`
+WebSocket subprotocol, and any of those can reach a log line: uvicorn's access log writes the query string,
+an error message may quote a header. `redact()` replaces each credential with `[REDACTED]` and keeps the
+rest of the line, so that the line still says what happened.
+"""
+
+from __future__ import annotations
+
+import re
+
+REDACTED = "[REDACTED]"
+
+# Characters of a token in a header or a URL (RFC 6750 b64token, plus percent-encoding).
+_CREDENTIAL = r"[A-Za-z0-9\-._~+/%]+=*"
+
+_SENSITIVE_NAME = r"\w*(?:token|password|passwd|secret|secret_key|api_key)"
+_QUOTE = r"(?:b?['\"])?"  # Python reprs of headers quote them, bytes included: (b'authorization', b'...')
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # An Authorization header in any notation: `Authorization: Basic x`, `{'authorization': 'Bearer x'}`,
+    # `(b'authorization', b'Bearer x')`; the scheme, if any, goes with the credential.
+    (
+        re.compile(
+            rf"(?i)(\b(?:proxy-)?authorization['\"]?\s*[:=,]\s*\(?{_QUOTE})(?:[A-Za-z]+\s+)?{_CREDENTIAL}"
+        ),
+        rf"\1{REDACTED}",
+    ),
+    # `Bearer x` anywhere else, and the `bearer, x` subprotocol pair of browsers (also as a Python list).
+    # Tokens are long: the length keeps prose such as "bearer tokens" readable.
+    (
+        re.compile(r"(?i)\b(bearer['\"]?(?:\s*,\s*" + _QUOTE + r"|\s+))[A-Za-z0-9\-._~+/%]{16,}=*"),
+        rf"\1{REDACTED}",
+    ),
+    # Secrets in query strings and forms (`token=x`, `password=x`) and in JSON or reprs (`"token": "x"`).
+    (re.compile(rf"(?i)\b({_SENSITIVE_NAME}=)[^&\s'\"]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i)(['\"]{_SENSITIVE_NAME}['\"]\s*:\s*{_QUOTE})[^'\"]+"), rf"\1{REDACTED}"),
+    # The password of a URL's user info: `redis://:pw@redis:6379`, `postgresql://user:pw@db/app`.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@"), rf"\1{REDACTED}@"),
+    # Anything shaped like a JWT (the base64 of `{"` opens its header), wherever else it appears.
+    (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with each bearer token, Authorization value, JWT, URL password and `token=` value replaced."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
