@@ -16,6 +16,7 @@ from .consumers.chat import presence_resync
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
+from .observability.app import instrument_app
 from .realtime import WebSocketManager
 from .routers import auth, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher.from_settings(settings)
     app.add_middleware(InstanceHeaderMiddleware, instance=settings.instance_name)
+    instrument_app(app)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)

@@ -1,0 +1,113 @@
+"""The app's metrics: `instrument_app()` adds `/metrics`, the request id, and what the metrics read.
+
+The realtime engine and the database pool are read when Prometheus scrapes, through collectors: nothing is
+counted twice and the hot paths pay nothing for it. The manager and the engine only exist while the app's
+lifespan runs; before and after, their metrics are absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from fastapi import FastAPI
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from ..realtime import BrokerState, RedisBroker, WebSocketManager
+from .context import RequestIdMiddleware
+from .metrics import MetricsMiddleware, TrafficMetrics, metrics_endpoint, new_registry
+
+
+class RealtimeCollector(Collector):
+    """The manager's connections, counters and broker state, read at each scrape."""
+
+    def __init__(self, manager: Callable[[], WebSocketManager | None]) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        manager = self.manager()
+        if manager is None:
+            return
+        stats = manager.stats
+        yield GaugeMetricFamily("realtime_connections", "Connections held by the manager", value=len(manager))
+        yield GaugeMetricFamily(
+            "realtime_outbound_queue_depth_max",
+            "Frames waiting in the fullest outbound queue; near WS_OUTBOUND_QUEUE_SIZE, a client lags",
+            value=max((connection.pending for connection in manager), default=0),
+        )
+        yield CounterMetricFamily(
+            "realtime_broker_messages",
+            "Messages taken off the broker, each fanned out to the local connections it is for",
+            value=stats.broker_messages,
+        )
+        yield CounterMetricFamily(
+            "realtime_broker_messages_malformed",
+            "Broker messages dropped because they could not be decoded or delivered",
+            value=stats.malformed_broker_messages,
+        )
+        yield CounterMetricFamily(
+            "realtime_slow_consumer_closes",
+            "Connections closed with 1013 because their outbound queue overflowed",
+            value=stats.slow_consumers_closed,
+        )
+        yield CounterMetricFamily(
+            "realtime_handler_errors",
+            "Consumer handlers that raised an unexpected error",
+            value=stats.handler_errors,
+        )
+        broker = manager.broker
+        yield GaugeMetricFamily(
+            "realtime_ready", "1 while the broker is connected and the listener runs", value=manager.ready
+        )
+        state = GaugeMetricFamily(
+            "realtime_broker_state", "The broker connection's state: 1 for the current one", labels=["state"]
+        )
+        for candidate in BrokerState:
+            state.add_metric([candidate.value], float(broker.state is candidate))
+        yield state
+        yield CounterMetricFamily(
+            "realtime_broker_reconnects",
+            "Times the broker connection was lost and restored, subscriptions included",
+            value=broker.reconnects if isinstance(broker, RedisBroker) else 0,
+        )
+
+
+class DatabasePoolCollector(Collector):
+    """The SQLAlchemy connection pool: its size, and connections in use and idle, read at each scrape."""
+
+    def __init__(self, engine: Callable[[], AsyncEngine | None]) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.engine()
+        if engine is None or not isinstance(engine.pool, QueuePool):
+            return
+        pool = engine.pool
+        yield GaugeMetricFamily("db_pool_size", "Connections the pool keeps open", value=pool.size())
+        connections = GaugeMetricFamily(
+            "db_pool_connections",
+            "Open database connections, by whether a request holds them",
+            labels=["state"],
+        )
+        connections.add_metric(["in_use"], pool.checkedout())
+        connections.add_metric(["idle"], pool.checkedin())
+        yield connections
+        yield GaugeMetricFamily(
+            "db_pool_overflow",
+            "Connections open beyond the pool size (up to its max overflow)",
+            value=max(pool.overflow(), 0),
+        )
+
+
+def instrument_app(app: FastAPI) -> None:
+    """Serve `/metrics` (out of the OpenAPI schema), give each request an id, and measure the traffic."""
+    registry = new_registry()
+    registry.register(RealtimeCollector(lambda: getattr(app.state, "manager", None)))
+    registry.register(DatabasePoolCollector(lambda: getattr(app.state, "engine", None)))
+    app.add_middleware(MetricsMiddleware, metrics=TrafficMetrics(registry))
+    # Added last, so it runs first: every log line of the request, middleware included, has the id.
+    app.add_middleware(RequestIdMiddleware)
+    app.add_route("/metrics", metrics_endpoint(registry), include_in_schema=False)
+    app.state.metrics_registry = registry

@@ -1,0 +1,53 @@
+"""The app on a SQLite file and the memory broker, served by a real uvicorn server in the test's loop."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx import AsyncClient
+from pydantic import SecretStr
+
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.settings import Settings
+from processes import serve_in_loop
+
+from .support import create_tables
+
+
+@pytest.fixture
+def settings(tmp_path: Path, broker_channel: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        environment="test",
+        secret_key=SecretStr(secrets.token_urlsafe(32)),
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}",
+        broker_channel=broker_channel,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    await create_tables(settings.database_url)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def base_url(app: FastAPI) -> AsyncIterator[str]:
+    """`http://127.0.0.1:<port>`, serving `app` over real sockets, WebSockets included."""
+    async with serve_in_loop(app, lifespan="off") as url:
+        yield url
+
+
+@pytest.fixture
+async def http(base_url: str) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(base_url=base_url, timeout=10) as client:
+        yield client
