@@ -1,7 +1,7 @@
 """The gateway ASGI app, built by `create_gateway()` (a uvicorn `--factory`).
 
 A plain Starlette app rather than FastAPI: every path outside `/gateway/` belongs to the upstreams,
-`/docs` and `/openapi.json` included.
+`/docs`, `/openapi.json` and `/metrics` included; the gateway's own metrics are at `/gateway/metrics`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -21,8 +22,16 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
+from ..observability import (
+    MetricsMiddleware,
+    RequestIdMiddleware,
+    TrafficMetrics,
+    metrics_endpoint,
+    new_registry,
+)
 from ..realtime.proxy import UpstreamUnreachable, WebSocketProxy, accept_and_close
 from ..settings import Settings, get_settings
+from .metrics import UpstreamCollector
 from .reverse_proxy import ReverseProxy
 from .upstreams import UpstreamPool, parse_upstreams
 
@@ -108,11 +117,18 @@ class Gateway:
 
 def create_gateway(settings: Settings | None = None) -> Starlette:
     gateway = Gateway(settings or get_settings())
+    registry = new_registry()
+    registry.register(UpstreamCollector(gateway.pool))
     return Starlette(
         routes=[
             Route("/gateway/healthz", gateway.healthz),
             Route("/gateway/readyz", gateway.readyz),
+            Route("/gateway/metrics", metrics_endpoint(registry)),
             Mount("", app=gateway.relay),
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=TrafficMetrics(registry, prefix="gateway_")),
         ],
         lifespan=gateway.lifespan,
     )
