@@ -209,8 +209,9 @@ class RoomConsumer(UserConsumer):
 async def resync_presence(manager: WebSocketManager, interval: float) -> None:
     """Every `interval`, send `presence.state` to the local connections of each room whose users changed.
 
-    Arrivals and departures are announced as they happen, but an instance that dies announces nothing: its
-    users' presence expires after the TTL, and this is what tells the rooms' other members.
+    Arrivals and departures are announced as they happen; this tells the rooms what was not announced: the
+    users of an instance that died, whose presence expires after the TTL, and a user whose first two
+    connections arrived at once on two instances, each of which then saw the other one already there.
     """
     seen: dict[str, set[str]] = {}
     while True:
