@@ -1,29 +1,30 @@
-"""Helpers of the gateway tests: upstream processes, the gateway served in the test's event loop, and
-WebSocket clients of `upstream_app`."""
+"""Helpers of the gateway tests: `upstream_app` processes, and the gateway served in the test's event loop.
+
+`upstream_app` and its clients (`hello`, `close_received`) live in `tests/realtime`, which is baked without
+the gateway too.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-
 from {{ cookiecutter.package_name }}.gateway import create_gateway
 from {{ cookiecutter.package_name }}.settings import Settings
 from processes import ProcessGroup, ServerProcess, serve_in_loop
 
-HERE = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
 
 
 def start_upstream(group: ProcessGroup, name: str, port: int | None = None) -> ServerProcess:
     """An `upstream_app` process that reports `name` as its instance."""
-    app = "upstream_app:create_upstream_app"
-    return group.start_uvicorn(name, app, factory=True, app_dir=HERE, port=port, env={"INSTANCE_NAME": name})
+    app = "realtime.upstream_app:create_upstream_app"
+    return group.start_uvicorn(
+        name, app, factory=True, app_dir=TESTS_DIR, port=port, env={"INSTANCE_NAME": name}
+    )
 
 
 def gateway_settings(upstream_urls: list[str], **overrides: Any) -> Settings:
@@ -50,21 +51,3 @@ async def running_gateway(
     gateway = create_gateway(gateway_settings(upstream_urls, **overrides))
     async with serve_in_loop(gateway, proxy_headers=proxy_headers) as base_url:
         yield base_url
-
-
-def websocket_url(base_url: str) -> str:
-    return "ws" + base_url.removeprefix("http")
-
-
-async def hello(websocket: ClientConnection) -> dict[str, Any]:
-    """The first frame of `upstream_app`'s WebSocket: what it received with the handshake."""
-    async with asyncio.timeout(TIMEOUT):
-        greeting: dict[str, Any] = json.loads(await websocket.recv())
-    return greeting
-
-
-async def close_received(websocket: ClientConnection) -> tuple[int | None, str | None]:
-    """The code and reason the peer closed `websocket` with (1006 and "" if it sent no close frame)."""
-    async with asyncio.timeout(TIMEOUT):
-        await websocket.wait_closed()
-    return websocket.close_code, websocket.close_reason

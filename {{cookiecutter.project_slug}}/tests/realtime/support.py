@@ -1,4 +1,4 @@
-"""Helpers of the realtime tests: a uvicorn server in the test's event loop, and a JSON client."""
+"""Helpers of the realtime tests: a uvicorn server in the test's event loop, and WebSocket clients."""
 
 from __future__ import annotations
 
@@ -59,6 +59,24 @@ async def receive_json(client: ClientConnection, seconds: float = 5.0) -> Any:
 
 async def send_json(client: ClientConnection, frame: Any) -> None:
     await client.send(json.dumps(frame))
+
+
+def websocket_url(base_url: str) -> str:
+    """`ws://...` for an `http://...` base URL."""
+    return "ws" + base_url.removeprefix("http")
+
+
+async def hello(client: ClientConnection, seconds: float = 10.0) -> dict[str, Any]:
+    """The first frame of `upstream_app`'s WebSocket: what it received with the handshake."""
+    greeting: dict[str, Any] = await receive_json(client, seconds)
+    return greeting
+
+
+async def close_received(client: ClientConnection, seconds: float = 10.0) -> tuple[int | None, str | None]:
+    """The code and reason the peer closed `client` with (1006 and "" if it sent no close frame)."""
+    async with asyncio.timeout(seconds):
+        await client.wait_closed()
+    return client.close_code, client.close_reason
 
 
 async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:

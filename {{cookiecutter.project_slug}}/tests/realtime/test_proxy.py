@@ -9,17 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import close_received, hello, websocket_url
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
-from upstream_app import create_upstream_app
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from {{ cookiecutter.package_name }}.realtime.proxy import WebSocketProxy
 from processes import free_port, serve_in_loop, wait_until
+
+from .support import close_received, hello, websocket_url
+from .upstream_app import create_upstream_app
 
 
 @dataclass
