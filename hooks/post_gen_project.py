@@ -13,6 +13,7 @@ from pathlib import Path
 GATEWAY_PATHS = (
     "src/{package}/gateway",
     "tests/gateway",
+    "tests/e2e",
 )
 NOTIFICATIONS_PATHS = (
     "src/{package}/consumers/notifications.py",

@@ -103,6 +103,7 @@ def test_nothing_chosen_removes_every_optional_part() -> None:
     assert removed == [
         "src/chat_service/gateway",
         "tests/gateway",
+        "tests/e2e",
         "src/chat_service/consumers/notifications.py",
         "src/chat_service/routers/notifications.py",
         "src/chat_service/static/js/notifications.js",
