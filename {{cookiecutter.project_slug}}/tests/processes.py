@@ -179,14 +179,20 @@ class ProcessGroup:
         return self.start(name, command, port=port, env=env, health_path=health_path)
 
     def start_app(
-        self, name: str, *, env: Mapping[str, str] | None = None, port: int | None = None
+        self,
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = STARTUP_TIMEOUT,
     ) -> ServerProcess:
         """An app instance (the `serve` command), named `name` in `/healthz` and `X-Instance`."""
 
         def command(port: int) -> list[str]:
             return [*self._cli, "serve", "--host", "127.0.0.1", "--port", str(port)]
 
-        return self.start(name, command, port=port, env={"INSTANCE_NAME": name, **(env or {})})
+        app_env = {"INSTANCE_NAME": name, **(env or {})}
+        return self.start(name, command, port=port, env=app_env, timeout=timeout)
 {%- if cookiecutter.use_gateway == "y" %}
 
     def start_gateway(
@@ -196,6 +202,7 @@ class ProcessGroup:
         name: str = "gateway",
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        timeout: float = STARTUP_TIMEOUT,
     ) -> ServerProcess:
         """The gateway (the `gateway` command) over `upstreams`, polling their health often."""
         gateway_env = {
@@ -207,7 +214,9 @@ class ProcessGroup:
         def command(port: int) -> list[str]:
             return [*self._cli, "gateway", "--host", "127.0.0.1", "--port", str(port)]
 
-        return self.start(name, command, port=port, env=gateway_env, health_path="/gateway/readyz")
+        return self.start(
+            name, command, port=port, env=gateway_env, health_path="/gateway/readyz", timeout=timeout
+        )
 {%- endif %}
 
     @property
