@@ -18,7 +18,7 @@ from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
 from .observability.app import instrument_app
 from .realtime import WebSocketManager
-from .routers import auth, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
+from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notifications.router)
 {%- endif %}
     app.include_router(realtime.router)
+    app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
