@@ -1,4 +1,4 @@
-"""A small app standing in for an app instance behind the gateway: it says who it is and what it received.
+"""A small app standing in for an app instance behind a proxy: it says who it is and what it received.
 
 Run as a process with `uvicorn --factory realtime.upstream_app:create_upstream_app --app-dir tests`
 (`INSTANCE_NAME` names it), or served in the test's event loop.
@@ -49,7 +49,7 @@ def create_upstream_app(instance: str | None = None) -> Starlette:
         )
         response.headers["keep-alive"] = "timeout=5"
         response.headers["connection"] = "x-upstream-hop"
-        response.headers["x-upstream-hop"] = "must not cross the gateway"
+        response.headers["x-upstream-hop"] = "must not cross the proxy"
         response.set_cookie("session", f"issued-by-{name}")
         return tagged(response)
 
