@@ -20,9 +20,11 @@ HTTP_TIMEOUT = 10.0
 
 @dataclass
 class Instance:
-    """An app process and the access tokens of the users registered on it (`root` is a superuser)."""
+    """An app process, its environment, and the access tokens of the users registered on it (`root` is a
+    superuser)."""
 
     server: ServerProcess
+    env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -64,7 +66,7 @@ def start_sqlite_instance(
     database_url = f"sqlite+aiosqlite:///{directory / f'{name}.db'}"
     asyncio.run(create_tables(database_url))
     env = instance_env(database_url, "memory://", f"hardening-{secrets.token_hex(4)}", **settings)
-    instance = Instance(group.start_app(name, env=env))
+    instance = Instance(group.start_app(name, env=env), env)
     with httpx.Client(base_url=instance.base_url, timeout=HTTP_TIMEOUT) as http:
         instance.tokens["root"] = sign_in(http, "root", register=False)
         for username in users:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from jose import JWTError, jwt
@@ -10,6 +11,8 @@ ALGORITHM = "HS256"
 # Decoding accepts this list only: a token whose header names another algorithm, `none` included, is refused.
 ALLOWED_ALGORITHMS = [ALGORITHM]
 REQUIRED_CLAIMS = {"require_sub": True, "require_iat": True, "require_exp": True}
+# The clocks of the instances that issue and check tokens may differ by this much.
+CLOCK_SKEW_SECONDS = 60
 
 
 class InvalidTokenError(Exception):
@@ -28,4 +31,8 @@ def decode_access_token(token: str, *, secret_key: str) -> str:
         claims = jwt.decode(token, secret_key, algorithms=ALLOWED_ALGORITHMS, options=REQUIRED_CLAIMS)
     except JWTError as error:
         raise InvalidTokenError(str(error)) from error
+    # python-jose checks that `iat` converts to a number, not when it is: a token from the future is refused.
+    issued_at = claims["iat"]
+    if not isinstance(issued_at, int | float) or issued_at > time.time() + CLOCK_SKEW_SECONDS:
+        raise InvalidTokenError("The token's issue time (iat) is not a time in the past")
     return str(claims["sub"])
