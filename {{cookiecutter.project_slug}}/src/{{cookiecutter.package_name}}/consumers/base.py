@@ -91,7 +91,10 @@ class UserConsumer(JsonConsumer):
         return self.connection
 
     async def authenticate(self) -> User:
-        """The active user the client's token was issued to; without one, the client is closed with 1008."""
+        """The active user the client's token was issued to; without one, the client is closed with 1008.
+
+        The connection takes the user's name as its id: sends by id, and `exclude`, reach all their tabs.
+        """
         token = token_from(self.websocket)
         if token is None:
             await reject(self.websocket, "Not authenticated")
@@ -99,6 +102,7 @@ class UserConsumer(JsonConsumer):
             user = await get_user_from_token(session, token=token, settings=self.settings)
         if user is None:
             await reject(self.websocket, "Invalid or expired token, or its user no longer exists")
+        self.conn_id = user.username
         return user
 
     async def receive(self, text: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -9,16 +9,20 @@ The connection is closed with 1008 and a reason when the token is missing or bad
 exist or is private and the user is not a member, and when `since` is not a message id.
 
 With `?since=<id>`, the stored messages after that id come first, then the live ones, with no gap and no
-duplicate: the connection joins the room before it reads the history, holds the live messages that arrive
-meanwhile, then sends each id once. It remembers the ids it replayed rather than the largest one, because
-on PostgreSQL a message can commit after another with a larger id and arrive live after the replay.
+duplicate: the connection joins the room before it reads the history, which it does in its writer task, so
+the live messages wait behind the replay; an event filter then skips those it sent or was to read, without
+encoding anything again. It remembers the ids it replayed rather than the largest one, because on PostgreSQL
+a message can commit after another with a larger id and arrive live after the replay.
+
+Every frame to the room is encoded once for all its connections: typing and presence events leave out the
+user's own connections with `exclude` (connections are identified by their user's name).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any, Literal
 
@@ -28,7 +32,7 @@ from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
 from ..db.models import Room
-from ..realtime import WebSocketManager, handler, reject
+from ..realtime import WebSocketManager, event_filter, handler, reject
 from ..schemas import MessagePublic
 from ..settings import Settings
 from .base import UserConsumer
@@ -115,8 +119,8 @@ class RoomConsumer(UserConsumer):
         self.room_name = room
         self.group = room_group(room)
         self.since: int | None = None
+        self.replay_after: int | None = None  # until the replay has run, the id it reads the messages after
         self.replayed: set[int] = set()
-        self.held: list[dict[str, Any]] | None = None
 
     async def connect(self) -> None:
         self.user = await self.authenticate()
@@ -130,15 +134,18 @@ class RoomConsumer(UserConsumer):
             await reject(self.websocket, "since must be the id of a message, a non-negative integer")
         await self.accept()
         if since is not None:
-            self.since, self.held = int(since), []  # live messages wait in `held` until the replay is over
+            self.since = self.replay_after = int(since)
         await self.group_add(self.group)  # before the history is read, so that nothing said can be missed
         if self.since is not None:
             self.accepted.deliver(self.replay)  # runs in the writer task: what is queued after it waits
         await self.announce_arrival()
 
     async def disconnect(self, code: int) -> None:
+        # Not to the user's own connections: one still here would be a tab that opened as this one closed.
         if await self.manager.presence_leave(self.group, self.accepted):
-            await self.group_send(self.group, PresenceLeave(user=self.user.username))
+            await self.group_send(
+                self.group, PresenceLeave(user=self.user.username), exclude=self.user.username
+            )
 
     @handler(sends=[ChatMessagePublic])
     async def on_chat_message(self, message: ChatMessageCreate) -> None:
@@ -150,39 +157,28 @@ class RoomConsumer(UserConsumer):
     @handler(sends=[ChatTypingPublic])
     async def on_chat_typing(self, message: ChatTyping) -> None:
         """Tell the others in the room that the user is typing; nothing is stored."""
-        await self.group_send(self.group, ChatTypingPublic(user=self.user.username, room=self.room.name))
+        typing = ChatTypingPublic(user=self.user.username, room=self.room.name)
+        await self.group_send(self.group, typing, exclude=self.user.username)
 
-    # Events sent to the room's group arrive at the method named after their type, once per connection.
-
-    async def chat_message(self, event: dict[str, Any]) -> None:
-        if self.held is not None:
-            self.held.append(event)
-        elif event.get("id") not in self.replayed:
-            await self.send_json(event)
-
-    async def chat_typing(self, event: dict[str, Any]) -> None:
-        await self.send_unless_about_me(event)
-
-    async def presence_join(self, event: dict[str, Any]) -> None:
-        await self.send_unless_about_me(event)
-
-    async def presence_leave(self, event: dict[str, Any]) -> None:
-        # This connection keeps its user here: a leave about them comes from a tab closed before it opened.
-        await self.send_unless_about_me(event)
-
-    async def send_unless_about_me(self, event: dict[str, Any]) -> None:
-        if event.get("user") != self.user.username:
-            await self.send_json(event)
+    @event_filter("chat.message")
+    def not_replayed(self, event: Mapping[str, Any], frame: str) -> bool:
+        """Whether the client gets a live message: not if the replay sent it, or will read it."""
+        message_id = event.get("id")
+        if self.replay_after is not None:
+            return not (isinstance(message_id, int) and message_id > self.replay_after)
+        return message_id not in self.replayed
 
     async def announce_arrival(self) -> None:
         """Count the user present, tell the room if they just came, and tell them who is here."""
         if await self.manager.presence_join(self.group, self.accepted, self.user.username):
-            await self.group_send(self.group, PresenceJoin(user=self.user.username))
+            await self.group_send(
+                self.group, PresenceJoin(user=self.user.username), exclude=self.user.username
+            )
         users = await self.manager.presence_members(self.group)
         await self.send_json(PresenceState(users=sorted(users)))
 
     async def replay(self) -> None:
-        """Send the stored messages after `since`, then the live ones held meanwhile, each id once."""
+        """Send the stored messages after `since`; the live ones queued behind it then pass `not_replayed`."""
         after = self.since
         try:
             while True:
@@ -201,9 +197,7 @@ class RoomConsumer(UserConsumer):
             logger.exception("could not replay room %r after message %s", self.room.name, self.since)
             await self.close(WS_1011_INTERNAL_ERROR, "Could not read the history")
             return
-        held, self.held = self.held or [], None
-        for event in held:
-            await self.chat_message(event)
+        self.replay_after = None
 
 
 async def resync_presence(manager: WebSocketManager, interval: float) -> None:

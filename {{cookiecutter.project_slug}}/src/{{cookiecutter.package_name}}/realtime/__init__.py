@@ -27,15 +27,22 @@ Consumers (one instance per connection) hold the application logic. Client frame
         async def connect(self) -> None:
             token = await WebSocketOAuth2PasswordBearer(tokenUrl="/auth/token")(self.websocket)
             self.user = check_token(token)         # the app's own check; `await reject(ws)` if bad
+            self.conn_id = self.user               # the user's tabs share an id (see `exclude` below)
+            self.muted: set[str] = set()
             await self.accept()
 
         @handler(sends=[ChatMessage])
         async def on_chat_message(self, message: ChatSend) -> None:
             await self.group_send("lobby", ChatMessage(user=self.user, text=message.text))
 
-        async def chat_typing(self, event: dict[str, Any]) -> None:
-            if event["user"] != self.user:          # an event method: runs per recipient
-                await self.send_json(event)
+        @handler
+        async def on_chat_typing(self, message: ChatTyping) -> None:
+            # Encoded once for the whole group; the connections with this id (the user's) do not get it.
+            await self.group_send("lobby", Typing(user=self.user), exclude=self.conn_id)
+
+        @event_filter("chat.message")                # per connection, on the frame already encoded
+        def not_muted(self, event: Mapping[str, Any], frame: str) -> bool:
+            return event["user"] not in self.muted
 
     router.add_api_websocket_route("/ws/lobby", LobbyConsumer.as_endpoint(lambda ws: ws.app.state.manager))
 
@@ -60,15 +67,16 @@ The pieces, from the bottom:
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`.
-- `Consumer`, `JsonConsumer`, `handler`, `RateLimit`: the Channels-style layer.
+- `Consumer`, `JsonConsumer`, `handler`, `event_filter`, `RateLimit`: the Channels-style layer.
 - `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
 - `WebSocketProxy(client, server_endpoint)`: relays a client WebSocket to an upstream one (the gateway's).
 """
 
 from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
 from .brokers import BrokerInterface, BrokerMessage, BrokerState, InMemoryBroker, RedisBroker, create_broker
-from .connection import Connection, ConnectionState
+from .connection import Connection, ConnectionState, EventFilter
 from .consumer import Consumer, JsonConsumer, RateLimit
+from .events import event_filter
 from .exceptions import (
     ErrorCode,
     InvalidMessage,
@@ -104,6 +112,7 @@ __all__ = [
     "ConnectionState",
     "Consumer",
     "ErrorCode",
+    "EventFilter",
     "Frame",
     "HandlerSpec",
     "InMemoryBroker",
@@ -125,6 +134,7 @@ __all__ = [
     "bearer_subprotocol",
     "create_broker",
     "error_frame",
+    "event_filter",
     "handle",
     "handle_subscription_message",
     "handler",

@@ -9,20 +9,18 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .exceptions import InvalidMessage
 from .message import Frame, Message, encode_frame, loads
-from .outbox import Outbox
+from .outbox import EventFilter, EventHandler, Filtered, Outbox
 from .topics import validate_filter
 
-__all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventHandler"]
+__all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventFilter", "EventHandler"]
 
 WS_1009_MESSAGE_TOO_BIG = 1009
-
-EventHandler: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ConnectionState(enum.Enum):
@@ -42,6 +40,7 @@ class ConnectionHub(Protocol):
     async def id_changed(self, connection: Connection, previous: str) -> None: ...
     def overflowed(self, connection: Connection) -> None: ...
     def call_failed(self, connection: Connection) -> None: ...
+    def frame_encoded(self) -> None: ...
 
 
 class Connection:
@@ -64,7 +63,10 @@ class Connection:
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
+        # Set by the connection's consumer: for an event type, the method to pass such events to, or the
+        # filter that tells which of them its client gets. See `WebSocketManager.group_send`.
         self.event_handler: Callable[[str], EventHandler | None] | None = None
+        self.event_filter: Callable[[str], EventFilter | None] | None = None
         self._id = conn_id
         self._topics: set[str] = {topic} if topic is not None else set()
         self._groups: set[str] = set()
@@ -116,6 +118,7 @@ class Connection:
             size=self.queue_size,
             close_timeout=self.close_timeout,
             name=f"{self._id}/{self.uid[:8]}",
+            encode=self.encode,
             on_overflow=self._overflowed,
             on_call_failed=self._call_failed,
         )
@@ -168,7 +171,13 @@ class Connection:
                     return
 
     async def send_json(self, data: Frame | Message) -> None:
-        await self.send_text(encode_frame(data))
+        await self.send_text(self.encode(data))
+
+    def encode(self, data: Frame | Message) -> str:
+        """`data` encoded for this connection alone, and counted (see `Stats.frames_encoded`)."""
+        if self._hub is not None:
+            self._hub.frame_encoded()
+        return encode_frame(data)
 
     async def send_text(self, text: str) -> None:
         if self._outbox is not None:
@@ -178,7 +187,7 @@ class Connection:
         if self._outbox is not None:
             await self._outbox.send(data)
 
-    def deliver(self, frame: str | bytes | Callable[[], Awaitable[None]]) -> bool:
+    def deliver(self, frame: str | bytes | Filtered | Callable[[], Awaitable[None]]) -> bool:
         """Queue an encoded frame (or a call to run in the writer task); False when it was not queued."""
         return self._outbox is not None and self._outbox.put(frame)
 

@@ -7,18 +7,17 @@ anything else is logged and answered with an `internal_error` frame. Starlette's
 (what `reject()` raises) closes the connection with its code. Frames over the manager's `max_frame_bytes`
 close it with 1009; frames beyond the optional rate limit are answered with `rate_limited` and dropped.
 
-Events sent to a group (or to a topic, or by id) whose `type` names a method of the consumer (`chat.typing`
--> `chat_typing(event)`) are passed to that method, in the connection's writer task so frames keep their
-order; other events go to the client as they are, encoded once for all recipients. Methods whose name
-starts with `_`, the consumer's own API and typed handlers are never called for events.
+Events sent to a group (or to a topic, or by id) go to the client as they are, encoded once for all
+recipients, unless the consumer filters their type (`@event_filter`) or has a method named after it
+(`chat.typing` -> `chat_typing(event)`): see `events`. `group_send(..., exclude=conn_id)` leaves out the
+connections with that id, on every instance.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,7 +26,8 @@ from starlette.exceptions import WebSocketException as StarletteWebSocketExcepti
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .auth import bearer_subprotocol
-from .connection import Connection, EventHandler
+from .connection import Connection, EventFilter, EventHandler
+from .events import collect_event_filters, event_method
 from .exceptions import InvalidMessage, WebSocketException, error_frame
 from .handlers import HandlerSpec, collect_handlers, describe_validation_error
 from .manager import WebSocketManager
@@ -72,10 +72,18 @@ class Consumer:
     groups: ClassVar[Iterable[str]] = ()
     sends: ClassVar[Iterable[type[BaseModel]]] = ()
     rate_limit: RateLimit | None = None
+    _handlers: ClassVar[dict[str, HandlerSpec]] = {}
+    _reserved: ClassVar[frozenset[str]] = frozenset()
+    _event_filters: ClassVar[Mapping[str, str]] = {}
     _event_methods: ClassVar[dict[str, str | None]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # The engine's own API and typed handlers are never event methods; the first class of this module
+        # in the MRO is the engine base the consumer extends (for `JsonConsumer` itself, itself).
+        engine_base = next(base for base in cls.__mro__ if base.__module__ == __name__)
+        cls._reserved = frozenset(dir(engine_base)) | {spec.method for spec in cls._handlers.values()}
+        cls._event_filters = collect_event_filters(cls, cls._reserved)
         cls._event_methods = {}
 
     def __init__(
@@ -130,6 +138,7 @@ class Consumer:
             return
         connection = self.manager.create_connection(self.websocket, self.conn_id)
         connection.event_handler = self._event_handler
+        connection.event_filter = self._event_filter
         await connection.accept(subprotocol or bearer_subprotocol(self.websocket), headers)
         self.connection = connection
         await self.manager.add_connection(connection)
@@ -162,8 +171,9 @@ class Consumer:
     async def group_discard(self, group: str) -> None:
         await self.manager.group_discard(group, self._connected())
 
-    async def group_send(self, group: str, event: Frame) -> None:
-        await self.manager.group_send(group, event)
+    async def group_send(self, group: str, event: Frame, *, exclude: str | Iterable[str] = ()) -> None:
+        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`."""
+        await self.manager.group_send(group, event, exclude=exclude)
 
     async def run(self) -> None:
         """The whole life of the connection; returns when it is over."""
@@ -232,19 +242,21 @@ class Consumer:
     def _event_handler(self, event_type: str) -> EventHandler | None:
         cls = type(self)
         if event_type not in cls._event_methods:
-            cls._event_methods[event_type] = _event_method(cls, event_type)
+            cls._event_methods[event_type] = event_method(cls, event_type, cls._reserved)
         name = cls._event_methods[event_type]
+        return getattr(self, name) if name is not None else None
+
+    def _event_filter(self, event_type: str) -> EventFilter | None:
+        name = self._event_filters.get(event_type)
         return getattr(self, name) if name is not None else None
 
 
 class JsonConsumer(Consumer):
     """A consumer of JSON text frames, routed by `type` to typed handlers (see `handler`)."""
 
-    _handlers: ClassVar[dict[str, HandlerSpec]] = {}
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
         cls._handlers = collect_handlers(cls)
+        super().__init_subclass__(**kwargs)
 
     @classmethod
     def handler_specs(cls) -> list[HandlerSpec]:
@@ -280,17 +292,3 @@ class JsonConsumer(Consumer):
         reply = await getattr(self, spec.method)(message)
         if reply is not None:
             await self.send_json(reply)
-
-
-_RESERVED = frozenset(dir(JsonConsumer))
-
-
-def _event_method(cls: type[Consumer], event_type: str) -> str | None:
-    name = event_type.replace(".", "_")
-    if not name.isidentifier() or name.startswith("_") or name in _RESERVED:
-        return None
-    method = getattr(cls, name, None)
-    handlers = cls._handlers if issubclass(cls, JsonConsumer) else {}
-    if not inspect.iscoroutinefunction(method) or any(spec.method == name for spec in handlers.values()):
-        return None
-    return name

@@ -3,7 +3,8 @@
 Every send goes through the broker, even to a connection of this instance, so all instances behave alike.
 One listener task takes messages off the broker and queues each frame, encoded once by the sender, on every
 local connection it is for; the connections' writer tasks do the rest. The listener never awaits a socket,
-and no task is created per message.
+and no task is created per message. A group event can leave out some connections (`exclude`) and consumers
+can filter the events they receive, both without encoding the frame again.
 """
 
 from __future__ import annotations
@@ -215,11 +216,17 @@ class WebSocketManager:
         """Remove a connection from a group; nothing happens if it was not in it."""
         await connection.leave(group)
 
-    async def group_send(self, group: str, event: Frame) -> None:
-        """Send an event with a string `type` to every member of `group` on every instance."""
+    async def group_send(self, group: str, event: Frame, *, exclude: str | Iterable[str] = ()) -> None:
+        """Send an event with a string `type` to every member of `group` on every instance.
+
+        Members whose connection id is `exclude` (or one of them) do not get it: pass the sender's id to
+        skip every connection that shares it. The frame is encoded once for every member; a consumer with
+        an `event_filter` for the type decides per connection, one with an event method re-encodes.
+        """
         if frame_type(event) is None:
             raise InvalidMessage("a group event needs a string 'type'")
-        await self._publish("group", [group], event)
+        excluded = frozenset([exclude] if isinstance(exclude, str) else exclude)
+        await self._publish("group", [group], event, exclude=excluded)
 
     def group_members(self, group: str) -> frozenset[Connection]:
         """The local members of `group`."""
@@ -242,12 +249,18 @@ class WebSocketManager:
         return await self._presence.members(group)
 
     async def _publish(
-        self, kind: str, targets: list[str], frame: Message | Frame, message_id: str | None = None
+        self,
+        kind: str,
+        targets: list[str],
+        frame: Message | Frame,
+        message_id: str | None = None,
+        exclude: frozenset[str] = frozenset(),
     ) -> None:
         text = encode_frame(frame)
+        self.stats.frames_encoded += 1
         event = frame_type(frame)
         for target in targets:
-            envelope = Envelope(kind=kind, target=target, frame=text, event=event, id=message_id)
+            envelope = Envelope(kind, target, text, event=event, id=message_id, exclude=exclude)
             await self.broker.publish(self._router.channel(kind, target), envelope.encode())
 
     async def _listen(self) -> None:

@@ -124,16 +124,24 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """What travels on a broker channel: where the frame goes, and the frame already encoded."""
+    """What travels on a broker channel: where the frame goes, which ids it skips, and the frame encoded."""
 
     kind: str
     target: str
     frame: str
     event: str | None = None
     id: str | None = None
+    exclude: frozenset[str] = frozenset()
 
     def encode(self) -> bytes:
-        header = {"kind": self.kind, "target": self.target, "event": self.event, "id": self.id}
+        header: dict[str, Any] = {
+            "kind": self.kind,
+            "target": self.target,
+            "event": self.event,
+            "id": self.id,
+        }
+        if self.exclude:
+            header["exclude"] = sorted(self.exclude)
         return orjson.dumps(header) + b"\n" + self.frame.encode()
 
     @classmethod
@@ -152,4 +160,14 @@ class Envelope:
             message_id is None or isinstance(message_id, str)
         ):
             raise ValueError("'event' and 'id' must be strings when present")
-        return cls(kind=kind, target=target, frame=frame.decode(), event=event, id=message_id)
+        exclude = header.get("exclude", [])
+        if not isinstance(exclude, list) or not all(isinstance(conn_id, str) for conn_id in exclude):
+            raise ValueError("'exclude' must be a list of connection ids")
+        return cls(
+            kind=kind,
+            target=target,
+            frame=frame.decode(),
+            event=event,
+            id=message_id,
+            exclude=frozenset(exclude),
+        )

@@ -3,7 +3,8 @@
 Senders only queue, so they never wait for a socket and a slow socket only delays itself. When the queue
 is full the client is not keeping up: the queue is dropped and the socket closed with 1013 (try again
 later). A callable on the queue (a group event for a consumer method) runs in the writer task; whatever
-it sends is written at once, so frames keep their order.
+it sends is written at once, so frames keep their order. A `Filtered` frame is written only if its filter,
+called in the writer task when the frame's turn comes, accepts it.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .exceptions import WebSocketException, error_frame
-from .message import dumps
 
-__all__ = ["Outbox", "OutboxState"]
+__all__ = ["EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,20 @@ class _Close:
     reason: str
 
 
-Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]]
+EventHandler: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
+EventFilter: TypeAlias = Callable[[Mapping[str, Any], str], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """An encoded frame to write only if `accept(event, frame)` says so; `event` is the frame decoded."""
+
+    frame: str
+    event: Mapping[str, Any]
+    accept: EventFilter
+
+
+Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]] | Filtered
 
 
 class Outbox:
@@ -51,6 +64,7 @@ class Outbox:
         size: int,
         close_timeout: float,
         name: str,
+        encode: Callable[[Mapping[str, Any]], str],
         on_overflow: Callable[[], None],
         on_call_failed: Callable[[], None],
     ) -> None:
@@ -60,6 +74,7 @@ class Outbox:
         self.name = name
         self.state = OutboxState.OPEN
         self.close_code: int | None = None
+        self._encode = encode
         self._on_overflow = on_overflow
         self._on_call_failed = on_call_failed
         self._queue: asyncio.Queue[Outbound | _Close] = asyncio.Queue()
@@ -158,11 +173,24 @@ class Outbox:
         try:
             await call()
         except WebSocketException as error:
-            await self._write(dumps(error.frame()))
+            await self._write(self._encode(error.frame()))
         except Exception:
             logger.exception("an event handler of %s failed", self.name)
-            self._on_call_failed()
-            await self._write(dumps(error_frame("internal_error", "the server could not handle an event")))
+            await self._failed()
+
+    async def _write_filtered(self, item: Filtered) -> None:
+        try:
+            accepted = item.accept(item.event, item.frame)
+        except Exception:
+            logger.exception("an event filter of %s failed", self.name)
+            await self._failed()
+            return
+        if accepted:
+            await self._write(item.frame)
+
+    async def _failed(self) -> None:
+        self._on_call_failed()
+        await self._write(self._encode(error_frame("internal_error", "the server could not handle an event")))
 
     async def _write_forever(self) -> None:
         while self.state is not OutboxState.CLOSED:
@@ -171,5 +199,7 @@ class Outbox:
                 await self._close_socket(item.code, item.reason)
             elif isinstance(item, str | bytes):
                 await self._write(item)
+            elif isinstance(item, Filtered):
+                await self._write_filtered(item)
             else:
                 await self._run(item)

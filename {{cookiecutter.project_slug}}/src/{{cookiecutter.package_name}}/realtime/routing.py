@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .brokers import BrokerInterface, BrokerMessage
 from .connection import Connection
 from .message import Envelope, loads
+from .outbox import Filtered
 from .topics import TopicIndex, escape_glob, filter_to_glob
 
 __all__ = ["Router", "Stats"]
@@ -24,12 +26,17 @@ __all__ = ["Router", "Stats"]
 
 @dataclass
 class Stats:
-    """Counters of one manager, for logs, metrics and tests."""
+    """Counters of one manager, for logs, metrics and tests.
+
+    `frames_encoded` counts JSON encodings of outgoing frames: one per send through the broker, whatever
+    the number of recipients, plus one per frame sent to a single connection (replies, event methods).
+    """
 
     broker_messages: int = 0
     malformed_broker_messages: int = 0
     slow_consumers_closed: int = 0
     handler_errors: int = 0
+    frames_encoded: int = 0
 
 
 class _Subscriptions:
@@ -149,6 +156,9 @@ class Router:
     def call_failed(self, connection: Connection) -> None:
         self.stats.handler_errors += 1
 
+    def frame_encoded(self) -> None:
+        self.stats.frames_encoded += 1
+
     async def _index_id(self, connection: Connection, conn_id: str) -> None:
         self._by_id.setdefault(conn_id, set()).add(connection)
         await self.channels.acquire(self.channel("conn", conn_id))
@@ -186,15 +196,27 @@ class Router:
         self._deliver(recipients, envelope)
 
     def _deliver(self, recipients: Iterable[Connection], envelope: Envelope) -> None:
-        event: dict[str, Any] | None = None
+        """Queue the frame as it is on each recipient not excluded, unless its consumer takes such events
+        through a filter (given the event decoded once for all) or a method (given its own copy)."""
+        event_type, exclude = envelope.event, envelope.exclude
+        event: Mapping[str, Any] | None = None
         for connection in recipients:
-            lookup = connection.event_handler
-            handler = lookup(envelope.event) if lookup is not None and envelope.event else None
-            if handler is None:
+            if exclude and connection.id in exclude:
+                continue
+            accept = handler = None
+            if event_type is not None and connection.event_filter is not None:
+                accept = connection.event_filter(event_type)
+            if event_type is not None and accept is None and connection.event_handler is not None:
+                handler = connection.event_handler(event_type)
+            if accept is None and handler is None:
                 connection.deliver(envelope.frame)
                 continue
             if event is None:
-                event = loads(envelope.frame)
-                if not isinstance(event, dict):
-                    raise ValueError("an event for a handler must be a JSON object")
-            connection.deliver(functools.partial(handler, dict(event)))
+                decoded = loads(envelope.frame)
+                if not isinstance(decoded, dict):
+                    raise ValueError("an event for a consumer must be a JSON object")
+                event = MappingProxyType(decoded)
+            if accept is not None:
+                connection.deliver(Filtered(envelope.frame, event, accept))
+            elif handler is not None:
+                connection.deliver(functools.partial(handler, dict(event)))
