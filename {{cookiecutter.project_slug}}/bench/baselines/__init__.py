@@ -1,0 +1,6 @@
+"""What the service is measured against: the same fan-out with no engine, in one process and across Redis.
+
+- `relay`: a bare Starlette app that writes each frame it receives to every socket it holds.
+- `redis_relay`: the same, except that a frame is published on one Redis channel and every process
+  subscribed to it writes it to its own sockets.
+"""
