@@ -1,0 +1,116 @@
+"""The figures of one run (a scenario in one mode), as a JSON line and as rows of the terminal tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import orjson
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of values sorted in ascending order; NaN when there are none."""
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    scenario: str
+    instances: int
+    ws: str
+    mode: str
+    """`flat` (the publisher sends as fast as its socket takes) or `paced` (`rate` messages a second)."""
+    clients: int
+    users: int
+    messages: int
+    rate: float | None
+    expected: int
+    delivered: int
+    duplicates: int
+    closes: dict[str, int]
+    """Close codes of the clients that a server closed during the run, and how many each."""
+    seconds: float
+    """From the first send to the last arrival."""
+    deliveries_per_second: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    rss_per_connection_kb: float
+    """Growth of the servers' resident memory from before the clients connected to once they were idle."""
+    server_cpu_ms_per_1000: float
+    """CPU time of the server processes (not Redis, not PostgreSQL) per 1000 deliveries."""
+    generator_cpu_percent: list[float]
+    """Each load generator's CPU use during the run, in percent of one core."""
+    connect_seconds: float
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.delivered
+
+    def json_line(self) -> str:
+        return orjson.dumps({**asdict(self), "lost": self.lost}).decode()
+
+
+COLUMNS = (
+    ("run", 22),
+    ("deliveries/s", 12),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("max ms", 8),
+    ("delivered/expected", 20),
+    ("RSS KB/conn", 11),
+    ("CPU ms/1k", 9),
+    ("gen CPU %", 10),
+)
+
+
+def table(runs: Sequence[RunFigures]) -> str:
+    lines = [_row([name for name, _ in COLUMNS]), _row(["-" * width for _, width in COLUMNS])]
+    for run in runs:
+        cells = [
+            f"{run.scenario} {run.mode}",
+            f"{run.deliveries_per_second:,.0f}",
+            f"{run.latency_p50_ms:.1f}",
+            f"{run.latency_p99_ms:.1f}",
+            f"{run.latency_max_ms:.1f}",
+            f"{run.delivered}/{run.expected}",
+            f"{run.rss_per_connection_kb:.1f}",
+            f"{run.server_cpu_ms_per_1000:.1f}",
+            "/".join(f"{percent:.0f}" for percent in run.generator_cpu_percent),
+        ]
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
+def ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:
+    """Each scenario's figures divided by those of its baseline in the same mode."""
+    by_key = {(run.scenario, run.mode): run for run in runs}
+    lines = [f"{'ratio to baseline':34} {'deliveries/s':>12} {'p99':>8} {'RSS/conn':>9} {'CPU/1k':>8}"]
+    for run in runs:
+        baseline_name = baselines.get(run.scenario)
+        baseline = by_key.get((baseline_name, run.mode)) if baseline_name else None
+        if baseline is None:
+            continue
+        lines.append(
+            f"{f'{run.scenario} / {baseline.scenario} {run.mode}':34}"
+            f" {_ratio(run.deliveries_per_second, baseline.deliveries_per_second):>12}"
+            f" {_ratio(run.latency_p99_ms, baseline.latency_p99_ms):>8}"
+            f" {_ratio(run.rss_per_connection_kb, baseline.rss_per_connection_kb):>9}"
+            f" {_ratio(run.server_cpu_ms_per_1000, baseline.server_cpu_ms_per_1000):>8}"
+        )
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs > 0 else "-"
+
+
+def _row(cells: Sequence[str]) -> str:
+    first, *rest = cells
+    widths = [width for _, width in COLUMNS]
+    return " ".join(
+        [f"{first:<{widths[0]}}", *(f"{cell:>{width}}" for cell, width in zip(rest, widths[1:], strict=True))]
+    )

@@ -1,0 +1,222 @@
+"""What is measured: the service and the two bare relays, started on loopback, and their clients' addresses.
+
+- `relay` (baseline, 1 process): `bench.baselines.relay`.
+- `redis-relay` (baseline, 2 processes and Redis): `bench.baselines.redis_relay`.
+- `app` (1 instance): the service on a SQLite file and the `memory://` broker, as it runs out of the box.
+- `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.
+
+The service's users register over HTTP and log in for their tokens. By default there are fewer users than
+clients (`--users`), as when people have several tabs or devices open: each user's first connection is
+announced to the room, so N users cost N²/2 `presence.join` deliveries while they connect, which measures
+the connection storm rather than the fan-out. Password hashing is made cheap on the bench instances
+(`ARGON2_TIME_COST=1`, `ARGON2_MEMORY_COST=1024`): production-cost hashes for every user would take minutes
+and measure nothing about fan-out. The rate limit is raised so that the publisher can send flat out.
+Everything else is the production configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+from .servers import PROJECT_DIR, Server, ServerGroup
+
+APP = "{{ cookiecutter.package_name }}.main:create_app"
+ROOM = "bench"
+SIGN_UP_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the servers are run, the same for every scenario of one bench run."""
+
+    clients: int
+    users: int
+    """The service's clients sign in as this many users, in turn: a user with several tabs or devices."""
+    ws: str
+    redis_url: str
+    postgres_url: str
+    log_dir: Path
+    run_id: str
+    """Names this run's database and broker channels, so that runs never meet on a shared server."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    token: str | None = None
+
+
+@dataclass
+class Deployment:
+    servers: list[Server]
+    endpoints: list[Endpoint]
+    """One per client, the publisher's first, spread over the servers in turn."""
+
+
+Deploy = Callable[[AsyncExitStack, RunConfig], Awaitable[Deployment]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    instances: int
+    summary: str
+    deploy: Deploy
+    baseline: str | None = None
+
+
+async def deploy_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    group = stack.enter_context(ServerGroup(config.log_dir))
+    server = await asyncio.to_thread(
+        group.start_uvicorn, "relay", "bench.baselines.relay:app", ws=config.ws, env={}
+    )
+    return Deployment([server], [Endpoint(f"{server.ws_url}/ws")] * config.clients)
+
+
+async def deploy_redis_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    group = stack.enter_context(ServerGroup(config.log_dir))
+    env = {"BENCH_REDIS_URL": config.redis_url, "BENCH_CHANNEL": f"bench-{config.run_id}-relay"}
+    servers = await start_all(
+        lambda name: group.start_uvicorn(name, "bench.baselines.redis_relay:app", ws=config.ws, env=env),
+        ["redis-relay-1", "redis-relay-2"],
+    )
+    return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
+
+
+async def deploy_app(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    database_url = f"sqlite+aiosqlite:///{config.log_dir / f'bench-{config.run_id}.db'}"
+    return await deploy_service(stack, config, database_url, "memory://", instances=1)
+
+
+async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    database_url = await create_postgres_database(stack, config.postgres_url, f"bench_{config.run_id}")
+    return await deploy_service(stack, config, database_url, config.redis_url, instances=2)
+
+
+SCENARIOS = {
+    scenario.name: scenario
+    for scenario in [
+        Scenario("relay", 1, "bare Starlette relay", deploy_relay),
+        Scenario("redis-relay", 2, "bare Redis pub/sub relay", deploy_redis_relay),
+        Scenario("app", 1, "the service, SQLite + memory://", deploy_app, baseline="relay"),
+        Scenario("app-redis", 2, "the service, PostgreSQL + Redis", deploy_app_redis, baseline="redis-relay"),
+    ]
+}
+
+
+async def deploy_service(
+    stack: AsyncExitStack, config: RunConfig, database_url: str, broker_url: str, *, instances: int
+) -> Deployment:
+    group = stack.enter_context(ServerGroup(config.log_dir))
+    env = {
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "BROKER_CHANNEL": f"bench-{config.run_id}",
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST": "1024",
+        "WS_RATE_LIMIT_PER_SECOND": "1000000",
+        "WS_RATE_LIMIT_BURST": "1000000",
+    }
+
+    def start(name: str) -> Server:
+        instance_env = {**env, "INSTANCE_NAME": name}
+        return group.start_uvicorn(
+            name, APP, ws=config.ws, env=instance_env, ready_path="/readyz", factory=True
+        )
+
+    # Nothing reads the tables before the first request, so the instances start while the migration runs.
+    servers, _ = await asyncio.gather(
+        start_all(start, [f"app-{number}" for number in range(1, instances + 1)]), migrate(database_url)
+    )
+    tokens = await sign_up(servers[0].base_url, config.users)
+    clients_tokens = [tokens[index % len(tokens)] for index in range(config.clients)]
+    return Deployment(servers, spread(servers, f"/ws/rooms/{ROOM}", clients_tokens))
+
+
+async def start_all(start: Callable[[str], Server], names: list[str]) -> list[Server]:
+    return list(await asyncio.gather(*(asyncio.to_thread(start, name) for name in names)))
+
+
+def spread(servers: list[Server], path: str, tokens: list[str | None]) -> list[Endpoint]:
+    return [
+        Endpoint(servers[index % len(servers)].ws_url + path, token) for index, token in enumerate(tokens)
+    ]
+
+
+async def migrate(database_url: str) -> None:
+    """`alembic upgrade head`, as a deployment does."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "alembic",
+        "upgrade",
+        "head",
+        cwd=PROJECT_DIR,
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"alembic upgrade head failed:\n{output.decode(errors='replace')}")
+
+
+async def create_postgres_database(stack: AsyncExitStack, server_url: str, name: str) -> str:
+    """A new database on the server of `server_url`, dropped when `stack` closes; its SQLAlchemy URL."""
+    admin_url = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    connection = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(admin_url, timeout=5)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    stack.push_async_callback(drop)
+    return f"postgresql+asyncpg://{urlsplit(admin_url).netloc}/{name}"
+
+
+async def sign_up(base_url: str, users: int) -> list[str | None]:
+    """Register `users` users, log each in, and create the room as the first; their tokens."""
+    password = secrets.token_urlsafe(12)
+    slots = asyncio.Semaphore(SIGN_UP_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+
+        async def sign_up_one(username: str) -> str:
+            async with slots:
+                registered = await client.post(
+                    "/auth/register", json={"username": username, "password": password}
+                )
+                registered.raise_for_status()
+                logged_in = await client.post(
+                    "/auth/token", data={"username": username, "password": password}
+                )
+                logged_in.raise_for_status()
+                token: str = logged_in.json()["access_token"]
+                return token
+
+        tokens = await asyncio.gather(*(sign_up_one(f"bench-{number:05d}") for number in range(users)))
+        created = await client.post(
+            "/rooms", json={"name": ROOM, "title": "Bench"}, headers={"Authorization": f"Bearer {tokens[0]}"}
+        )
+        created.raise_for_status()
+    return list(tokens)

@@ -1,0 +1,160 @@
+"""Server processes under test: uvicorn on free loopback ports, and what Linux's /proc says about them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 30.0
+STOP_GRACE = 5.0
+PORT_ATTEMPTS = 3
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"/proc/{pid}/status has no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, user and system (utime + stime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, path: str, timeout: float = STARTUP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
+                if httpx.get(self.base_url + path, timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} was not ready within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; the process runs in its own session."""
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_GRACE)
+
+
+@dataclass
+class ServerGroup:
+    """The servers of one scenario, all stopped when the block exits."""
+
+    log_dir: Path
+    servers: list[Server] = field(default_factory=list)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+    def start_uvicorn(
+        self,
+        name: str,
+        app: str,
+        *,
+        ws: str,
+        env: Mapping[str, str],
+        ready_path: str = "/healthz",
+        factory: bool = False,
+    ) -> Server:
+        """`uvicorn <app>` with the `ws` implementation, serving until `ready_path` answers 200."""
+        options = [
+            "--ws",
+            ws,
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            *(["--factory"] if factory else []),
+        ]
+        attempts_left = PORT_ATTEMPTS
+        while True:
+            attempts_left -= 1
+            port = free_port()
+            command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+            server = self._spawn(name, [*command, *options], port, env)
+            try:
+                server.wait_ready(ready_path)
+            except RuntimeError:
+                # Another process may take the port between free_port() and uvicorn's bind.
+                if attempts_left and "address already in use" in server.output().lower():
+                    continue
+                raise
+            return server
+
+    def _spawn(self, name: str, command: Sequence[str], port: int, env: Mapping[str, str]) -> Server:
+        python_path = os.pathsep.join([str(PROJECT_DIR / "src"), str(PROJECT_DIR)])
+        full_env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", **env}
+        log_path = self.log_dir / f"{name}-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                list(command),
+                cwd=PROJECT_DIR,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(name, port, process, log_path)
+        self.servers.append(server)
+        return server
