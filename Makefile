@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUILD := build
 DEMO_DIR := $(BUILD)/demo
+BENCH_DIR := $(BUILD)/bench
 BAKE_DIR ?= $(BUILD)/dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bake lint clean
+.PHONY: install demo test bake bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,11 @@ test: install ## Bake every supported option set, lint, type-check and test each
 bake: install ## Bake the defaults into $(BAKE_DIR) (for working on the template)
 	rm -rf $(BAKE_DIR)
 	$(BIN)/cookiecutter . --no-input --output-dir $(BAKE_DIR)
+
+bench: install ## Bake the defaults into build/bench and run their benchmark (`make bench` there)
+	rm -rf $(BENCH_DIR)
+	$(BIN)/cookiecutter . --no-input --output-dir $(BENCH_DIR)
+	$(MAKE) -C $(BENCH_DIR)/chat-service bench
 
 lint: install ## Lint the template's own code (hooks and tests)
 	$(BIN)/ruff check hooks tests
