@@ -196,6 +196,27 @@ async def test_limits_answer_rate_limited_and_close_oversized_frames_with_1009(
         assert closed.value.rcvd.code == 1009
 
 
+async def test_a_rate_limit_with_close_after_closes_a_client_that_keeps_on_with_1008(
+    manager: WebSocketManager,
+) -> None:
+    limit = RateLimit(per_second=0.1, burst=2, close_after=2)
+    async with (
+        serve({"/ws": RoomConsumer.as_endpoint(manager, rate_limit=limit)}) as url,
+        connect(f"{url}/ws?user=frank") as frank,
+    ):
+        for _ in range(5):
+            await send_json(frank, {"type": "ping"})
+        codes = [(await receive_json(frank)).get("code") for _ in range(5)]
+        assert codes == [None, None, "rate_limited", "rate_limited", "rate_limited"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive_json(frank)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "Rate limit exceeded")
+    await eventually(lambda: ("frank", 1008) in DISCONNECTS)
+    with pytest.raises(ValueError, match="per_second"):
+        RateLimit(per_second=0, burst=1)
+
+
 async def test_a_consumer_mounts_on_a_fastapi_route_with_path_parameters(manager: WebSocketManager) -> None:
     app = FastAPI()
     app.state.manager = manager

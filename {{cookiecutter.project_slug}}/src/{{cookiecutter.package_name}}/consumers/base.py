@@ -7,63 +7,21 @@ and a reason: a handshake refused before accepting reaches the client as an HTTP
 
 from __future__ import annotations
 
-import enum
-import time
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.exceptions import WebSocketException as CloseConnection
 from starlette.websockets import WebSocket
 
 from ..db.models import User
 from ..deps import get_user_from_token
-from ..realtime import (
-    Connection,
-    JsonConsumer,
-    RateLimit,
-    WebSocketException,
-    WebSocketManager,
-    error_frame,
-    reject,
-    token_from,
-)
+from ..realtime import Connection, JsonConsumer, RateLimit, WebSocketManager, reject, token_from
 from ..settings import Settings
-
-WS_1008_POLICY_VIOLATION = 1008
-
-
-class Spend(enum.Enum):
-    ALLOWED = "allowed"
-    REFUSED = "refused"
-    EXHAUSTED = "exhausted"
-
-
-class FrameBudget:
-    """A token bucket that a client can overdraw, because refused frames cost a token too.
-
-    A frame is allowed while a token is left and refused after that, so the client has to pause for the
-    balance to recover; one that keeps sending until it owes a whole `burst` has ignored every warning.
-    """
-
-    def __init__(self, limit: RateLimit) -> None:
-        self.limit = limit
-        self.tokens = float(limit.burst)
-        self.updated = time.monotonic()
-
-    def spend(self) -> Spend:
-        now = time.monotonic()
-        self.tokens = min(self.limit.burst, self.tokens + (now - self.updated) * self.limit.per_second)
-        self.updated = now
-        self.tokens -= 1
-        if self.tokens >= 0:
-            return Spend.ALLOWED
-        return Spend.REFUSED if self.tokens >= -self.limit.burst else Spend.EXHAUSTED
 
 
 class UserConsumer(JsonConsumer):
     """A JSON consumer for signed-in users: subclasses call `authenticate()` first thing in `connect()`.
 
-    Each frame spends from a `FrameBudget` (`WS_RATE_LIMIT_PER_SECOND`, `WS_RATE_LIMIT_BURST`): a frame over
-    the limit is dropped and answered with `rate_limited`, and a client that keeps on is closed with 1008.
+    Frames are rate limited (`WS_RATE_LIMIT_PER_SECOND`, `WS_RATE_LIMIT_BURST`): a frame over the limit is
+    dropped and answered with `rate_limited`, and costs a token all the same, so a client that keeps on
+    until it owes a whole burst is closed with 1008.
     """
 
     user: User
@@ -76,12 +34,11 @@ class UserConsumer(JsonConsumer):
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
     ) -> None:
-        super().__init__(websocket, manager)
+        burst = settings.ws_rate_limit_burst
+        rate_limit = RateLimit(per_second=settings.ws_rate_limit_per_second, burst=burst, close_after=burst)
+        super().__init__(websocket, manager, rate_limit=rate_limit)
         self.settings = settings
         self.session_factory = session_factory
-        self.budget = FrameBudget(
-            RateLimit(per_second=settings.ws_rate_limit_per_second, burst=settings.ws_rate_limit_burst)
-        )
 
     @property
     def accepted(self) -> Connection:
@@ -104,12 +61,3 @@ class UserConsumer(JsonConsumer):
             await reject(self.websocket, "Invalid or expired token, or its user no longer exists")
         self.conn_id = user.username
         return user
-
-    async def receive(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
-        spent = self.budget.spend()
-        if spent is Spend.EXHAUSTED:
-            await self.send_json(error_frame("rate_limited", "still too many frames; closing"))
-            raise CloseConnection(code=WS_1008_POLICY_VIOLATION, reason="Rate limit exceeded")
-        if spent is Spend.REFUSED:
-            raise WebSocketException("too many frames; this one was dropped", code="rate_limited")
-        await super().receive(text, bytes_data)

@@ -75,7 +75,7 @@ The pieces, from the bottom:
 from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
 from .brokers import BrokerInterface, BrokerMessage, BrokerState, InMemoryBroker, RedisBroker, create_broker
 from .connection import Connection, ConnectionState, EventFilter
-from .consumer import Consumer, JsonConsumer, RateLimit
+from .consumer import Consumer, JsonConsumer
 from .events import event_filter
 from .exceptions import (
     ErrorCode,
@@ -92,6 +92,7 @@ from .handlers import HandlerSpec, handler
 from .manager import WebSocketManager
 from .message import Frame, Message
 from .proxy import WebSocketProxy
+from .ratelimit import RateLimit
 from .routing import Stats
 from .topics import (
     TopicIndex,

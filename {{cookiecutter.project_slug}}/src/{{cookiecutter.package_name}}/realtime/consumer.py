@@ -5,7 +5,8 @@
 An error in a hook or handler never ends the connection: a `WebSocketException` becomes its error frame,
 anything else is logged and answered with an `internal_error` frame. Starlette's `WebSocketException`
 (what `reject()` raises) closes the connection with its code. Frames over the manager's `max_frame_bytes`
-close it with 1009; frames beyond the optional rate limit are answered with `rate_limited` and dropped.
+close it with 1009; frames beyond the optional `RateLimit` are answered with `rate_limited` and dropped,
+and with its `close_after`, a client that keeps on is closed with 1008.
 
 Events sent to a group (or to a topic, or by id) go to the client as they are, encoded once for all
 recipients, unless the consumer filters their type (`@event_filter`) or has a method named after it
@@ -16,9 +17,7 @@ connections with that id, on every instance.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -32,6 +31,7 @@ from .exceptions import InvalidMessage, WebSocketException, error_frame
 from .handlers import HandlerSpec, collect_handlers, describe_validation_error
 from .manager import WebSocketManager
 from .message import Frame, Message, loads
+from .ratelimit import RateLimit, TokenBucket, Verdict
 
 __all__ = ["Consumer", "JsonConsumer", "RateLimit"]
 
@@ -40,30 +40,6 @@ logger = logging.getLogger(__name__)
 WS_1008_POLICY_VIOLATION = 1008
 WS_1009_MESSAGE_TOO_BIG = 1009
 WS_1011_INTERNAL_ERROR = 1011
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """At most `per_second` frames a second on average, and `burst` in a row."""
-
-    per_second: float
-    burst: int
-
-
-class _TokenBucket:
-    def __init__(self, limit: RateLimit) -> None:
-        self.limit = limit
-        self.tokens = float(limit.burst)
-        self.updated = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.limit.burst, self.tokens + (now - self.updated) * self.limit.per_second)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class Consumer:
@@ -100,7 +76,7 @@ class Consumer:
         self.connection: Connection | None = None
         if rate_limit is not None:
             self.rate_limit = rate_limit
-        self._bucket = _TokenBucket(self.rate_limit) if self.rate_limit is not None else None
+        self._bucket = TokenBucket(self.rate_limit) if self.rate_limit is not None else None
 
     @classmethod
     def as_endpoint(
@@ -210,7 +186,12 @@ class Consumer:
                 await self.send_error(too_large)
                 await self.close(WS_1009_MESSAGE_TOO_BIG)
                 return WS_1009_MESSAGE_TOO_BIG
-            if self._bucket is not None and not self._bucket.take():
+            verdict = self._bucket.take() if self._bucket is not None else Verdict.ALLOWED
+            if verdict is Verdict.EXCEEDED:
+                await self.send_json(error_frame("rate_limited", "still too many frames; closing"))
+                await self.close(WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
+                return WS_1008_POLICY_VIOLATION
+            if verdict is Verdict.REFUSED:
                 await self.send_json(error_frame("rate_limited", "too many frames; this one was dropped"))
                 continue
             try:
