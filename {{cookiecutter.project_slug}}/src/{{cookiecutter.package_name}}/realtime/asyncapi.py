@@ -36,6 +36,7 @@ ASYNCAPI_VERSION = "3.0.0"
 WEBSOCKET_BINDING_VERSION = "0.1.0"
 SCHEMA_REF_TEMPLATE = "#/components/schemas/{model}"
 _ADDRESS_PARAMETER = re.compile(r"\{([^{}]+)\}")
+_NO_EXAMPLE = object()
 
 
 class ErrorFrame(BaseModel):
@@ -121,16 +122,17 @@ class _Schemas:
         self.schemas: dict[str, Any] = definitions.get("$defs", {})
         self.names = {key: _component_name(ref["$ref"]) for key, ref in refs.items()}
         self.frames = list(frames)
-        for model, mode in self.frames:
-            required = self.schemas[self.names[model, mode]].setdefault("required", [])
-            if mode == "serialization" and "type" not in required:
+        for model in {model for model, mode in self.frames if mode == "serialization"}:
+            required = self.schemas[self.server(model)].setdefault("required", [])
+            if "type" not in required:
                 required.insert(0, "type")
 
     def client(self, model: type[BaseModel]) -> str:
-        """The component name of a client frame's model (and of its message)."""
+        """The component name of the schema (and of the message) of a frame clients send."""
         return self.names[model, "validation"]
 
     def server(self, model: type[BaseModel]) -> str:
+        """The component name of the schema (and of the message) of a frame the server sends."""
         return self.names[model, "serialization"]
 
     def messages(self) -> dict[str, Any]:
@@ -177,9 +179,6 @@ class _Schemas:
             example = self.example(target) if "properties" in target else None
             return _NO_EXAMPLE if example is None else example
         return _NO_EXAMPLE
-
-
-_NO_EXAMPLE = object()
 
 
 def _component_name(ref: str) -> str:
