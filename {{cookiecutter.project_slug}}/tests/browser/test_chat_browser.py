@@ -1,12 +1,22 @@
-"""The browser client in a real browser, on the deployed topology: PostgreSQL migrated by Alembic, Redis, two
-app instances{% if cookiecutter.use_gateway == "y" %} and the gateway in front of them{% endif %}, each a real process on a loopback port.
+"""The browser client in a real browser, on the deployed topology, each part a process on a loopback port:
+{%- if cookiecutter.use_gateway == "y" %}
+PostgreSQL migrated by Alembic, Redis, two app instances and the gateway in front of them.
+{%- else %}
+PostgreSQL migrated by Alembic, Redis, and two app instances.
+{%- endif %}
 
 alice and bob each have a browser context of their own. They register and log in, open a room, see each other
 arrive and type, and exchange messages. Then the instance alice's socket is on is killed. Her client shows
 that it is reconnecting; held offline meanwhile, so that it cannot come back too early, it misses what bob
-says next. Back online, it reconnects {% if cookiecutter.use_gateway == "y" %}through the gateway, which sends it to the other instance,{% else %}to her instance, started again,{% endif %} and resumes
-after the last message it showed: every message appears exactly once, in order. A screenshot of her chat view
-is written to the test's `tmp_path`.
+says next.
+{%- if cookiecutter.use_gateway == "y" %}
+Back online, it reconnects through the gateway, which sends it to the other instance, and resumes after the
+last message it showed:
+{%- else %}
+Back online, it reconnects to her instance, started again, and resumes after the last message it showed:
+{%- endif %}
+every message appears exactly once, in order. A screenshot of her chat view is written to the test's
+`tmp_path`.
 """
 
 from __future__ import annotations
