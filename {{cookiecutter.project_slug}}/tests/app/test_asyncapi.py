@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from jsonschema import Draft7Validator
 from {{ cookiecutter.package_name }}.asyncapi_page import render_page
 from {{ cookiecutter.package_name }}.realtime import JsonConsumer
 from {{ cookiecutter.package_name }}.realtime.asyncapi import Channel, asyncapi_document
+from {{ cookiecutter.package_name }}.realtime.events import collect_event_filters
 from {{ cookiecutter.package_name }}.routers import realtime
 from {{ cookiecutter.package_name }}.routers.docs import CHANNELS
 
@@ -80,18 +82,28 @@ def consumer_classes() -> list[type[JsonConsumer]]:
     return found
 
 
+def engine_names(consumer: type[JsonConsumer]) -> set[str]:
+    """Names that are never event methods nor filters: the consumer API of the engine, and typed handlers."""
+    return set(dir(JsonConsumer)) | {spec.method for spec in consumer.handler_specs()}
+
+
 def event_methods(consumer: type[JsonConsumer]) -> list[str]:
-    """The methods the engine passes events to (by their type: `chat.typing` -> `chat_typing`): public
-    coroutines taking one argument, other than the consumer's own API and its typed handlers."""
-    handlers = {spec.method for spec in consumer.handler_specs()}
+    """The methods the engine passes events to, by their type (`chat.typing` -> `chat_typing`): public
+    coroutines, other than the engine's names, whose one argument is an event (a mapping)."""
     return [
         name
         for name, method in inspect.getmembers(consumer, inspect.iscoroutinefunction)
-        if not name.startswith("_")
-        and name not in dir(JsonConsumer)
-        and name not in handlers
-        and len(inspect.signature(method).parameters) == 2
+        if not name.startswith("_") and name not in engine_names(consumer) and takes_an_event(method)
     ]
+
+
+def takes_an_event(method: Callable[..., Any]) -> bool:
+    parameters = list(inspect.signature(method).parameters)[1:]
+    if len(parameters) != 1:
+        return False
+    annotation = typing.get_type_hints(method).get(parameters[0])
+    kind = typing.get_origin(annotation) or annotation
+    return isinstance(kind, type) and issubclass(kind, Mapping)
 
 
 @on_sqlite
@@ -122,14 +134,16 @@ def test_every_frame_type_a_consumer_handles_is_described(document: dict[str, An
     assert consumers, "no consumer was found"
     for consumer in consumers:
         received = {spec.message_type for spec in consumer.handler_specs()}
-        events = event_methods(consumer)
-        if not received and not events:
+        filtered = set(collect_event_filters(consumer, engine_names(consumer)))
+        methods = event_methods(consumer)
+        if not (received or filtered or methods):
             continue  # a base class that serves no endpoint itself
         assert consumer in channels, f"{consumer.__name__} handles frames but is not in the document"
         channel = channels[consumer]
         assert received - frame_types(document, channel, "receive") == set(), consumer.__name__
-        sent = {frame_type.replace(".", "_") for frame_type in frame_types(document, channel, "send")}
-        undescribed = [name for name in events if name not in sent]
+        sent = frame_types(document, channel, "send")
+        assert filtered - sent == set(), f"{consumer.__name__} filters events of types it does not describe"
+        undescribed = [name for name in methods if name not in {type_.replace(".", "_") for type_ in sent}]
         assert undescribed == [], (
             f"{consumer.__name__} handles events that no frame it sends describes: {undescribed}; "
             "declare the frame's model in `sends`, or make a helper private"
