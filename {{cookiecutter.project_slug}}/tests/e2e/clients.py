@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -144,3 +145,9 @@ async def probing(base_url: str, path: str, interval: float) -> AsyncIterator[li
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
+
+
+def describe(probes: list[Probe]) -> str:
+    """How the requests of `probes` ended: their statuses, or their errors when there was no answer."""
+    outcomes = Counter(str(probe.status or probe.error) for probe in probes)
+    return ", ".join(f"{count} x {outcome}" for outcome, count in sorted(outcomes.items())) or "none"

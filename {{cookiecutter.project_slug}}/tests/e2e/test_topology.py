@@ -15,7 +15,6 @@ import secrets
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -28,7 +27,7 @@ from app.ws_support import create_room, log_in
 from processes import PROJECT_DIR, ProcessGroup, ServerProcess, wait_until
 from realtime.support import eventually
 
-from .clients import Probe, RoomClient, TokenPlace, keep_saying, probing
+from .clients import RoomClient, TokenPlace, describe, keep_saying, probing
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
@@ -171,12 +170,6 @@ async def stored_ids(http: httpx.AsyncClient, token: str) -> list[int]:
         ids += page
         if len(page) < HISTORY_PAGE:
             return ids
-
-
-def describe(probes: list[Probe]) -> str:
-    """How the requests of `probes` ended: their statuses, or their errors when there was no answer."""
-    outcomes = Counter(str(probe.status or probe.error) for probe in probes)
-    return ", ".join(f"{count} x {outcome}" for outcome, count in sorted(outcomes.items())) or "none"
 
 
 async def test_a_room_outlives_an_instance_killed_behind_the_gateway(topology: Topology) -> None:
