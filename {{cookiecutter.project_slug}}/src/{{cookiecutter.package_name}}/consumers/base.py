@@ -12,7 +12,7 @@ from starlette.websockets import WebSocket
 
 from ..db.models import User
 from ..deps import get_user_from_token
-from ..realtime import Connection, JsonConsumer, RateLimit, WebSocketManager, reject, token_from
+from ..realtime import JsonConsumer, RateLimit, WebSocketManager, reject, token_from
 from ..settings import Settings
 
 
@@ -39,13 +39,6 @@ class UserConsumer(JsonConsumer):
         super().__init__(websocket, manager, rate_limit=rate_limit)
         self.settings = settings
         self.session_factory = session_factory
-
-    @property
-    def accepted(self) -> Connection:
-        """The connection, once `accept()` has returned."""
-        if self.connection is None:
-            raise RuntimeError(f"{type(self).__name__} has not accepted its connection yet")
-        return self.connection
 
     async def authenticate(self) -> User:
         """The active user the client's token was issued to; without one, the client is closed with 1008.

@@ -32,7 +32,7 @@ from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
 from ..db.models import Room
-from ..realtime import WebSocketManager, event_filter, handler, reject
+from ..realtime import Connection, WebSocketManager, event_filter, handler, reject
 from ..schemas import MessagePublic
 from ..settings import Settings
 from .base import UserConsumer
@@ -132,17 +132,17 @@ class RoomConsumer(UserConsumer):
         since = self.websocket.query_params.get("since")
         if since is not None and not (since.isdecimal() and int(since) <= MAX_MESSAGE_ID):
             await reject(self.websocket, "since must be the id of a message, a non-negative integer")
-        await self.accept()
+        connection = await self.accept()
         if since is not None:
             self.since = self.replay_after = int(since)
         await self.group_add(self.group)  # before the history is read, so that nothing said can be missed
         if self.since is not None:
-            self.accepted.deliver(self.replay)  # runs in the writer task: what is queued after it waits
-        await self.announce_arrival()
+            self.queue_call(self._replay)  # the live messages wait behind it
+        await self._announce_arrival(connection)
 
     async def disconnect(self, code: int) -> None:
         # Not to the user's own connections: one still here would be a tab that opened as this one closed.
-        if await self.manager.presence_leave(self.group, self.accepted):
+        if self.connection is not None and await self.manager.presence_leave(self.group, self.connection):
             await self.group_send(
                 self.group, PresenceLeave(user=self.user.username), exclude=self.user.username
             )
@@ -168,16 +168,16 @@ class RoomConsumer(UserConsumer):
             return not (isinstance(message_id, int) and message_id > self.replay_after)
         return message_id not in self.replayed
 
-    async def announce_arrival(self) -> None:
+    async def _announce_arrival(self, connection: Connection) -> None:
         """Count the user present, tell the room if they just came, and tell them who is here."""
-        if await self.manager.presence_join(self.group, self.accepted, self.user.username):
+        if await self.manager.presence_join(self.group, connection, self.user.username):
             await self.group_send(
                 self.group, PresenceJoin(user=self.user.username), exclude=self.user.username
             )
         users = await self.manager.presence_members(self.group)
         await self.send_json(PresenceState(users=sorted(users)))
 
-    async def replay(self) -> None:
+    async def _replay(self) -> None:
         """Send the stored messages after `since`; the live ones queued behind it then pass `not_replayed`."""
         after = self.since
         try:

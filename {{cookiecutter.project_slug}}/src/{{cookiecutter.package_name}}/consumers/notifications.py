@@ -96,21 +96,21 @@ class NotificationConsumer(UserConsumer):
     async def connect(self) -> None:
         self.user = await self.authenticate()
         await self.accept()
-        await self.accepted.subscribe(user_topic(self.user.username))
+        await self.subscribe(user_topic(self.user.username))
 
     @handler(sends=[Subscribed])
     async def on_subscribe(self, message: Subscribe) -> Subscribed:
         """Subscribe to a filter, unless it could match another user's topics."""
         validate_filter(message.topic)
         self.refuse_other_users(message.topic)
-        await self.accepted.subscribe(message.topic)
+        await self.subscribe(message.topic)
         return Subscribed(topic=message.topic)
 
     @handler(sends=[Unsubscribed])
     async def on_unsubscribe(self, message: Unsubscribe) -> Unsubscribed:
         """Unsubscribe from a filter; unsubscribing from one never subscribed to is not an error."""
         validate_filter(message.topic)
-        await self.accepted.unsubscribe(message.topic)
+        await self.unsubscribe(message.topic)
         return Unsubscribed(topic=message.topic)
 
     @handler(sends=[Notification])

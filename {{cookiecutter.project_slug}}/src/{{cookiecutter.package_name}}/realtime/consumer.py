@@ -2,6 +2,9 @@
 
 `run()` drives the whole life: `connect()` (accept, or refuse), then one `receive()` per frame, then
 `disconnect(code)`; the `groups` of the class are joined on accept and every group is left at the end.
+`accept()` returns the `Connection`, which `connection` holds from then on (None before). What is sent is
+queued and written in order by the connection's writer task; `queue_call()` runs a coroutine there, in
+order with the frames: those sent before it are written first, those sent after it wait until it returns.
 An error in a hook or handler never ends the connection: a `WebSocketException` becomes its error frame,
 anything else is logged and answered with an `internal_error` frame. Starlette's `WebSocketException`
 (what `reject()` raises) closes the connection with its code. Frames over the manager's `max_frame_bytes`
@@ -73,7 +76,7 @@ class Consumer:
         self.websocket = websocket
         self.manager = manager
         self.conn_id = conn_id
-        self.connection: Connection | None = None
+        self._connection: Connection | None = None
         if rate_limit is not None:
             self.rate_limit = rate_limit
         self._bucket = TokenBucket(self.rate_limit) if self.rate_limit is not None else None
@@ -106,20 +109,26 @@ class Consumer:
     async def disconnect(self, code: int) -> None:
         """Called once the connection is over, before its groups and presence are left."""
 
+    @property
+    def connection(self) -> Connection | None:
+        """The connection once `accept()` has accepted it (and after it closed); None before."""
+        return self._connection
+
     async def accept(
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
-    ) -> None:
+    ) -> Connection:
         """Accept the client (selecting `bearer` if it offered it), join `groups`, start receiving events."""
-        if self.connection is not None:
-            return
+        if self._connection is not None:
+            return self._connection
         connection = self.manager.create_connection(self.websocket, self.conn_id)
         connection.event_handler = self._event_handler
         connection.event_filter = self._event_filter
         await connection.accept(subprotocol or bearer_subprotocol(self.websocket), headers)
-        self.connection = connection
+        self._connection = connection
         await self.manager.add_connection(connection)
         for group in self.groups:
             await self.manager.group_add(group, connection)
+        return connection
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close once the frames already sent are written; before `accept()`, refuse the handshake."""
@@ -141,11 +150,24 @@ class Consumer:
     async def send_error(self, error: WebSocketException) -> None:
         await self.send_json(error.frame())
 
+    def queue_call(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Run `call` in the connection's writer task once the frames sent before are written; the frames
+        sent (and events received) meanwhile wait until it returns, and what it sends is written at once.
+        If it raises, the client gets an error frame. Nothing runs if the connection is closing."""
+        self._connected().deliver(call)
+
     async def group_add(self, group: str) -> None:
         await self.manager.group_add(group, self._connected())
 
     async def group_discard(self, group: str) -> None:
         await self.manager.group_discard(group, self._connected())
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Receive what is sent to the topics this MQTT filter matches; `InvalidSubscription` if invalid."""
+        await self._connected().subscribe(topic_filter)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        await self._connected().unsubscribe(topic_filter)
 
     async def group_send(self, group: str, event: Frame, *, exclude: str | Iterable[str] = ()) -> None:
         """Send `event` to the members of `group` on every instance, but those with an id in `exclude`."""
@@ -216,9 +238,9 @@ class Consumer:
         await self.manager.remove_connection(connection)
 
     def _connected(self) -> Connection:
-        if self.connection is None:
+        if self._connection is None:
             raise RuntimeError("the consumer has not accepted its connection yet")
-        return self.connection
+        return self._connection
 
     def _event_handler(self, event_type: str) -> EventHandler | None:
         cls = type(self)
