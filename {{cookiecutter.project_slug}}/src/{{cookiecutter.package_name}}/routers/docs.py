@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
@@ -84,22 +85,29 @@ def server_url(request: Request) -> str:
     return f"{scheme}://{host}{request.scope.get('root_path', '')}"
 
 
-def build_document(request: Request) -> dict[str, Any]:
+@lru_cache(maxsize=16)
+def build_document(title: str, version: str, server_url: str, token_url: str) -> dict[str, Any]:
+    """The document for one address of the service: built once, as the consumers do not change."""
     return asyncapi_document(
         CHANNELS,
-        title=request.app.title,
-        version=request.app.version,
+        title=title,
+        version=version,
         description=DESCRIPTION,
-        server_url=server_url(request),
-        token_url=request.app.url_path_for("login"),
+        server_url=server_url,
+        token_url=token_url,
     )
 
 
+def document_for(request: Request) -> dict[str, Any]:
+    app = request.app
+    return build_document(app.title, app.version, server_url(request), app.url_path_for("login"))
+
+
 @router.get("/asyncapi.json", summary="The AsyncAPI 3.0 document of the WebSocket endpoints")
-async def asyncapi_json(request: Request) -> dict[str, Any]:
-    return build_document(request)
+async def asyncapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(document_for(request))
 
 
 @router.get("/asyncapi", response_class=HTMLResponse, summary="The WebSocket endpoints, described for people")
 async def asyncapi_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_page(build_document(request), json_url="asyncapi.json"))
+    return HTMLResponse(render_page(document_for(request), json_url="asyncapi.json"))
