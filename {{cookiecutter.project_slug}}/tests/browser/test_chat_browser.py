@@ -41,7 +41,11 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from processes import PROJECT_DIR, ProcessGroup, ServerProcess, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+    pytest.mark.usefixtures("browser"),  # first, so that without one the test skips before starting anything
+]
 
 TIME_LIMIT_SECONDS = 60.0  # the whole test, start-up included
 ACTION_TIMEOUT_MS = 10_000
