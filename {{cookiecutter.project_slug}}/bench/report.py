@@ -21,6 +21,7 @@ class RunFigures:
     scenario: str
     instances: int
     ws: str
+    loop: str
     mode: str
     """`flat` (the publisher sends as fast as its socket takes) or `paced` (`rate` messages a second)."""
     clients: int

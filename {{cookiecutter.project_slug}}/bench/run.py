@@ -75,7 +75,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=10, help="messages in flight when flat out")
     parser.add_argument("--size", type=int, default=100, help="bytes of message text")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
-    parser.add_argument("--ws", default="websockets", choices=["websockets", "websockets-sansio", "wsproto"])
+    parser.add_argument(
+        "--ws",
+        default="auto",
+        choices=["auto", "websockets-sansio", "websockets", "wsproto"],
+        help="uvicorn's WebSocket implementation; auto is what `serve` runs",
+    )
+    parser.add_argument(
+        "--loop", default="auto", choices=["auto", "uvloop", "asyncio"], help="uvicorn's loop"
+    )
     parser.add_argument(
         "--connect-concurrency", type=int, default=10, help="handshakes at once, per load generator"
     )
@@ -142,6 +150,7 @@ async def bench(scenarios: list[Scenario], plan: Plan, args: argparse.Namespace)
                 clients=plan.clients,
                 users=args.users,
                 ws=args.ws,
+                loop=args.loop,
                 redis_url=args.redis_url,
                 postgres_url=args.postgres_url,
                 log_dir=Path(log_dir),
@@ -198,6 +207,7 @@ async def run_scenario(
                     scenario=scenario.name,
                     instances=scenario.instances,
                     ws=config.ws,
+                    loop=config.loop,
                     mode=mode,
                     clients=plan.clients,
                     users=config.users,

@@ -44,11 +44,16 @@ class RunConfig:
     users: int
     """The service's clients sign in as this many users, in turn: a user with several tabs or devices."""
     ws: str
+    loop: str
     redis_url: str
     postgres_url: str
     log_dir: Path
     run_id: str
     """Names this run's database and broker channels, so that runs never meet on a shared server."""
+
+    @property
+    def uvicorn_options(self) -> list[str]:
+        return ["--ws", self.ws, "--loop", self.loop]
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Scenario:
 async def deploy_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
     group = stack.enter_context(ServerGroup(config.log_dir))
     server = await asyncio.to_thread(
-        group.start_uvicorn, "relay", "bench.baselines.relay:app", ws=config.ws, env={}
+        group.start_uvicorn, "relay", "bench.baselines.relay:app", options=config.uvicorn_options, env={}
     )
     return Deployment([server], [Endpoint(f"{server.ws_url}/ws")] * config.clients)
 
@@ -88,7 +93,9 @@ async def deploy_redis_relay(stack: AsyncExitStack, config: RunConfig) -> Deploy
     group = stack.enter_context(ServerGroup(config.log_dir))
     env = {"BENCH_REDIS_URL": config.redis_url, "BENCH_CHANNEL": f"bench-{config.run_id}-relay"}
     servers = await start_all(
-        lambda name: group.start_uvicorn(name, "bench.baselines.redis_relay:app", ws=config.ws, env=env),
+        lambda name: group.start_uvicorn(
+            name, "bench.baselines.redis_relay:app", options=config.uvicorn_options, env=env
+        ),
         ["redis-relay-1", "redis-relay-2"],
     )
     return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
@@ -135,7 +142,7 @@ async def deploy_service(
     def start(name: str) -> Server:
         instance_env = {**env, "INSTANCE_NAME": name}
         return group.start_uvicorn(
-            name, APP, ws=config.ws, env=instance_env, ready_path="/readyz", factory=True
+            name, APP, options=config.uvicorn_options, env=instance_env, ready_path="/readyz", factory=True
         )
 
     # Nothing reads the tables before the first request, so the instances start while the migration runs.

@@ -112,15 +112,14 @@ class ServerGroup:
         name: str,
         app: str,
         *,
-        ws: str,
+        options: Sequence[str],
         env: Mapping[str, str],
         ready_path: str = "/healthz",
         factory: bool = False,
     ) -> Server:
-        """`uvicorn <app>` with the `ws` implementation, serving until `ready_path` answers 200."""
-        options = [
-            "--ws",
-            ws,
+        """`uvicorn <app> <options>`, serving once `ready_path` answers 200."""
+        arguments = [
+            *options,
             "--log-level",
             "warning",
             "--no-access-log",
@@ -131,7 +130,7 @@ class ServerGroup:
             attempts_left -= 1
             port = free_port()
             command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-            server = self._spawn(name, [*command, *options], port, env)
+            server = self._spawn(name, [*command, *arguments], port, env)
             try:
                 server.wait_ready(ready_path)
             except RuntimeError:
