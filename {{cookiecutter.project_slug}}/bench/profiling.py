@@ -78,7 +78,11 @@ def summarize(path: Path, top: int = 20) -> str:
         own[frames[-1]] += count
         below_trunk = frames[min(len(trunks[frames[0]]), len(frames) - 1) :]
         inclusive.update(dict.fromkeys(below_trunk, count))
-    lines = [f"{path.name}: {total} samples of busy threads"]
+    by_thread: Counter[str] = Counter()
+    for frames, count in samples:
+        by_thread[frames[0]] += count
+    threads = ", ".join(f"{100 * count / total:.0f}% {root}" for root, count in by_thread.most_common(4))
+    lines = [f"{path.name}: {total} samples of busy threads ({threads})"]
     for title, counter in (("own time", own), ("with callees, below each thread's trunk", inclusive)):
         lines.append(f"  {title}:")
         lines += [f"    {100 * count / total:5.1f}%  {frame}" for frame, count in counter.most_common(top)]
