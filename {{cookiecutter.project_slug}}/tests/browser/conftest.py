@@ -29,17 +29,23 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def chromium() -> Path:
+    """The browser's executable; without it the test is skipped, or fails with `REQUIRE_SERVICES=1`."""
     if not CHROMIUM_PATH.exists():
         message = f"{CHROMIUM_PATH} is missing; install Debian's `chromium` package"
         if os.environ.get("REQUIRE_SERVICES") == "1":
             pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
         pytest.skip(message)
+    return CHROMIUM_PATH
+
+
+@pytest.fixture
+def browser(chromium: Path) -> Iterator[Browser]:
+    """A headless Chromium. Request it after the fixtures that run an event loop (`asyncio.run`): while
+    Playwright's synchronous API is started, its own loop counts as running in this thread."""
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM_PATH), headless=True, args=CHROMIUM_ARGS
-        )
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

@@ -44,7 +44,7 @@ from processes import PROJECT_DIR, ProcessGroup, ServerProcess, free_port
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
-    pytest.mark.usefixtures("browser"),  # first, so that without one the test skips before starting anything
+    pytest.mark.usefixtures("chromium"),  # first, so that without it the test skips before starting anything
 ]
 
 TIME_LIMIT_SECONDS = 60.0  # the whole test, start-up included
@@ -236,7 +236,7 @@ class Person:
 
 
 @pytest.fixture
-def people(browser: Browser, stack: Stack) -> Iterator[tuple[Person, Person]]:
+def people(stack: Stack, browser: Browser) -> Iterator[tuple[Person, Person]]:
     people = (Person(browser, "alice", stack.url_for("alice")), Person(browser, "bob", stack.url_for("bob")))
     try:
         yield people
