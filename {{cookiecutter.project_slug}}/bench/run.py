@@ -35,7 +35,8 @@ LOG_TAIL_LINES = 30
 
 @dataclass(frozen=True)
 class Plan:
-    clients: int
+    """What the clients do, the same in every scenario."""
+
     messages: int
     paced_messages: int
     rate: float
@@ -112,7 +113,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan = Plan(
-        clients=args.clients,
         messages=args.messages,
         paced_messages=args.paced_messages,
         rate=args.rate,
@@ -125,7 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_dir=args.profile,
     )
     scenarios = [SCENARIOS[name] for name in args.scenarios.split(",")]
-    runs = asyncio.run(bench(scenarios, plan, args))
+    with tempfile.TemporaryDirectory(prefix="bench-") as log_dir:
+        config = RunConfig(
+            clients=args.clients,
+            users=args.users,
+            ws=args.ws,
+            loop=args.loop,
+            redis_url=args.redis_url,
+            postgres_url=args.postgres_url,
+            log_dir=Path(log_dir),
+            run_id=secrets.token_hex(4),
+        )
+        runs = asyncio.run(bench(scenarios, plan, config, generators=args.generators))
     print(f"\n{table(runs)}", file=sys.stderr)
     ratios = ratio_table(
         runs, {scenario.name: scenario.baseline for scenario in scenarios if scenario.baseline}
@@ -138,33 +149,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if inconsistent else 0
 
 
-async def bench(scenarios: list[Scenario], plan: Plan, args: argparse.Namespace) -> list[RunFigures]:
+async def bench(
+    scenarios: list[Scenario], plan: Plan, config: RunConfig, *, generators: int
+) -> list[RunFigures]:
     raise_open_files_limit()
     if plan.profile_dir is not None:
         plan.profile_dir.mkdir(parents=True, exist_ok=True)
-    generators = [await Generator.start() for _ in range(args.generators)]
+    started = [await Generator.start() for _ in range(generators)]
     runs: list[RunFigures] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-") as log_dir:
-            config = RunConfig(
-                clients=plan.clients,
-                users=args.users,
-                ws=args.ws,
-                loop=args.loop,
-                redis_url=args.redis_url,
-                postgres_url=args.postgres_url,
-                log_dir=Path(log_dir),
-                run_id=secrets.token_hex(4),
-            )
-            for scenario in scenarios:
-                print(
-                    f"{scenario.name}: {scenario.summary}, {scenario.instances} process(es)", file=sys.stderr
-                )
-                for run in await run_scenario(scenario, config, generators, plan):
-                    print(run.json_line(), flush=True)
-                    runs.append(run)
+        for scenario in scenarios:
+            print(f"{scenario.name}: {scenario.summary}, {scenario.instances} process(es)", file=sys.stderr)
+            for run in await run_scenario(scenario, config, started, plan):
+                print(run.json_line(), flush=True)
+                runs.append(run)
     finally:
-        for generator in generators:
+        for generator in started:
             await generator.stop()
     return runs
 
@@ -175,7 +175,9 @@ async def run_scenario(
     async with AsyncExitStack() as stack:
         started = perf_counter()
         deployment = await scenario.deploy(stack, config)
-        print(f"  started, and users signed up, in {perf_counter() - started:.1f}s", file=sys.stderr)
+        print(
+            f"  ready in {perf_counter() - started:.1f}s (servers started, users signed up)", file=sys.stderr
+        )
         try:
             pids = [server.pid for server in deployment.servers]
             publisher, *others = [asdict(endpoint) for endpoint in deployment.endpoints]
@@ -194,7 +196,7 @@ async def run_scenario(
             connect_seconds = perf_counter() - started
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
-            print(f"  {plan.clients} clients in {connect_seconds:.1f}s", file=sys.stderr)
+            print(f"  {config.clients} clients in {connect_seconds:.1f}s", file=sys.stderr)
             await run_phase(generators, pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)
             runs = []
             for mode, count, rate in (
@@ -209,7 +211,7 @@ async def run_scenario(
                     ws=config.ws,
                     loop=config.loop,
                     mode=mode,
-                    clients=plan.clients,
+                    clients=config.clients,
                     users=config.users,
                     messages=count,
                     rate=rate,
