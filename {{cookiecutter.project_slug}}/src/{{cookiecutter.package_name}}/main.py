@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
-from .consumers.chat import presence_resync
+from .consumers.chat import announce_presence_change
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
@@ -46,6 +46,7 @@ def create_manager(settings: Settings) -> WebSocketManager:
         queue_size=settings.ws_outbound_queue_size,
         max_frame_bytes=settings.ws_max_message_bytes,
         presence_ttl=settings.ws_presence_ttl_seconds,
+        on_presence_change=announce_presence_change,
     )
 
 
@@ -60,8 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.manager = manager = create_manager(settings)
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
-            # Presence is checked twice per TTL, so a dead instance's users leave within 1.5 TTL.
-            async with manager, presence_resync(manager, interval=settings.ws_presence_ttl_seconds / 2):
+            async with manager:
                 yield
         finally:
             await engine.dispose()

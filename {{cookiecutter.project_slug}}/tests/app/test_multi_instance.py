@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -42,49 +43,56 @@ async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
         assert created.status_code == 201
     on_first, on_second = f"{first.ws_url}/ws/rooms/lobby", f"{second.ws_url}/ws/rooms/lobby"
 
-    async with connect_ws(on_first, alice) as alice_ws, connect_ws(on_second, bob) as bob_ws:
-        assert (await receive_type(bob_ws, "presence.state"))["users"] == ["alice", "bob"]
-        assert (await receive_type(alice_ws, "presence.join"))["user"] == "bob"
+    async with connect_ws(on_first, alice) as alice_ws:
+        await receive_type(alice_ws, "presence.state")  # she is present on the first instance from now on
+        async with connect_ws(on_second, bob) as bob_ws:
+            assert (await receive_type(bob_ws, "presence.state"))["users"] == ["alice", "bob"]
+            assert (await receive_type(alice_ws, "presence.join"))["user"] == "bob"
 
-        # What is said on one instance reaches the other, both ways, with the same id.
-        await send_json(alice_ws, {"type": "chat.message", "text": "from the first"})
-        first_id = (await receive_type(bob_ws, "chat.message"))["id"]
-        assert (await receive_type(alice_ws, "chat.message"))["id"] == first_id
-        await send_json(bob_ws, {"type": "chat.message", "text": "from the second"})
-        second_message = await receive_type(alice_ws, "chat.message")
-        assert second_message["text"] == "from the second"
+            # What is said on one instance reaches the other, both ways, with the same id.
+            await send_json(alice_ws, {"type": "chat.message", "text": "from the first"})
+            first_id = (await receive_type(bob_ws, "chat.message"))["id"]
+            assert (await receive_type(alice_ws, "chat.message"))["id"] == first_id
+            await send_json(bob_ws, {"type": "chat.message", "text": "from the second"})
+            second_message = await receive_type(alice_ws, "chat.message")
+            assert second_message["text"] == "from the second"
 
-        # A second tab on the other instance: alice is counted once, and stays when one tab closes.
-        async with connect_ws(on_second, alice, place="subprotocol") as alice_other_tab:
-            assert (await receive_type(alice_other_tab, "presence.state"))["users"] == ["alice", "bob"]
-        await assert_silent(bob_ws, "presence.join")
-        await assert_silent(bob_ws, "presence.leave")
+            # A second tab on the other instance: alice is counted once, and stays when one tab closes.
+            async with connect_ws(on_second, alice, place="subprotocol") as alice_other_tab:
+                assert (await receive_type(alice_other_tab, "presence.state"))["users"] == ["alice", "bob"]
+            await assert_silent(bob_ws, "presence.join")
+            await assert_silent(bob_ws, "presence.leave")
 
-        # A replay on one instance while the other one is being written to: every later id, once.
-        async def write() -> list[int]:
-            ids = []
-            for number in range(20):
-                await send_json(alice_ws, {"type": "chat.message", "text": f"live {number}"})
-                ids.append((await receive_type(alice_ws, "chat.message"))["id"])
-            return ids
+            # A replay on one instance while the other one is being written to: every later id, once.
+            async def write() -> list[int]:
+                ids = []
+                for number in range(20):
+                    await send_json(alice_ws, {"type": "chat.message", "text": f"live {number}"})
+                    ids.append((await receive_type(alice_ws, "chat.message"))["id"])
+                return ids
 
-        writing = asyncio.create_task(write())
-        async with connect_ws(on_second, carol, since=first_id) as carol_ws:
-            expected = sorted([second_message["id"], *await writing])
-            received = []
-            while len(set(received)) < len(expected):
-                received.append((await receive_type(carol_ws, "chat.message"))["id"])
-            await assert_silent(carol_ws, "chat.message")
-        assert sorted(received) == expected
+            writing = asyncio.create_task(write())
+            async with connect_ws(on_second, carol, since=first_id) as carol_ws:
+                expected = sorted([second_message["id"], *await writing])
+                received = []
+                while len(set(received)) < len(expected):
+                    received.append((await receive_type(carol_ws, "chat.message"))["id"])
+                await assert_silent(carol_ws, "chat.message")
+            assert sorted(received) == expected
+            assert (await receive_type(bob_ws, "presence.leave"))["user"] == "carol"
 
-        # The first instance dies without a word: its users leave the presence once their entries expire.
-        async with connect_ws(on_first, carol) as carol_on_first:
-            await receive_type(carol_on_first, "presence.state")
-            assert (await receive_type(bob_ws, "presence.join"))["user"] == "carol"
-            first.kill()
-            async with asyncio.timeout(5 * PRESENCE_TTL_SECONDS):
-                while (state := await receive_type(bob_ws, "presence.state", within=5))["users"] != ["bob"]:
-                    pass
-            assert state == {"type": "presence.state", "users": ["bob"]}
-            await send_json(bob_ws, {"type": "chat.message", "text": "still here"})
-            assert (await receive_type(bob_ws, "chat.message"))["text"] == "still here"
+            # The first instance dies without a word: the survivor announces that its users left, once their
+            # entries expire: within the TTL of the last heartbeat, plus a heartbeat of the survivor.
+            async with connect_ws(on_first, carol) as carol_on_first:
+                await receive_type(carol_on_first, "presence.state")
+                assert (await receive_type(bob_ws, "presence.join"))["user"] == "carol"
+                first.kill()
+                killed, within = time.monotonic(), 3 * PRESENCE_TTL_SECONDS
+                gone = {(await receive_type(bob_ws, "presence.leave", within))["user"] for _ in range(2)}
+                elapsed = time.monotonic() - killed
+                print(f"\nthe killed instance's users left after {elapsed:.2f}s, TTL {PRESENCE_TTL_SECONDS}s")
+                assert gone == {"alice", "carol"}
+                assert elapsed < 2 * PRESENCE_TTL_SECONDS
+                await assert_silent(bob_ws, "presence.leave")
+                await send_json(bob_ws, {"type": "chat.message", "text": "still here"})
+                assert (await receive_type(bob_ws, "chat.message"))["text"] == "still here"

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from httpx import AsyncClient
+from asgi_lifespan import LifespanManager
+from httpx import ASGITransport, AsyncClient
 
-from .support import AuthHeaders
-from .ws_support import BROKERS, assert_silent, connect_ws, create_room, receive_type, token_for
+from {{ cookiecutter.package_name }}.consumers.chat import room_group
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.settings import Settings
+from processes import serve_in_loop
+
+from .support import AuthHeaders, create_tables
+from .ws_support import BROKERS, assert_silent, connect_ws, create_room, log_in, receive_type, token_for
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -45,3 +51,23 @@ async def test_presence_is_per_room(client: AsyncClient, auth_headers: AuthHeade
             assert (await receive_type(bob_ws, "presence.state"))["users"] == ["bob"]
         await assert_silent(alice_ws, "presence.join")
         await assert_silent(alice_ws, "presence.leave")
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_users_of_an_instance_that_stopped_refreshing_are_announced_gone(settings: Settings) -> None:
+    """Entries that nobody refreshes any more, as those of an instance that died, expire: the room is told."""
+    await create_tables(settings.database_url)
+    app = create_app(settings.model_copy(update={"ws_presence_ttl_seconds": 0.6}))
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as http,
+        serve_in_loop(app, lifespan="off") as base_url,
+    ):
+        alice = await log_in(http, "alice")
+        await create_room(http, alice, "lobby")
+        key = f"{settings.broker_channel}:presence:{room_group('lobby')}"
+        await app.state.manager.broker.presence_update(key, add={"deadbeef": "ghost"}, ttl=0.5)
+        async with connect_ws(f"{base_url.replace('http', 'ws', 1)}/ws/rooms/lobby", alice) as alice_ws:
+            assert (await receive_type(alice_ws, "presence.state"))["users"] == ["alice", "ghost"]
+            assert (await receive_type(alice_ws, "presence.leave", within=2))["user"] == "ghost"
+            await assert_silent(alice_ws, "presence.leave", within=0.5)

@@ -13,6 +13,7 @@ from {{ cookiecutter.package_name }}.realtime import (
     BrokerMessage,
     BrokerState,
     InMemoryBroker,
+    PresenceDelta,
     RedisBroker,
     create_broker,
 )
@@ -71,16 +72,59 @@ async def test_a_message_arrives_once_per_matching_pattern(
     await assert_silent(broker)
 
 
-async def test_presence_members_expire_after_their_ttl(broker: BrokerInterface, broker_channel: str) -> None:
+def joined(*members: str) -> PresenceDelta:
+    return PresenceDelta(joined=frozenset(members))
+
+
+def left(*members: str) -> PresenceDelta:
+    return PresenceDelta(left=frozenset(members))
+
+
+async def test_presence_updates_report_arrivals_departures_and_expiries_once(
+    broker: BrokerInterface, broker_channel: str
+) -> None:
     key = f"{broker_channel}:presence:lobby"
-    await broker.presence_add(key, ["c1:alice", "c2:bob"], ttl=30)
-    await broker.presence_add(key, ["c3:ghost"], ttl=0.2)
-    assert sorted(await broker.presence_members(key)) == ["c1:alice", "c2:bob", "c3:ghost"]
+
+    async def update(
+        add: dict[str, str] | None = None, remove: dict[str, str] | None = None, ttl: float = 30
+    ) -> PresenceDelta:
+        return await broker.presence_update(key, add=add, remove=remove, ttl=ttl)
+
+    assert await update({"c1": "alice", "c2": "bob"}) == joined("alice", "bob")
+    assert await update({"c3": "alice"}) == PresenceDelta()
+    assert await update({"c4": "ghost", "c5": "back"}, ttl=0.2) == joined("ghost", "back")
+    assert await broker.presence_members(key) == {"alice", "bob", "ghost", "back"}
     await asyncio.sleep(0.3)
-    assert sorted(await broker.presence_members(key)) == ["c1:alice", "c2:bob"]
-    await broker.presence_remove(key, ["c1:alice"])
-    assert await broker.presence_members(key) == ["c2:bob"]
-    assert await broker.presence_members(f"{broker_channel}:presence:other") == []
+    assert await broker.presence_members(key) == {"alice", "bob"}
+
+    # The next update evicts what expired and says who that left absent; an entry added back is no change.
+    assert await update({"c5": "back"}, remove={"c1": "alice"}) == left("ghost")
+    assert await update() == PresenceDelta()
+    assert await update(remove={"c3": "alice", "c9": "nobody"}) == left("alice")
+    assert await update({"c2": "bob"}) == PresenceDelta()
+    assert await broker.presence_members(key) == {"bob", "back"}
+    assert await update(remove={"c2": "bob", "c5": "back"}) == left("bob", "back")
+    assert await broker.presence_members(key) == set()
+    assert await broker.presence_members(f"{broker_channel}:presence:other") == set()
+
+
+async def test_redis_presence_keys_expire_with_their_latest_deadline(
+    redis_url: str, broker_channel: str
+) -> None:
+    broker, admin = RedisBroker(redis_url), redis.asyncio.Redis.from_url(redis_url)
+    await broker.connect()
+    try:
+        key = f"{broker_channel}:presence:lobby"
+        await broker.presence_update(key, add={"c1": "alice"}, ttl=0.5)
+        await broker.presence_update(key, add={"c2": "bob"}, ttl=30)
+        await broker.presence_update(key, add={"c1": "alice"}, ttl=1)
+        for suffix in (":entries", ":members"):
+            assert 29_000 < await admin.pttl(key + suffix) <= 30_000
+        with pytest.raises(ValueError, match="cannot contain ':'"):
+            await broker.presence_update(key, add={"c:1": "alice"}, ttl=1)
+    finally:
+        await broker.disconnect()
+        await admin.aclose()
 
 
 def test_create_broker_chooses_by_scheme() -> None:

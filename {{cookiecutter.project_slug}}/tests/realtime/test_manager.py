@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from contextlib import AsyncExitStack
 
 import pytest
 import redis.asyncio
@@ -208,33 +207,6 @@ async def test_ten_thousand_messages_leave_the_task_count_unchanged(
         elapsed = time.perf_counter() - started
         print(f"\n{count} group messages to 2 clients in {elapsed:.2f}s")
         assert len(asyncio.all_tasks()) == before
-
-
-async def test_presence_counts_members_once_and_evicts_dead_entries(
-    broker_url: str, broker_channel: str
-) -> None:
-    async with (
-        WebSocketManager(broker_channel, broker_url, presence_ttl=0.6) as manager,
-        serve({"/ws": library_endpoint(manager)}) as url,
-        AsyncExitStack() as stack,
-    ):
-        for _ in range(3):
-            await stack.enter_async_context(connect(f"{url}/ws"))
-        await eventually(lambda: len(manager) == 3)
-        tab1, tab2, other = manager.active_connections
-        assert await manager.presence_join("room", tab1, "alice") is True
-        assert await manager.presence_join("room", tab2, "alice") is False
-        assert await manager.presence_join("room", other, "bob") is True
-        await manager.broker.presence_add(f"{broker_channel}:presence:room", ["0" * 32 + ":ghost"], ttl=0.3)
-        assert await manager.presence_members("room") == {"alice", "bob", "ghost"}
-
-        await asyncio.sleep(1.0)
-        assert await manager.presence_members("room") == {"alice", "bob"}
-        assert await manager.presence_leave("room", tab1) is False
-        assert await manager.presence_leave("room", tab2) is True
-        assert await manager.presence_leave("room", tab2) is False
-        await manager.remove_connection(other)
-        assert await manager.presence_members("room") == set()
 
 
 async def test_an_instance_hears_only_the_groups_it_has_members_in(

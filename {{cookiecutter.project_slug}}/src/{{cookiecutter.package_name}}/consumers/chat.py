@@ -3,7 +3,8 @@
 The client sends `chat.message` {text}, stored and then sent with its id to everyone in the room, the sender
 included, and `chat.typing`, relayed to the others and not stored. The server also sends `presence.state`
 (who is here, on arrival), `presence.join` and `presence.leave` (a user's first connection came, their last
-one went), across every instance.
+one went), across every instance. An instance that dies takes its users' presence with it within the
+presence TTL: `announce_presence_change` tells the rooms, from the instance that noticed.
 
 The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
 exist or is private and the user is not a member, and when `since` is not a message id.
@@ -20,10 +21,8 @@ user's own connections with `exclude` (connections are identified by their user'
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
@@ -32,7 +31,7 @@ from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
 from ..db.models import Room
-from ..realtime import Connection, WebSocketManager, event_filter, handler, reject
+from ..realtime import Connection, PresenceChange, WebSocketManager, event_filter, handler, reject
 from ..schemas import MessagePublic
 from ..settings import Settings
 from .base import UserConsumer
@@ -80,7 +79,7 @@ class ChatTypingPublic(BaseModel):
 
 
 class PresenceState(BaseModel):
-    """Everyone in the room now, on any instance: sent on arrival, and again if it changed unannounced."""
+    """Everyone in the room now, on any instance: sent on arrival."""
 
     type: Literal["presence.state"] = "presence.state"
     users: list[str] = Field(examples=[["alice", "bob"]])
@@ -200,38 +199,12 @@ class RoomConsumer(UserConsumer):
         self.replay_after = None
 
 
-async def resync_presence(manager: WebSocketManager, interval: float) -> None:
-    """Every `interval`, send `presence.state` to the local connections of each room whose users changed.
-
-    Arrivals and departures are announced as they happen; this tells the rooms what was not announced: the
-    users of an instance that died, whose presence expires after the TTL, and a user whose first two
-    connections arrived at once on two instances, each of which then saw the other one already there.
-    """
-    seen: dict[str, set[str]] = {}
-    while True:
-        await asyncio.sleep(interval)
-        groups = {group for connection in manager for group in connection.groups}
-        seen = {group: users for group, users in seen.items() if group in groups}
-        try:
-            for group in groups:
-                if group.startswith(ROOM_GROUP_PREFIX):
-                    users = await manager.presence_members(group)
-                    if group in seen and users != seen[group]:
-                        frame = PresenceState(users=sorted(users)).model_dump_json()
-                        for connection in manager.group_members(group):
-                            await connection.send_text(frame)
-                    seen[group] = users
-        except Exception:
-            logger.exception("could not read the presence of the rooms; trying again in %ss", interval)
-
-
-@asynccontextmanager
-async def presence_resync(manager: WebSocketManager, interval: float) -> AsyncIterator[None]:
-    """Run `resync_presence` for as long as the block lasts (the app's lifespan)."""
-    task = asyncio.create_task(resync_presence(manager, interval), name="presence-resync")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+async def announce_presence_change(manager: WebSocketManager, change: PresenceChange) -> None:
+    """Tell a room of the users who came or went without a connection of theirs saying so: those of an
+    instance that died (or stalled, and came back). The manager's `on_presence_change`."""
+    if not change.group.startswith(ROOM_GROUP_PREFIX):
+        return
+    for user in sorted(change.left):
+        await manager.group_send(change.group, PresenceLeave(user=user), exclude=user)
+    for user in sorted(change.joined):
+        await manager.group_send(change.group, PresenceJoin(user=user), exclude=user)

@@ -66,14 +66,23 @@ The pieces, from the bottom:
 - `create_broker(url)`: `InMemoryBroker` (`memory://`), `RedisBroker` (`redis://`, `rediss://`, `unix://`).
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
-  `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`.
+  `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`;
+  `on_presence_change` hears of the `PresenceChange`s nobody announced (an instance died).
 - `Consumer`, `JsonConsumer`, `handler`, `event_filter`, `RateLimit`: the Channels-style layer.
 - `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
 - `WebSocketProxy(client, server_endpoint)`: relays a client WebSocket to an upstream one (the gateway's).
 """
 
 from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
-from .brokers import BrokerInterface, BrokerMessage, BrokerState, InMemoryBroker, RedisBroker, create_broker
+from .brokers import (
+    BrokerInterface,
+    BrokerMessage,
+    BrokerState,
+    InMemoryBroker,
+    PresenceDelta,
+    RedisBroker,
+    create_broker,
+)
 from .connection import Connection, ConnectionState, EventFilter
 from .consumer import Consumer, JsonConsumer
 from .events import event_filter
@@ -91,6 +100,7 @@ from .exceptions import (
 from .handlers import HandlerSpec, handler
 from .manager import WebSocketManager
 from .message import Frame, Message
+from .presence import PresenceChange
 from .proxy import WebSocketProxy
 from .ratelimit import RateLimit
 from .routing import Stats
@@ -123,6 +133,8 @@ __all__ = [
     "InvalidTopic",
     "JsonConsumer",
     "Message",
+    "PresenceChange",
+    "PresenceDelta",
     "RateLimit",
     "RedisBroker",
     "Stats",

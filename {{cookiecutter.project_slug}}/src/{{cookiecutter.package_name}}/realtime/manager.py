@@ -10,10 +10,11 @@ can filter the events they receive, both without encoding the frame again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,7 +24,7 @@ from .brokers import BrokerInterface, BrokerState, create_broker
 from .connection import Connection
 from .exceptions import InvalidMessage, WebSocketException
 from .message import Envelope, Frame, Message, encode_frame, frame_type
-from .presence import Presence
+from .presence import Presence, PresenceChange
 from .routing import Router, Stats
 from .topics import handle_subscription_message, validate_topic
 
@@ -35,7 +36,11 @@ WS_1012_SERVICE_RESTART = 1012
 
 
 class WebSocketManager:
-    """Connections, groups, topics and presence of one instance; `broker_channel` prefixes every channel."""
+    """Connections, groups, topics and presence of one instance; `broker_channel` prefixes every channel.
+
+    `on_presence_change(manager, change)` is told of the presence changes that no `presence_join` or
+    `presence_leave` reported, such as the members of an instance that died (see `presence`).
+    """
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class WebSocketManager:
         max_frame_bytes: int = 64 * 1024,
         close_timeout: float = 5.0,
         presence_ttl: float = 30.0,
+        on_presence_change: Callable[[WebSocketManager, PresenceChange], Awaitable[None]] | None = None,
         **broker_options: Any,
     ) -> None:
         self.broker_channel = broker_channel
@@ -56,7 +62,8 @@ class WebSocketManager:
         self.close_timeout = close_timeout
         self.stats = Stats()
         self._router = Router(self.broker, broker_channel, self.stats)
-        self._presence = Presence(self.broker, broker_channel, presence_ttl)
+        on_change = functools.partial(on_presence_change, self) if on_presence_change is not None else None
+        self._presence = Presence(self.broker, broker_channel, presence_ttl, on_change)
         self._instance = uuid.uuid4().hex[:12]
         self._topic_messages = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
@@ -94,7 +101,7 @@ class WebSocketManager:
         await self.broker.connect()
         self._tasks = [
             asyncio.create_task(self._listen(), name="websocket-manager-listener"),
-            asyncio.create_task(self._refresh_presence(), name="websocket-manager-presence"),
+            asyncio.create_task(self._presence.beat_forever(), name="websocket-manager-presence"),
         ]
         await self._router.channels.acquire(self._router.channel("broadcast"))
 
@@ -237,11 +244,13 @@ class WebSocketManager:
         return self._router.by_id(conn_id)
 
     async def presence_join(self, group: str, connection: Connection, member: str) -> bool:
-        """Mark `member` present in `group` through `connection`; True if it was absent everywhere."""
+        """Mark `member` present in `group` through `connection`; True if it was absent everywhere.
+
+        Atomic across instances: of two first connections of a member at once, exactly one gets True."""
         return await self._presence.join(group, connection, member)
 
     async def presence_leave(self, group: str, connection: Connection) -> bool:
-        """Remove `connection`'s presence in `group`; True if its member is now absent everywhere."""
+        """Remove `connection`'s presence in `group`; True if its member is now absent everywhere (atomic)."""
         return await self._presence.leave(group, connection)
 
     async def presence_members(self, group: str) -> set[str]:
@@ -274,11 +283,3 @@ class WebSocketManager:
             except Exception:
                 self.stats.malformed_broker_messages += 1
                 logger.exception("could not deliver a message from %s", message.channel)
-
-    async def _refresh_presence(self) -> None:
-        while True:
-            await asyncio.sleep(self._presence.ttl / 3)
-            try:
-                await self._presence.refresh()
-            except Exception:
-                logger.exception("could not refresh presence; entries of this instance may expire")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import BrokerInterface, BrokerMessage, BrokerState
+from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
 from .memory import InMemoryBroker
 from .redis import RedisBroker
 
@@ -14,6 +14,7 @@ __all__ = [
     "BrokerMessage",
     "BrokerState",
     "InMemoryBroker",
+    "PresenceDelta",
     "RedisBroker",
     "create_broker",
 ]

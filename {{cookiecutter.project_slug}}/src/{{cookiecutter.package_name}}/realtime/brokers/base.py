@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["BrokerInterface", "BrokerMessage", "BrokerState"]
+__all__ = ["BrokerInterface", "BrokerMessage", "BrokerState", "PresenceDelta"]
 
 
 class BrokerState(enum.StrEnum):
@@ -25,6 +25,14 @@ class BrokerMessage:
     pattern: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceDelta:
+    """What a presence update changed: members absent before and present after, and the reverse."""
+
+    joined: frozenset[str] = frozenset()
+    left: frozenset[str] = frozenset()
+
+
 class BrokerInterface(ABC):
     """Pub/sub on named channels plus glob pattern subscriptions, with Redis semantics.
 
@@ -32,8 +40,10 @@ class BrokerInterface(ABC):
     returns is received. A message matching several pattern subscriptions is received once per pattern.
     Delivery is at most once: what is published while the broker is unreachable is lost.
 
-    The presence methods keep expiring sets: each member carries a deadline `ttl` seconds after it was
-    last added, and members past their deadline are no longer reported (they are evicted on read).
+    Presence is kept in expiring sets: each entry (an id, say a connection's, and a member, say a user)
+    carries a deadline `ttl` seconds after it was last added, and a member is present while one of its
+    entries is. Entries past their deadline are no longer counted as present by `presence_members`, and are
+    evicted by the next `presence_update` of their set, which reports the members they leave absent.
     """
 
     @property
@@ -76,10 +86,19 @@ class BrokerInterface(ABC):
         """Return when the broker answers; raise when it cannot be reached."""
 
     @abstractmethod
-    async def presence_add(self, key: str, members: Collection[str], ttl: float) -> None: ...
+    async def presence_update(
+        self,
+        key: str,
+        *,
+        add: Mapping[str, str] | None = None,
+        remove: Mapping[str, str] | None = None,
+        ttl: float,
+    ) -> PresenceDelta:
+        """In one atomic step: evict the expired entries of the set `key`, remove the entries `remove`, and
+        add `add` (or push back their deadline) to expire in `ttl` seconds; both map entry ids (which have
+        no `:`) to members. Returns the members this made present or absent, counting entries that expired
+        as present until evicted: each change is reported once, to one caller, on whichever instance."""
 
     @abstractmethod
-    async def presence_remove(self, key: str, members: Collection[str]) -> None: ...
-
-    @abstractmethod
-    async def presence_members(self, key: str) -> list[str]: ...
+    async def presence_members(self, key: str) -> set[str]:
+        """The members of the set `key` with an entry that has not expired."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
-from .base import BrokerInterface, BrokerMessage, BrokerState
+from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
 
 __all__ = ["InMemoryBroker", "glob_match"]
 
@@ -63,6 +65,50 @@ def glob_match(pattern: str, name: str) -> bool:
     return _compile_glob(pattern).fullmatch(name) is not None
 
 
+class _PresenceSet:
+    """One expiring set: the deadline of each (id, member) entry, and how many entries each member has."""
+
+    def __init__(self) -> None:
+        self.deadlines: dict[tuple[str, str], float] = {}
+        self.counts: Counter[str] = Counter()
+        self.next_expiry = math.inf
+
+    def update(
+        self, add: Iterable[tuple[str, str]], remove: Iterable[tuple[str, str]], ttl: float
+    ) -> PresenceDelta:
+        now = time.monotonic()
+        before: dict[str, int] = {}
+
+        def count(entry: tuple[str, str], change: int) -> None:
+            member = entry[1]
+            before.setdefault(member, self.counts[member])
+            self.counts[member] += change
+            if not self.counts[member]:
+                del self.counts[member]
+
+        if now >= self.next_expiry:
+            for entry in [entry for entry, deadline in self.deadlines.items() if deadline <= now]:
+                del self.deadlines[entry]
+                count(entry, -1)
+            self.next_expiry = min(self.deadlines.values(), default=math.inf)
+        for entry in remove:
+            if self.deadlines.pop(entry, None) is not None:
+                count(entry, -1)
+        for entry in add:
+            if entry not in self.deadlines:
+                count(entry, 1)
+            self.deadlines[entry] = now + ttl
+            self.next_expiry = min(self.next_expiry, now + ttl)
+        return PresenceDelta(
+            joined=frozenset(member for member, had in before.items() if not had and self.counts[member]),
+            left=frozenset(member for member, had in before.items() if had and not self.counts[member]),
+        )
+
+    def members(self) -> set[str]:
+        now = time.monotonic()
+        return {member for (_, member), deadline in self.deadlines.items() if deadline > now}
+
+
 class InMemoryBroker(BrokerInterface):
     """Channels and patterns of one process; messages wait in an unbounded queue for `get_message`."""
 
@@ -70,7 +116,7 @@ class InMemoryBroker(BrokerInterface):
         self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue()
         self._channels: set[str] = set()
         self._patterns: set[str] = set()
-        self._presence: dict[str, dict[str, float]] = {}
+        self._presence: dict[str, _PresenceSet] = {}
         self._state = BrokerState.DISCONNECTED
 
     @property
@@ -110,23 +156,20 @@ class InMemoryBroker(BrokerInterface):
     async def ping(self) -> None:
         return None
 
-    async def presence_add(self, key: str, members: Collection[str], ttl: float) -> None:
-        deadline = time.monotonic() + ttl
-        entries = self._presence.setdefault(key, {})
-        entries.update(dict.fromkeys(members, deadline))
+    async def presence_update(
+        self,
+        key: str,
+        *,
+        add: Mapping[str, str] | None = None,
+        remove: Mapping[str, str] | None = None,
+        ttl: float,
+    ) -> PresenceDelta:
+        presence = self._presence.setdefault(key, _PresenceSet())
+        delta = presence.update((add or {}).items(), (remove or {}).items(), ttl)
+        if not presence.deadlines:
+            del self._presence[key]
+        return delta
 
-    async def presence_remove(self, key: str, members: Collection[str]) -> None:
-        entries = self._presence.get(key, {})
-        for member in members:
-            entries.pop(member, None)
-        if not entries:
-            self._presence.pop(key, None)
-
-    async def presence_members(self, key: str) -> list[str]:
-        now = time.monotonic()
-        entries = self._presence.get(key, {})
-        for member in [member for member, deadline in entries.items() if deadline <= now]:
-            del entries[member]
-        if not entries:
-            self._presence.pop(key, None)
-        return list(entries)
+    async def presence_members(self, key: str) -> set[str]:
+        presence = self._presence.get(key)
+        return presence.members() if presence is not None else set()

@@ -4,19 +4,17 @@ One connection carries every subscription and is read by one task that blocks on
 broker wakes up once per `health_check_interval` to send a PING, nothing more. When the connection is lost
 the reader logs it, reports `reconnecting`, retries with exponential backoff (with jitter), and on success
 subscribes again to every channel and pattern before reporting `connected`. Commands (PUBLISH, presence)
-go through a separate client with its own pool, so they never wait behind the reader. Presence keys are
-sorted sets scored by deadline, and need Redis 7 or later (`PEXPIRE ... NX|GT`).
+go through a separate client with its own pool, so they never wait behind the reader. Presence is kept by
+Lua scripts (see `redis_presence`), and needs Redis 7 or later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
-import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,7 +24,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from .base import BrokerInterface, BrokerMessage, BrokerState
+from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
+from .redis_presence import RedisPresence
 
 __all__ = ["RedisBroker"]
 
@@ -61,6 +60,7 @@ class RedisBroker(BrokerInterface):
         self.reconnects = 0
         self._options = {**options, "decode_responses": False}
         self._client: Redis | None = None
+        self._presence: RedisPresence | None = None
         self._listener_client: Redis | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -84,6 +84,7 @@ class RedisBroker(BrokerInterface):
         if self._reader is not None:
             return
         self._client = Redis.from_url(self.url, **self._options)
+        self._presence = RedisPresence(self._client)
         # The reader owns reconnection; redis-py retrying underneath would hide the loss from it.
         self._listener_client = Redis.from_url(self.url, **{**self._options, "retry": Retry(NoBackoff(), 0)})
         self._state = BrokerState.RECONNECTING
@@ -104,6 +105,7 @@ class RedisBroker(BrokerInterface):
             if client is not None:
                 await client.aclose()
         self._client = self._listener_client = None
+        self._presence = None
         self._channels.clear()
         self._patterns.clear()
         self._state = BrokerState.DISCONNECTED
@@ -129,33 +131,28 @@ class RedisBroker(BrokerInterface):
     async def ping(self) -> None:
         await self._commands().ping()
 
-    async def presence_add(self, key: str, members: Collection[str], ttl: float) -> None:
-        if not members:
-            return
-        deadline = time.time() + ttl
-        lifetime = math.ceil(ttl * 1000)
-        async with self._commands().pipeline(transaction=True) as pipe:
-            pipe.zadd(key, dict.fromkeys(members, deadline))
-            # The key lives as long as its latest deadline: set a first expiry, then only ever extend it.
-            pipe.pexpire(key, lifetime, nx=True)
-            pipe.pexpire(key, lifetime, gt=True)
-            await pipe.execute()
+    async def presence_update(
+        self,
+        key: str,
+        *,
+        add: Mapping[str, str] | None = None,
+        remove: Mapping[str, str] | None = None,
+        ttl: float,
+    ) -> PresenceDelta:
+        return await self._presence_sets().update(key, add or {}, remove or {}, ttl)
 
-    async def presence_remove(self, key: str, members: Collection[str]) -> None:
-        if members:
-            await self._commands().zrem(key, *members)
-
-    async def presence_members(self, key: str) -> list[str]:
-        async with self._commands().pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", time.time())
-            pipe.zrange(key, 0, -1)
-            _, members = await pipe.execute()
-        return [member.decode() for member in members]
+    async def presence_members(self, key: str) -> set[str]:
+        return await self._presence_sets().members(key)
 
     def _commands(self) -> Redis:
         if self._client is None:
             raise RuntimeError("the Redis broker is not connected; call connect() first")
         return self._client
+
+    def _presence_sets(self) -> RedisPresence:
+        if self._presence is None:
+            raise RuntimeError("the Redis broker is not connected; call connect() first")
+        return self._presence
 
     async def _change(self, action: str, registry: set[str], names: tuple[str, ...]) -> None:
         adding = action in _CONFIRMATIONS
