@@ -38,7 +38,8 @@ OPTION_SETS: dict[str, dict[str, str]] = {
 }
 
 DEFAULTS: dict[str, Any] = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
-LEFTOVER_MARKERS = re.compile(r"\{\{\s*cookiecutter|\{%|%\}|\{#")
+# Jinja tags as people write them; Python's `{ratio:.1%}` format spec is not one.
+LEFTOVER_MARKERS = re.compile(r"\{\{-?\s*cookiecutter|\{%-?\s|\s-?%\}|\{#-?\s")
 LICENSE_FIRST_WORDS = {
     "MIT": "MIT License",
     "BSD-3-Clause": "BSD 3-Clause License",
