@@ -78,11 +78,15 @@ export class MessageList {
     this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
     this.exhausted = page.length < PAGE_SIZE;
     show(this.loadOlderButton, !this.exhausted);
-    if (this.exhausted) {
-      this.historyStart.textContent =
-        this.items.size === 0 ? `No messages in #${this.roomName} yet. Say hello!` : `This is the start of #${this.roomName}.`;
-    }
+    this.describeHistoryStart();
     show(this.historyStart, this.exhausted);
+  }
+
+  // Shown once the whole history is loaded; it invites a first message only while the room is empty.
+  describeHistoryStart() {
+    if (!this.exhausted) return;
+    this.historyStart.textContent =
+      this.items.size === 0 ? `No messages in #${this.roomName} yet. Say hello!` : `This is the start of #${this.roomName}.`;
   }
 
   // The observer fires when the top comes into view, not again while it stays there (after a short page).
@@ -111,6 +115,7 @@ export class MessageList {
   addLive(message) {
     const follow = this.pinned || message.user === this.username;
     if (!this.insert(message)) return false;
+    this.describeHistoryStart();
     if (follow) this.scrollToBottom();
     else show(this.jumpButton, true);
     return true;
