@@ -6,16 +6,19 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx import AsyncClient
+from asgi_lifespan import LifespanManager
+from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.consumers.notifications import reaches_other_users
 from {{ cookiecutter.package_name }}.db.models import User
+from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 from processes import ProcessGroup
 
-from .support import AuthHeaders, create_tables
+from .support import PASSWORD, AuthHeaders, create_tables
 from .ws_support import (
     BROKERS,
     assert_silent,
@@ -202,10 +205,34 @@ async def test_publishing_over_http_is_for_superusers_and_says_what_is_wrong(
 
 
 @SQLITE_ONLY
+async def test_publishing_while_the_broker_is_unreachable_answers_503(settings: Settings) -> None:
+    await create_tables(settings.database_url)
+    unreachable = settings.model_copy(
+        update={
+            "broker_url": "redis://127.0.0.1:1/0",
+            "first_superuser": "root",
+            "first_superuser_password": SecretStr(PASSWORD),
+        }
+    )
+    app = create_app(unreachable)
+    async with (
+        LifespanManager(app),
+        AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        token = await client.post("/auth/token", data={"username": "root", "password": PASSWORD})
+        root = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        response = await client.post("/notifications", json={"topic": "orders/7", "data": 1}, headers=root)
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "The message broker cannot be reached, so nothing was sent; try again later"
+    }
+
+
+@SQLITE_ONLY
 async def test_the_openapi_document_describes_publishing(client: AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     operation = document["paths"]["/notifications"]["post"]
-    assert set(operation["responses"]) == {"202", "401", "403", "404", "422"}
+    assert set(operation["responses"]) == {"202", "401", "403", "404", "422", "503"}
     for schema in ("NotificationCreate", "NotificationPublic"):
         properties = document["components"]["schemas"][schema]["properties"]
         assert all("examples" in field for field in properties.values()), schema

@@ -9,9 +9,11 @@ import pytest
 import redis.asyncio
 
 from {{ cookiecutter.package_name }}.realtime import (
+    BrokerError,
     BrokerInterface,
     BrokerMessage,
     BrokerState,
+    BrokerUnavailable,
     InMemoryBroker,
     PresenceDelta,
     RedisBroker,
@@ -174,15 +176,23 @@ async def test_a_message_published_after_subscribe_returns_is_received(
         await publisher.disconnect()
 
 
-async def test_an_unreachable_redis_is_reported_not_raised() -> None:
+async def test_an_unreachable_redis_is_reported_and_sending_to_it_raises_broker_unavailable() -> None:
     broker = RedisBroker("redis://127.0.0.1:1/0", reconnect_delay=0.05, socket_connect_timeout=1)
     await broker.connect()
     try:
         assert broker.state is BrokerState.RECONNECTING
         assert broker.last_error is not None
         await broker.subscribe("somewhere")
-        with pytest.raises(redis.asyncio.ConnectionError):
-            await broker.ping()
+        for command in (
+            broker.ping(),
+            broker.publish("somewhere", b"lost"),
+            broker.presence_update("somewhere", add={"c1": "alice"}, ttl=1),
+            broker.presence_members("somewhere"),
+        ):
+            with pytest.raises(BrokerUnavailable, match="Redis cannot be reached") as unavailable:
+                await command
+            assert isinstance(unavailable.value, BrokerError)
+            assert isinstance(unavailable.value.__cause__, redis.asyncio.ConnectionError)
     finally:
         await broker.disconnect()
     assert broker.state is BrokerState.DISCONNECTED

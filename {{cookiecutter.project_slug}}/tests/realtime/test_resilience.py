@@ -6,13 +6,23 @@ import asyncio
 import itertools
 import json
 import time
+from typing import Literal
 
+import pytest
 import redis.asyncio
+from pydantic import BaseModel
 from websockets.asyncio.client import connect
 
-from {{ cookiecutter.package_name }}.realtime import BrokerState, RedisBroker, WebSocketManager
+from {{ cookiecutter.package_name }}.realtime import (
+    BrokerState,
+    BrokerUnavailable,
+    JsonConsumer,
+    RedisBroker,
+    WebSocketManager,
+    handler,
+)
 
-from .support import eventually, library_endpoint, serve
+from .support import eventually, library_endpoint, receive_json, send_json, serve
 
 
 async def test_delivery_resumes_by_itself_after_the_pubsub_connection_is_killed(
@@ -65,3 +75,34 @@ async def test_an_idle_redis_broker_uses_almost_no_cpu(redis_url: str, broker_ch
         share = (time.process_time() - cpu) / (time.perf_counter() - wall)
     print(f"\nidle manager on Redis: {share:.3%} of a core")
     assert share < 0.02
+
+
+class Shout(BaseModel):
+    type: Literal["shout"]
+
+
+class ShoutingConsumer(JsonConsumer):
+    groups = ("hall",)
+
+    @handler
+    async def on_shout(self, message: Shout) -> None:
+        await self.group_send("hall", {"type": "shouted"})
+
+
+async def test_sends_while_redis_is_unreachable_raise_and_a_consumer_answers_unavailable(
+    broker_channel: str,
+) -> None:
+    async with (
+        WebSocketManager(broker_channel, "redis://127.0.0.1:1/0", reconnect_delay=0.05) as manager,
+        serve({"/ws": ShoutingConsumer.as_endpoint(manager)}) as url,
+        connect(f"{url}/ws") as client,
+    ):
+        assert not manager.ready
+        with pytest.raises(BrokerUnavailable):
+            await manager.group_send("hall", {"type": "shouted"})
+        await send_json(client, {"type": "shout"})
+        error = await receive_json(client)
+        assert (error["type"], error["code"]) == ("error", "unavailable")
+        await send_json(client, {"type": "shout"})
+        assert (await receive_json(client))["code"] == "unavailable"
+        assert manager.stats.handler_errors == 0

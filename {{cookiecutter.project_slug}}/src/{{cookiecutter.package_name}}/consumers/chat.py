@@ -7,7 +7,9 @@ one went), across every instance. An instance that dies takes its users' presenc
 presence TTL: `announce_presence_change` tells the rooms, from the instance that noticed.
 
 The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
-exist or is private and the user is not a member, and when `since` is not a message id.
+exist or is private and the user is not a member, and when `since` is not a message id. A `chat.message`
+that cannot be stored (the database is down) or sent on (the broker is down) is answered with an `error` of
+code `unavailable` instead of its echo; a message that was stored is in the history all the same.
 
 With `?since=<id>`, the stored messages after that id come first, then the live ones, with no gap and no
 duplicate: the connection joins the room before it reads the history, which it does in its writer task, so
@@ -26,12 +28,23 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
 from ..db.models import Room
-from ..realtime import Connection, PresenceChange, WebSocketManager, event_filter, handler, reject
+from ..realtime import (
+    BrokerUnavailable,
+    Connection,
+    PresenceChange,
+    WebSocketException,
+    WebSocketManager,
+    event_filter,
+    handler,
+    reject,
+)
 from ..schemas import MessagePublic
 from ..settings import Settings
 from .base import UserConsumer
@@ -42,6 +55,8 @@ ROOM_GROUP_PREFIX = "room:"
 REPLAY_PAGE_SIZE = 100
 MAX_MESSAGE_ID = 2**63 - 1
 WS_1011_INTERNAL_ERROR = 1011
+# The database is down or unreachable (a connection refused or dropped, no connection to be had in time).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
 
 
 def room_group(room: str) -> str:
@@ -149,9 +164,22 @@ class RoomConsumer(UserConsumer):
     @handler(sends=[ChatMessagePublic])
     async def on_chat_message(self, message: ChatMessageCreate) -> None:
         """Store the message, then send it to everyone in the room, the sender included."""
-        async with self.session_factory() as session:
-            stored = await messages.create_message(session, room=self.room, user=self.user, text=message.text)
-        await self.group_send(self.group, ChatMessagePublic.model_validate(stored))
+        try:
+            async with self.session_factory() as session:
+                stored = await messages.create_message(
+                    session, room=self.room, user=self.user, text=message.text
+                )
+        except DATABASE_UNAVAILABLE as error:
+            logger.warning("could not store a message in room %r: %r", self.room.name, error)
+            raise WebSocketException(
+                "the message could not be stored; send it again later", code="unavailable"
+            ) from None
+        try:
+            await self.group_send(self.group, ChatMessagePublic.model_validate(stored))
+        except BrokerUnavailable as error:
+            logger.warning("could not send message %s to room %r: %s", stored.id, self.room.name, error)
+            detail = f"the message was stored (id {stored.id}) but not sent to the room; it is in the history"
+            raise WebSocketException(detail, code="unavailable") from None
 
     @handler(sends=[ChatTypingPublic])
     async def on_chat_typing(self, message: ChatTyping) -> None:

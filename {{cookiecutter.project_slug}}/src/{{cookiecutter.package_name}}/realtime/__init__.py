@@ -63,7 +63,8 @@ The pieces, from the bottom:
 - `topics`: MQTT filters, `validate_filter`, `topic_matches`, `matches(topic, patterns)`, `TopicIndex`.
 - `Message(type, topic=None, conn_id=None, data=None)`: the library's pub/sub protocol (`subscribe`,
   `unsubscribe`, `broadcast`, `send`, `send_by_conn_id`), `from_client_message`, `__serialize__`.
-- `create_broker(url)`: `InMemoryBroker` (`memory://`), `RedisBroker` (`redis://`, `rediss://`, `unix://`).
+- `create_broker(url)`: `InMemoryBroker` (`memory://`), `RedisBroker` (`redis://`, `rediss://`, `unix://`);
+  while Redis cannot be reached, sending raises `BrokerUnavailable` (a `BrokerError`): nothing was sent.
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`;
@@ -87,6 +88,8 @@ from .connection import Connection, ConnectionState, EventFilter
 from .consumer import Consumer, JsonConsumer
 from .events import event_filter
 from .exceptions import (
+    BrokerError,
+    BrokerUnavailable,
     ErrorCode,
     InvalidMessage,
     InvalidSubscription,
@@ -116,9 +119,11 @@ from .topics import (
 )
 
 __all__ = [
+    "BrokerError",
     "BrokerInterface",
     "BrokerMessage",
     "BrokerState",
+    "BrokerUnavailable",
     "Connection",
     "ConnectionState",
     "Consumer",

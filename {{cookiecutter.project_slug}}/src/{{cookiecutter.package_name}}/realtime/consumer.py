@@ -2,19 +2,17 @@
 
 `run()` drives the whole life: `connect()` (accept, or refuse), then one `receive()` per frame, then
 `disconnect(code)`; the `groups` of the class are joined on accept and every group is left at the end.
-`accept()` returns the `Connection`, which `connection` holds from then on (None before). What is sent is
-queued and written in order by the connection's writer task; `queue_call()` runs a coroutine there, in
-order with the frames: those sent before it are written first, those sent after it wait until it returns.
-An error in a hook or handler never ends the connection: a `WebSocketException` becomes its error frame,
-anything else is logged and answered with an `internal_error` frame. Starlette's `WebSocketException`
-(what `reject()` raises) closes the connection with its code. Frames over the manager's `max_frame_bytes`
-close it with 1009; frames beyond the optional `RateLimit` are answered with `rate_limited` and dropped,
-and with its `close_after`, a client that keeps on is closed with 1008.
+`accept()` returns the `Connection` (then also `connection`, None before). Frames sent are queued and written
+in order by the connection's writer task; `queue_call()` runs a coroutine there, after the frames sent before
+it and before those sent after it. An error in a hook or handler never ends the connection: a
+`WebSocketException` becomes its error frame, a `BrokerError` an `unavailable` one, anything else is logged
+and answered with `internal_error`. Starlette's `WebSocketException` (what `reject()` raises) closes the
+connection with its code. Frames over the manager's `max_frame_bytes` close it with 1009; frames beyond the
+optional `RateLimit` get `rate_limited` and are dropped, and past its `close_after` the client gets 1008.
 
-Events sent to a group (or to a topic, or by id) go to the client as they are, encoded once for all
-recipients, unless the consumer filters their type (`@event_filter`) or has a method named after it
-(`chat.typing` -> `chat_typing(event)`): see `events`. `group_send(..., exclude=conn_id)` leaves out the
-connections with that id, on every instance.
+Events sent to a group (or a topic, or by id) go to the client as they are, encoded once for all recipients,
+but those with an id in `group_send(..., exclude=)`, unless the consumer filters their type (`@event_filter`)
+or has a method named after it (`chat.typing` -> `chat_typing(event)`): see `events`.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from .auth import bearer_subprotocol
 from .connection import Connection, EventFilter, EventHandler
 from .events import collect_event_filters, event_method
-from .exceptions import InvalidMessage, WebSocketException, error_frame
+from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
 from .handlers import HandlerSpec, collect_handlers, describe_validation_error
 from .manager import WebSocketManager
 from .message import Frame, Message, loads
@@ -225,6 +223,9 @@ class Consumer:
                 raise
             except WebSocketException as error:
                 await self.send_error(error)
+            except BrokerError as error:
+                logger.warning("%s could not handle a frame: %s", type(self).__name__, error)
+                await self.send_json(error_frame("unavailable", "messages cannot be sent now; try again"))
             except Exception:
                 logger.exception("%s could not handle a frame", type(self).__name__)
                 self.manager.stats.handler_errors += 1

@@ -3,6 +3,9 @@
 Every error that a client can cause is a `WebSocketException` whose `code` is one of the protocol's error
 codes; `error_frame()` turns it into `{"type": "error", "code": ..., "detail": ...}`. The connection stays
 open after an error frame unless a close code is documented for the case.
+
+A `BrokerError` is not the client's doing: `BrokerUnavailable` is raised by a send while the broker cannot be
+reached (nothing was sent), and a consumer answers the frame that caused it with `unavailable`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 __all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
     "ErrorCode",
     "InvalidMessage",
     "InvalidSubscription",
@@ -35,6 +40,7 @@ ErrorCode = Literal[
     "rate_limited",
     "too_large",
     "internal_error",
+    "unavailable",
 ]
 
 P = ParamSpec("P")
@@ -45,6 +51,14 @@ E = TypeVar("E", bound=BaseException)
 
 def error_frame(code: ErrorCode, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
+
+
+class BrokerError(Exception):
+    """The broker failed to do what was asked of it."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached; what was being sent was not sent. Retrying later may succeed."""
 
 
 class WebSocketException(Exception):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, JsonValue, field_validator, model_validat
 from ..consumers.notifications import notification, user_topic
 from ..db import users
 from ..deps import ManagerDep, SessionDep, get_current_superuser
-from ..realtime import InvalidTopic, validate_topic
+from ..realtime import BrokerUnavailable, InvalidTopic, validate_topic
 from ..schemas import USERNAME_PATTERN, ErrorResponse
 
 
@@ -75,7 +75,10 @@ router = APIRouter(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Publish a notification to a topic, or to every connection of a user (superusers)",
     description="Delivery is at most once, to the connections open now: nothing is stored.",
-    responses={status.HTTP_404_NOT_FOUND: _error("No user has this username")},
+    responses={
+        status.HTTP_404_NOT_FOUND: _error("No user has this username"),
+        status.HTTP_503_SERVICE_UNAVAILABLE: _error("The message broker cannot be reached: nothing was sent"),
+    },
 )
 async def publish_notification(
     notification_create: NotificationCreate, session: SessionDep, manager: ManagerDep
@@ -89,5 +92,11 @@ async def publish_notification(
             )
         topic = user_topic(notification_create.username)
     assert topic is not None  # one of the two, as the model checked
-    await manager.send(notification(topic, notification_create.data))
+    try:
+        await manager.send(notification(topic, notification_create.data))
+    except BrokerUnavailable:
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="The message broker cannot be reached, so nothing was sent; try again later",
+        ) from None
     return NotificationPublic(topic=topic, data=notification_create.data)

@@ -4,8 +4,9 @@ One connection carries every subscription and is read by one task that blocks on
 broker wakes up once per `health_check_interval` to send a PING, nothing more. When the connection is lost
 the reader logs it, reports `reconnecting`, retries with exponential backoff (with jitter), and on success
 subscribes again to every channel and pattern before reporting `connected`. Commands (PUBLISH, presence)
-go through a separate client with its own pool, so they never wait behind the reader. Presence is kept by
-Lua scripts (see `redis_presence`), and needs Redis 7 or later.
+go through a separate client with its own pool, so they never wait behind the reader; while Redis cannot
+be reached they raise `BrokerUnavailable`, and `BrokerError` on any other failure. Presence is kept by Lua
+scripts (see `redis_presence`), and needs Redis 7 or later.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,7 +25,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..exceptions import BrokerError, BrokerUnavailable
 from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
 from .redis_presence import RedisPresence
 
@@ -32,11 +36,22 @@ __all__ = ["RedisBroker"]
 logger = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (RedisError, OSError)
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _CONFIRMATIONS = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE"}
 
 
 async def _close(pubsub: PubSub) -> None:
     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py does not annotate it
+
+
+@contextmanager
+def _as_broker_errors() -> Iterator[None]:
+    try:
+        yield
+    except _UNREACHABLE as error:
+        raise BrokerUnavailable(f"Redis cannot be reached: {error}") from error
+    except RedisError as error:
+        raise BrokerError(f"Redis failed: {error}") from error
 
 
 class RedisBroker(BrokerInterface):
@@ -123,13 +138,15 @@ class RedisBroker(BrokerInterface):
         await self._change("punsubscribe", self._patterns, patterns)
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await self._commands().publish(channel, data)
+        with _as_broker_errors():
+            await self._commands().publish(channel, data)
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()
 
     async def ping(self) -> None:
-        await self._commands().ping()
+        with _as_broker_errors():
+            await self._commands().ping()
 
     async def presence_update(
         self,
@@ -139,10 +156,12 @@ class RedisBroker(BrokerInterface):
         remove: Mapping[str, str] | None = None,
         ttl: float,
     ) -> PresenceDelta:
-        return await self._presence_sets().update(key, add or {}, remove or {}, ttl)
+        with _as_broker_errors():
+            return await self._presence_sets().update(key, add or {}, remove or {}, ttl)
 
     async def presence_members(self, key: str) -> set[str]:
-        return await self._presence_sets().members(key)
+        with _as_broker_errors():
+            return await self._presence_sets().members(key)
 
     def _commands(self) -> Redis:
         if self._client is None:
