@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pytest
 from pydantic import BaseModel, Field
 
+from {{ cookiecutter.package_name }} import realtime
 from {{ cookiecutter.package_name }}.realtime import (
+    ErrorCode,
     InvalidMessage,
     InvalidSubscription,
     InvalidTopic,
@@ -88,6 +90,12 @@ def test_frames_encode_models_by_alias_and_in_json_mode() -> None:
         "topic": "t",
         "data": [1],
     }
+
+
+def test_every_error_code_is_documented_with_the_package() -> None:
+    assert realtime.__doc__ is not None
+    undocumented = [code for code in get_args(ErrorCode) if f"`{code}`" not in realtime.__doc__]
+    assert undocumented == []
 
 
 def test_invalid_json_raises_value_error() -> None:

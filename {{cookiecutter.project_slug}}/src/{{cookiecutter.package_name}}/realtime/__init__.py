@@ -52,11 +52,18 @@ or, to use FastAPI dependencies, an ordinary endpoint::
     async def room(websocket: WebSocket, room: str, manager: ManagerDep) -> None:
         await RoomConsumer(websocket, manager, room=room).run()
 
-Errors a client causes are answered with `{"type": "error", "code": ..., "detail": ...}` and the
-connection stays open: `invalid_json`, `invalid_message` (with pydantic's detail), `unknown_type`,
-`invalid_topic`, `forbidden`, `rate_limited`; `too_large` is followed by close 1009, a client too slow to
-read its queue is closed with 1013, and a failing handler gives `internal_error` (and is logged).
-Raise `WebSocketException(detail, code="forbidden")` from a handler to answer with that error.
+Errors are answered with `{"type": "error", "code": ..., "detail": ...}` (the codes are `ErrorCode`), and
+the connection stays open unless a close is said here:
+
+- the client's doing: `invalid_json`, `invalid_message` (with pydantic's detail), `unknown_type`,
+  `invalid_topic`, `forbidden`, `rate_limited` (closed with 1008 past the `RateLimit`'s `close_after`),
+  and `too_large` (closed with 1009);
+- the server's: `internal_error`, when a handler or an event filter or method fails (it is logged and
+  counted in `stats.handler_errors`), and `unavailable`, when a handler's send finds the broker unreachable
+  (`BrokerUnavailable`) or a dependency of the app is down (raise it with that code): try again later.
+
+Raise `WebSocketException(detail, code="forbidden")` from a handler to answer with that error. A client too
+slow to read its queue is closed with 1013.
 
 The pieces, from the bottom:
 
