@@ -108,11 +108,22 @@ def test_an_envelope_carries_its_frame_verbatim() -> None:
         kind="group", target="room:1\nx", frame='{"type":"a","text":"line\\nbreak"}', event="a"
     )
     assert Envelope.decode(envelope.encode()) == envelope
+    excluding = Envelope(kind="group", target="room", frame="{}", exclude=frozenset({"alice", "bob"}))
+    assert Envelope.decode(excluding.encode()) == excluding
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"no separator", b"[1]\n{}", b'{"kind": 1, "target": "x"}\n{}', b'{"kind":"group"}\n{}', b"\xff\n"],
+    [
+        b"",
+        b"no separator",
+        b"[1]\n{}",
+        b'{"kind": 1, "target": "x"}\n{}',
+        b'{"kind":"group"}\n{}',
+        b"\xff\n",
+        b'{"kind":"group","target":"x","exclude":"alice"}\n{}',
+        b'{"kind":"group","target":"x","exclude":[1]}\n{}',
+    ],
 )
 def test_anything_else_is_not_an_envelope(data: bytes) -> None:
     with pytest.raises(ValueError, match=r"."):
