@@ -28,12 +28,16 @@ def start_upstream(group: ProcessGroup, name: str, port: int | None = None) -> S
 
 
 def gateway_settings(upstream_urls: list[str], **overrides: Any) -> Settings:
-    """Settings for a gateway over `upstream_urls` that notices a change of health within a second."""
+    """Settings for a gateway over `upstream_urls` that notices a change of health within a second.
+
+    The timeouts stay generous: on a loaded machine a live upstream can take a second to answer, and
+    a timeout would wrongly take it out of rotation. Dead upstreams are noticed by refused connections.
+    """
     values: dict[str, Any] = {
         "gateway_upstreams": ",".join(upstream_urls),
         "gateway_health_interval_seconds": 0.2,
-        "gateway_health_timeout_seconds": 0.5,
-        "gateway_connect_timeout_seconds": 1.0,
+        "gateway_health_timeout_seconds": 3.0,
+        "gateway_connect_timeout_seconds": 5.0,
         "gateway_upstream_timeout_seconds": 5.0,
         **overrides,
     }
