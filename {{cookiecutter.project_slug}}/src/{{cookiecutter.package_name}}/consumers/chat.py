@@ -3,8 +3,8 @@
 The client sends `chat.message` {text}, stored and then sent with its id to everyone in the room, the sender
 included, and `chat.typing`, relayed to the others and not stored. The server also sends `presence.state`
 (who is here, on arrival), `presence.join` and `presence.leave` (a user's first connection came, their last
-one went), across every instance. An instance that dies takes its users' presence with it within the
-presence TTL: `announce_presence_change` tells the rooms, from the instance that noticed.
+one went), across every instance. The users of an instance that dies leave once their presence expires, a
+TTL after its last heartbeat: `announce_presence_change` tells the rooms, from the instance that noticed.
 
 The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
 exist or is private and the user is not a member, and when `since` is not a message id. A `chat.message`
