@@ -53,11 +53,13 @@ class BacklogConsumer(JsonConsumer):
 async def test_a_queued_call_runs_in_order_with_the_frames_and_filters_see_what_it_did(
     manager: WebSocketManager,
 ) -> None:
+    ACCEPTED.clear()
     async with (
         serve({"/ws": BacklogConsumer.as_endpoint(manager)}) as url,
         connect(f"{url}/ws") as client,
     ):
-        await eventually(lambda: len(manager.group_members("feed")) == 1)
+        # The group is joined inside accept(), just before connect() records what it saw.
+        await eventually(lambda: len(ACCEPTED) == 1 and len(manager.group_members("feed")) == 1)
         before, accepted, after = ACCEPTED[-1]
         assert before is None
         assert accepted is after is next(iter(manager.group_members("feed")))
