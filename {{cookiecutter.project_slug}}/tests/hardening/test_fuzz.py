@@ -117,7 +117,7 @@ def chat_echo(frame: Frame) -> str | None:
 
 
 def no_echo(frame: Frame) -> None:
-    return None
+    """No frame of the notifications endpoint is sent back as it is."""
 
 
 def is_typing(frame: Frame) -> bool:
@@ -185,7 +185,12 @@ def volley(
 
 
 def fuzz(
-    websocket: ClientConnection, frames: st.SearchStrategy[Frame], handled: set[str], **options: Any
+    websocket: ClientConnection,
+    frames: st.SearchStrategy[Frame],
+    handled: set[str],
+    *,
+    valid: set[str],
+    echo: Echo,
 ) -> int:
     """Send `EXAMPLES_PER_ENDPOINT` volleys of hostile frames, each checked by `volley`; the frames sent."""
     sent = 0
@@ -199,7 +204,7 @@ def fuzz(
     @given(st.lists(frames, min_size=FRAMES_PER_EXAMPLE, max_size=FRAMES_PER_EXAMPLE))
     def every_frame_is_answered(volley_frames: list[Frame]) -> None:
         nonlocal sent
-        volley(websocket, volley_frames, handled, **options)
+        volley(websocket, volley_frames, handled, valid, echo)
         sent += len(volley_frames)
 
     every_frame_is_answered()
