@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     ws_outbound_queue_size: int = Field(default=256, gt=0)
     ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
     ws_rate_limit_burst: int = Field(default=20, gt=0)
+    ws_max_connections_per_user: int = Field(
+        default=20,
+        gt=0,
+        description="WebSockets one user may have open at once, on every endpoint and instance together; "
+        "one more is closed with 1008.",
+    )
     ws_presence_ttl_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -109,6 +109,7 @@ def instance(tmp_path: Path) -> Iterator[Instance]:
             ws_outbound_queue_size=str(QUEUE_SIZE),
             ws_rate_limit_per_second="1000",
             ws_rate_limit_burst="1000",
+            ws_max_connections_per_user=str(1 + CROWD),  # every client that does not read is "staller"
         )
         with httpx.Client(base_url=instance.base_url, timeout=10) as http:
             create_room(http, instance.tokens["speaker"], "crowded")
