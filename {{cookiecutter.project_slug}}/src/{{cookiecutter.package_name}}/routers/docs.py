@@ -23,8 +23,8 @@ DESCRIPTION = """\
 Every frame is a JSON object with a `type`. A frame the server cannot act on is answered with an `error`
 frame, and the connection stays open unless it is closed with one of these codes:
 
-- 1008: no valid token, a room the user may not enter, or a client that kept sending over the rate limit
-  (the close reason says which)
+- 1008: no valid token, a room the user may not enter, a client that kept sending over the rate limit, or
+  one connection more than a user may have open (the close reason says which)
 - 1009: a frame over the size limit
 - 1011: the server failed
 - 1012: the instance is restarting: connect again
