@@ -1,9 +1,10 @@
-"""The limits of a real process with its default settings: frame size and frame rate.
+"""The limits of a real process with its default settings: frame size, frame rate, connections per user.
 
 A frame over `WS_MAX_MESSAGE_BYTES` is answered `too_large` and closed with 1009, and so is one over the
 server's own WebSocket limit (16 MiB), which never reaches the app. A client that floods gets `rate_limited`
 for the frames over its budget and, if it keeps on, close 1008. The others in the room notice nothing but
-the flooder leaving.
+the flooder leaving. A user may have 20 connections open at once; one more is closed with 1008, and closing
+one lets the next one in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
@@ -29,6 +32,8 @@ MAX_MESSAGE_BYTES = 64 * 1024  # the default of WS_MAX_MESSAGE_BYTES
 SERVER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # uvicorn's, over which the app never sees the frame
 RATE_LIMIT_BURST = 20  # the default of WS_RATE_LIMIT_BURST
 FLOOD_FRAMES = 1000
+MAX_CONNECTIONS_PER_USER = 20  # the default of WS_MAX_CONNECTIONS_PER_USER
+SLOT_FREED_WITHIN = 5.0
 ENDPOINTS = [
     "/ws/rooms/lobby",
     {%- if cookiecutter.use_notifications == "y" %}
@@ -41,7 +46,7 @@ ENDPOINTS = [
 def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     directory = tmp_path_factory.mktemp("limits")
     with ProcessGroup(directory) as group:
-        instance = start_sqlite_instance(group, directory, "limited", users=["alice", "bob", "carol"])
+        instance = start_sqlite_instance(group, directory, "limited", users=["alice", "bob", "carol", "dave"])
         with httpx.Client(base_url=instance.base_url, timeout=10) as http:
             create_room(http, instance.tokens["alice"], "lobby")
         yield instance
@@ -85,6 +90,43 @@ async def test_a_frame_over_the_servers_own_limit_is_closed_with_1009(
         with contextlib.suppress(ConnectionClosed):  # closed while it still sends
             await websocket.send(b"\x00" * (SERVER_MAX_MESSAGE_BYTES + 1))
         assert await close_code(websocket, within=20) == 1009
+
+
+async def test_a_connection_more_than_a_user_may_have_is_closed_with_1008_until_one_closes(
+    instance: Instance,
+) -> None:
+    token = instance.tokens["dave"]
+    refusal = (1008, f"Too many connections: at most {MAX_CONNECTIONS_PER_USER} per user")
+    async with AsyncExitStack() as stack:
+        connections = []
+        for number in range(MAX_CONNECTIONS_PER_USER):
+            endpoint = ENDPOINTS[number % len(ENDPOINTS)]
+            websocket = await stack.enter_async_context(connect_ws(instance.ws(endpoint), token))
+            await joined(websocket, endpoint)
+            connections.append(websocket)
+        for endpoint in ENDPOINTS:
+            async with connect_ws(instance.ws(endpoint), token) as extra:
+                assert (await close_code(extra), extra.close_reason) == refusal
+        async with connect_ws(instance.ws("/ws/rooms/lobby"), instance.tokens["carol"]) as other_user:
+            await joined(other_user, "/ws/rooms/lobby")
+
+        await connections[0].close()
+        closed_at, attempts = time.monotonic(), 0
+        while True:  # the server frees the slot once it has seen the close, which takes a moment
+            attempts += 1
+            async with connect_ws(instance.ws("/ws/rooms/lobby"), token) as next_one:
+                try:
+                    await joined(next_one, "/ws/rooms/lobby")
+                    break
+                except ConnectionClosed:
+                    assert (next_one.close_code, next_one.close_reason) == refusal
+            assert time.monotonic() - closed_at < SLOT_FREED_WITHIN
+            await asyncio.sleep(0.05)
+    print(
+        f"\nconnections per user: {MAX_CONNECTIONS_PER_USER} open, one more closed with 1008 on "
+        f"{len(ENDPOINTS)} endpoint(s); after one closed, the next admitted at attempt {attempts}, "
+        f"{time.monotonic() - closed_at:.2f} s later"
+    )
 
 
 async def flood(websocket: ClientConnection, frame: str) -> int:
