@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
+GENERATOR_SATURATED_PERCENT = 90
+"""A load generator this busy may be what limits the run: its figures then measure the generator."""
+
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile of values sorted in ascending order; NaN when there are none."""
@@ -51,8 +54,13 @@ class RunFigures:
     def lost(self) -> int:
         return self.expected - self.delivered
 
+    @property
+    def generator_saturated(self) -> bool:
+        return max(self.generator_cpu_percent, default=0) >= GENERATOR_SATURATED_PERCENT
+
     def json_line(self) -> str:
-        return orjson.dumps({**asdict(self), "lost": self.lost}).decode()
+        extra = {"lost": self.lost, "generator_saturated": self.generator_saturated}
+        return orjson.dumps({**asdict(self), **extra}).decode()
 
 
 COLUMNS = (
@@ -80,10 +88,22 @@ def table(runs: Sequence[RunFigures]) -> str:
             f"{run.delivered}/{run.expected}",
             f"{run.rss_per_connection_kb:.1f}",
             f"{run.server_cpu_ms_per_1000:.1f}",
-            "/".join(f"{percent:.0f}" for percent in run.generator_cpu_percent),
+            "/".join(f"{percent:.0f}" for percent in run.generator_cpu_percent)
+            + ("!" if run.generator_saturated else ""),
         ]
         lines.append(_row(cells))
     return "\n".join(lines)
+
+
+def saturation_note(runs: Sequence[RunFigures]) -> str:
+    """A warning naming the runs whose load generators were close to a full core, or nothing."""
+    saturated = [f"{run.scenario} {run.mode}" for run in runs if run.generator_saturated]
+    if not saturated:
+        return ""
+    return (
+        f"! a load generator used {GENERATOR_SATURATED_PERCENT}% or more of a core in:"
+        f" {', '.join(saturated)}; those figures may measure the generators: use more --generators"
+    )
 
 
 def ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:

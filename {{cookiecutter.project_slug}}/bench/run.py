@@ -25,7 +25,7 @@ from time import perf_counter
 from . import profiling
 from .driver import Generator, call_all
 from .loadgen import raise_open_files_limit
-from .report import RunFigures, percentile, ratio_table, table
+from .report import RunFigures, percentile, ratio_table, saturation_note, table
 from .scenarios import SCENARIOS, RunConfig, Scenario
 from .servers import cpu_seconds, rss_bytes
 
@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if ratios:
         print(f"\n{ratios}", file=sys.stderr)
+    if note := saturation_note(runs):
+        print(f"\n{note}", file=sys.stderr)
     inconsistent = [run for run in runs if not 0 <= run.delivered <= run.expected or run.duplicates]
     for run in inconsistent:
         print(f"inconsistent accounting in {run.scenario} {run.mode}: {run.json_line()}", file=sys.stderr)
