@@ -76,7 +76,27 @@ async def test_websocket_traffic_and_the_engine_are_measured(http: AsyncClient, 
         during = await scrape(http)
 
     assert sample(during, "websocket_connections", route=route) == 2
-    assert sample(during, "realtime_connections") == 2
+    assert sample(during, "realtime_connections", consumer="RoomConsumer") == 2
+    assert sample(during, "realtime_listening") == 1
+    # Each chat message went to the room's group, to both connections of this instance.
+    fanout = "realtime_fanout_recipients"
+    groups = sample(during, f"{fanout}_count", kind="group") - sample(before, f"{fanout}_count", kind="group")
+    assert groups >= 3
+    assert sample(during, f"{fanout}_bucket", kind="group", le="+Inf") == sample(
+        during, f"{fanout}_count", kind="group"
+    )
+    pairs = sample(during, f"{fanout}_bucket", kind="group", le="2.0") - sample(
+        before, f"{fanout}_bucket", kind="group", le="2.0"
+    )
+    singles = sample(during, f"{fanout}_bucket", kind="group", le="1.0") - sample(
+        before, f"{fanout}_bucket", kind="group", le="1.0"
+    )
+    assert pairs - singles >= 3
+    delivered = "realtime_frames_delivered_total"
+    assert sample(during, delivered) - sample(before, delivered) >= 2 * 3
+    assert sample(during, "realtime_outbound_queue_high_water") >= 1
+    assert sample(during, "realtime_frames_dropped_total") == sample(before, "realtime_frames_dropped_total")
+    assert sample(during, "realtime_broker_reconnects_total") == 0
     accepted = "websocket_connections_accepted_total"
     assert sample(during, accepted, route=route) == sample(before, accepted, route=route) + 2
     assert sample(during, "websocket_messages_received_total", route=route) >= 3

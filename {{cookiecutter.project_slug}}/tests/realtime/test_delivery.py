@@ -69,6 +69,12 @@ async def test_a_slow_client_is_closed_with_1013_and_does_not_delay_the_others(
         assert elapsed < 5
         assert manager.stats.slow_consumers_closed == 1
         assert stalled.close_code == 1013
+        # Its full queue was thrown away, with the frame that found it full and those sent while it closed.
+        assert manager.stats.queue_high_water == QUEUE_SIZE
+        assert manager.stats.frames_dropped >= QUEUE_SIZE + 1
+        broadcasts = manager.stats.fanout["broadcast"]
+        assert broadcasts.count == MESSAGES
+        assert OTHERS * MESSAGES <= broadcasts.total <= (OTHERS + 1) * MESSAGES
 
         with pytest.raises(ConnectionClosed) as closed:
             await drain(slow)

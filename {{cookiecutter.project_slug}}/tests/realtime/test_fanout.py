@@ -59,6 +59,11 @@ async def test_a_group_send_is_encoded_once_whatever_the_recipients_and_their_fi
         frames = {await client.recv() for client in others}
         assert manager.stats.frames_encoded == encoded + 1
         assert frames == {'{"type":"shout","user":"bob","text":"hi"}'}
+        # Queued for every member but alice's two tabs; carol's filter decides later, in her writer task.
+        hall = manager.stats.fanout["group"]
+        assert (hall.count, hall.total) == (1, LISTENERS + 1)
+        assert {bound: count for bound, count in hall.cumulative() if bound in (10, 20)} == {10: 0, 20: 1}
+        assert manager.stats.frames_delivered == LISTENERS + 1
         for client in (alice, alice_tab, carol):
             await assert_nothing_received(client)
 

@@ -7,21 +7,27 @@ lifespan runs; before and after, their metrics are absent.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from ..realtime import BrokerState, RedisBroker, WebSocketManager
+from ..realtime import BrokerState, Stats, WebSocketManager
 from .context import RequestIdMiddleware
 from .metrics import MetricsMiddleware, TrafficMetrics, metrics_endpoint, new_registry
 
 
 class RealtimeCollector(Collector):
-    """The manager's connections, counters and broker state, read at each scrape."""
+    """The manager's connections, counters and broker state, read at each scrape.
+
+    Labels are the consumer class, the envelope kind and the broker state: a few values each, whatever
+    the traffic.
+    """
 
     def __init__(self, manager: Callable[[], WebSocketManager | None]) -> None:
         self.manager = manager
@@ -30,13 +36,31 @@ class RealtimeCollector(Collector):
         manager = self.manager()
         if manager is None:
             return
-        stats = manager.stats
-        yield GaugeMetricFamily("realtime_connections", "Connections held by the manager", value=len(manager))
+        yield from self._connections(manager)
+        yield from self._counters(manager.stats)
+        yield from self._broker(manager)
+
+    @staticmethod
+    def _connections(manager: WebSocketManager) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "realtime_connections", "Connections held by the manager, by consumer class", labels=["consumer"]
+        )
+        for consumer, count in sorted(Counter(c.consumer_name or "none" for c in manager).items()):
+            connections.add_metric([consumer], count)
+        yield connections
         yield GaugeMetricFamily(
             "realtime_outbound_queue_depth_max",
-            "Frames waiting in the fullest outbound queue; near WS_OUTBOUND_QUEUE_SIZE, a client lags",
+            "Frames waiting now in the fullest outbound queue; near WS_OUTBOUND_QUEUE_SIZE, a client lags",
             value=max((connection.pending for connection in manager), default=0),
         )
+        yield GaugeMetricFamily(
+            "realtime_outbound_queue_high_water",
+            "The most frames ever waiting at once in one connection's outbound queue since the start",
+            value=manager.stats.queue_high_water,
+        )
+
+    @staticmethod
+    def _counters(stats: Stats) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "realtime_broker_messages",
             "Messages taken off the broker, each fanned out to the local connections it is for",
@@ -46,6 +70,28 @@ class RealtimeCollector(Collector):
             "realtime_broker_messages_malformed",
             "Broker messages dropped because they could not be decoded or delivered",
             value=stats.malformed_broker_messages,
+        )
+        fanout = HistogramMetricFamily(
+            "realtime_fanout_recipients",
+            "Local connections each broker message was queued for, by kind (broadcast, conn, group, topic)",
+            labels=["kind"],
+        )
+        for kind, sizes in sorted(stats.fanout.items()):
+            buckets = [
+                ("+Inf" if math.isinf(bound) else str(float(bound)), count)
+                for bound, count in sizes.cumulative()
+            ]
+            fanout.add_metric([kind], buckets, sum_value=sizes.total)
+        yield fanout
+        yield CounterMetricFamily(
+            "realtime_frames_delivered",
+            "Frames queued for local connections by the broker messages taken",
+            value=stats.frames_delivered,
+        )
+        yield CounterMetricFamily(
+            "realtime_frames_dropped",
+            "Frames that never reached a socket: its connection was closing, too slow (1013) or gone",
+            value=stats.frames_dropped,
         )
         yield CounterMetricFamily(
             "realtime_slow_consumer_closes",
@@ -57,9 +103,15 @@ class RealtimeCollector(Collector):
             "Consumer handlers that raised an unexpected error",
             value=stats.handler_errors,
         )
+
+    @staticmethod
+    def _broker(manager: WebSocketManager) -> Iterator[Metric]:
         broker = manager.broker
         yield GaugeMetricFamily(
             "realtime_ready", "1 while the broker is connected and the listener runs", value=manager.ready
+        )
+        yield GaugeMetricFamily(
+            "realtime_listening", "1 while the tasks reading the broker run", value=manager.listening
         )
         state = GaugeMetricFamily(
             "realtime_broker_state", "The broker connection's state: 1 for the current one", labels=["state"]
@@ -70,7 +122,7 @@ class RealtimeCollector(Collector):
         yield CounterMetricFamily(
             "realtime_broker_reconnects",
             "Times the broker connection was lost and restored, subscriptions included",
-            value=broker.reconnects if isinstance(broker, RedisBroker) else 0,
+            value=broker.reconnects,
         )
 
 

@@ -74,7 +74,8 @@ The pieces, from the bottom:
   while Redis cannot be reached, sending raises `BrokerUnavailable` (a `BrokerError`): nothing was sent.
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
-  `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`, `stats`;
+  `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`,
+  `listening`, `stats` (`Stats`: broker messages, fan-out sizes by kind, frames dropped, queue high water);
   `on_presence_change` hears of the `PresenceChange`s nobody announced (an instance died).
 - `Consumer`, `JsonConsumer`, `handler`, `event_filter`, `RateLimit`: the Channels-style layer.
 - `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
@@ -113,7 +114,7 @@ from .message import Frame, Message
 from .presence import PresenceChange
 from .proxy import WebSocketProxy
 from .ratelimit import RateLimit
-from .routing import Stats
+from .stats import FanoutSizes, Stats
 from .topics import (
     TopicIndex,
     handle_subscription_message,
@@ -136,6 +137,7 @@ __all__ = [
     "Consumer",
     "ErrorCode",
     "EventFilter",
+    "FanoutSizes",
     "Frame",
     "HandlerSpec",
     "InMemoryBroker",

@@ -40,6 +40,8 @@ class ConnectionHub(Protocol):
     async def id_changed(self, connection: Connection, previous: str) -> None: ...
     def overflowed(self, connection: Connection) -> None: ...
     def call_failed(self, connection: Connection) -> None: ...
+    def frames_dropped(self, connection: Connection, count: int) -> None: ...
+    def queue_grew(self, connection: Connection, depth: int) -> None: ...
     def frame_encoded(self) -> None: ...
 
 
@@ -67,6 +69,8 @@ class Connection:
         # filter that tells which of them its client gets. See `WebSocketManager.group_send`.
         self.event_handler: Callable[[str], EventHandler | None] | None = None
         self.event_filter: Callable[[str], EventFilter | None] | None = None
+        # The class of that consumer, for metrics: `realtime_connections{consumer="RoomConsumer"}`.
+        self.consumer_name: str | None = None
         self._id = conn_id
         self._topics: set[str] = {topic} if topic is not None else set()
         self._groups: set[str] = set()
@@ -121,6 +125,8 @@ class Connection:
             encode=self.encode,
             on_overflow=self._overflowed,
             on_call_failed=self._call_failed,
+            on_dropped=self._frames_dropped,
+            on_high_water=self._queue_grew,
         )
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -237,3 +243,11 @@ class Connection:
     def _call_failed(self) -> None:
         if self._hub is not None:
             self._hub.call_failed(self)
+
+    def _frames_dropped(self, count: int) -> None:
+        if self._hub is not None:
+            self._hub.frames_dropped(self, count)
+
+    def _queue_grew(self, depth: int) -> None:
+        if self._hub is not None:
+            self._hub.queue_grew(self, depth)

@@ -121,6 +121,7 @@ class Consumer:
         connection = self.manager.create_connection(self.websocket, self.conn_id)
         connection.event_handler = self._event_handler
         connection.event_filter = self._event_filter
+        connection.consumer_name = type(self).__name__
         await connection.accept(subprotocol or bearer_subprotocol(self.websocket), headers)
         self._connection = connection
         await self.manager.add_connection(connection)

@@ -26,7 +26,8 @@ from .connection import Connection
 from .exceptions import InvalidMessage, WebSocketException
 from .message import Envelope, Frame, Message, encode_frame, frame_type
 from .presence import Presence, PresenceChange
-from .routing import Router, Stats
+from .routing import Router
+from .stats import Stats
 from .topics import handle_subscription_message, validate_topic
 
 __all__ = ["WebSocketManager"]
@@ -90,10 +91,14 @@ class WebSocketManager:
         return list(self._router.connections)
 
     @property
+    def listening(self) -> bool:
+        """Started, and the tasks taking messages off the broker and beating presence are running."""
+        return self._started and bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    @property
     def ready(self) -> bool:
-        """Started, listening, and the broker's subscriptions are live (what `/readyz` wants to know)."""
-        listening = bool(self._tasks) and not any(task.done() for task in self._tasks)
-        return self._started and listening and self.broker.state is BrokerState.CONNECTED
+        """Listening, and the broker's subscriptions are live (what `/readyz` wants to know)."""
+        return self.listening and self.broker.state is BrokerState.CONNECTED
 
     async def startup(self) -> None:
         if self._started:

@@ -5,6 +5,9 @@ is full the client is not keeping up: the queue is dropped and the socket closed
 later). A callable on the queue (a group event for a consumer method) runs in the writer task; whatever
 it sends is written at once, so frames keep their order. A `Filtered` frame is written only if its filter,
 called in the writer task when the frame's turn comes, accepts it.
+
+What is thrown away, or refused once the connection is closing, is reported to `on_dropped`; each new
+high-water mark of the queue, to `on_high_water`.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class Outbox:
         encode: Callable[[Mapping[str, Any]], str],
         on_overflow: Callable[[], None],
         on_call_failed: Callable[[], None],
+        on_dropped: Callable[[int], None],
+        on_high_water: Callable[[int], None],
     ) -> None:
         self.websocket = websocket
         self.size = size
@@ -74,9 +79,12 @@ class Outbox:
         self.name = name
         self.state = OutboxState.OPEN
         self.close_code: int | None = None
+        self.high_water = 0
         self._encode = encode
         self._on_overflow = on_overflow
         self._on_call_failed = on_call_failed
+        self._on_dropped = on_dropped
+        self._on_high_water = on_high_water
         self._queue: asyncio.Queue[Outbound | _Close] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_forever(), name=f"websocket-writer-{name}")
 
@@ -90,11 +98,17 @@ class Outbox:
     def put(self, item: Outbound) -> bool:
         """Queue a frame or a call; False when it was not queued (closing, or the queue overflowed)."""
         if self.state is not OutboxState.OPEN:
+            self._on_dropped(1)
             return False
-        if self._queue.qsize() >= self.size:
+        depth = self._queue.qsize()
+        if depth >= self.size:
             self._overflow()
+            self._on_dropped(1)
             return False
         self._queue.put_nowait(item)
+        if depth >= self.high_water:
+            self.high_water = depth + 1
+            self._on_high_water(depth + 1)
         return True
 
     async def send(self, frame: str | bytes) -> None:
@@ -130,8 +144,12 @@ class Outbox:
             await asyncio.wait({self._writer})
 
     def _drop(self) -> None:
+        dropped = 0
         while not self._queue.empty():
-            self._queue.get_nowait()
+            if not isinstance(self._queue.get_nowait(), _Close):
+                dropped += 1
+        if dropped:
+            self._on_dropped(dropped)
 
     def _overflow(self) -> None:
         logger.warning("closing %s: %d frames are waiting, the client does not keep up", self.name, self.size)

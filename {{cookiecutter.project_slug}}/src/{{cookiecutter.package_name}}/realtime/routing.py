@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -19,24 +18,10 @@ from .brokers import BrokerInterface, BrokerMessage
 from .connection import Connection
 from .message import Envelope, loads
 from .outbox import Filtered
+from .stats import Stats
 from .topics import TopicIndex, escape_glob, filter_to_glob
 
-__all__ = ["Router", "Stats"]
-
-
-@dataclass
-class Stats:
-    """Counters of one manager, for logs, metrics and tests.
-
-    `frames_encoded` counts JSON encodings of outgoing frames: one per send through the broker, whatever
-    the number of recipients, plus one per frame sent to a single connection (replies, event methods).
-    """
-
-    broker_messages: int = 0
-    malformed_broker_messages: int = 0
-    slow_consumers_closed: int = 0
-    handler_errors: int = 0
-    frames_encoded: int = 0
+__all__ = ["Router"]
 
 
 class _Subscriptions:
@@ -159,6 +144,13 @@ class Router:
     def frame_encoded(self) -> None:
         self.stats.frames_encoded += 1
 
+    def frames_dropped(self, connection: Connection, count: int) -> None:
+        self.stats.frames_dropped += count
+
+    def queue_grew(self, connection: Connection, depth: int) -> None:
+        if depth > self.stats.queue_high_water:
+            self.stats.queue_high_water = depth
+
     async def _index_id(self, connection: Connection, conn_id: str) -> None:
         self._by_id.setdefault(conn_id, set()).add(connection)
         await self.channels.acquire(self.channel("conn", conn_id))
@@ -193,13 +185,15 @@ class Router:
             recipients = self._topics.match(envelope.target)
         else:
             raise ValueError(f"unknown envelope kind {envelope.kind!r}")
-        self._deliver(recipients, envelope)
+        self.stats.fanned_out(envelope.kind, self._deliver(recipients, envelope))
 
-    def _deliver(self, recipients: Iterable[Connection], envelope: Envelope) -> None:
+    def _deliver(self, recipients: Iterable[Connection], envelope: Envelope) -> int:
         """Queue the frame as it is on each recipient not excluded, unless its consumer takes such events
-        through a filter (given the event decoded once for all) or a method (given its own copy)."""
+        through a filter (given the event decoded once for all) or a method (given its own copy).
+        Returns the number of connections it was queued for."""
         event_type, exclude = envelope.event, envelope.exclude
         event: Mapping[str, Any] | None = None
+        queued = 0
         for connection in recipients:
             if exclude and connection.id in exclude:
                 continue
@@ -209,7 +203,7 @@ class Router:
             if event_type is not None and accept is None and connection.event_handler is not None:
                 handler = connection.event_handler(event_type)
             if accept is None and handler is None:
-                connection.deliver(envelope.frame)
+                queued += connection.deliver(envelope.frame)
                 continue
             if event is None:
                 decoded = loads(envelope.frame)
@@ -217,6 +211,7 @@ class Router:
                     raise ValueError("an event for a consumer must be a JSON object")
                 event = MappingProxyType(decoded)
             if accept is not None:
-                connection.deliver(Filtered(envelope.frame, event, accept))
+                queued += connection.deliver(Filtered(envelope.frame, event, accept))
             elif handler is not None:
-                connection.deliver(functools.partial(handler, dict(event)))
+                queued += connection.deliver(functools.partial(handler, dict(event)))
+        return queued

@@ -14,11 +14,11 @@ router = APIRouter(tags=["health"])
 
 def broker_check(manager: WebSocketManager) -> str:
     """`ok` when the broker is connected and the manager's listener runs, else what is wrong."""
-    if manager.ready:
-        return "ok"
     if manager.broker.state is not BrokerState.CONNECTED:
         return f"error: broker {manager.broker.state}"
-    return "error: the broker listener is not running"
+    if not manager.listening:
+        return "error: the broker listener is not running"
+    return "ok"
 
 
 @router.get("/healthz", summary="The process is alive")

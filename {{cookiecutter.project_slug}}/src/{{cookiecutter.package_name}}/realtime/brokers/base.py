@@ -57,6 +57,11 @@ class BrokerInterface(ABC):
         """The last connection error seen, for health reports; None when there was none."""
         return None
 
+    @property
+    def reconnects(self) -> int:
+        """Times the connection was lost and restored, subscriptions included; 0 if it cannot be lost."""
+        return 0
+
     @abstractmethod
     async def connect(self) -> None: ...
 

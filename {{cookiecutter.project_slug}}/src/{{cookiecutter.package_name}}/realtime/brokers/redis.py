@@ -72,7 +72,7 @@ class RedisBroker(BrokerInterface):
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
-        self.reconnects = 0
+        self._reconnects = 0
         self._options = {**options, "decode_responses": False}
         self._client: Redis | None = None
         self._presence: RedisPresence | None = None
@@ -94,6 +94,10 @@ class RedisBroker(BrokerInterface):
     @property
     def last_error(self) -> str | None:
         return self._last_error
+
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
 
     async def connect(self) -> None:
         if self._reader is not None:
@@ -257,7 +261,7 @@ class RedisBroker(BrokerInterface):
                     await self._sleep_before_retry(delay)
                     delay = min(delay * 2, self.max_reconnect_delay)
                     continue
-                self.reconnects += 1
+                self._reconnects += 1
                 logger.info(
                     "Redis pub/sub reconnected; %d channel(s) and %d pattern(s) subscribed again",
                     len(self._channels),
