@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from app.support import create_tables
 from app.ws_support import (
@@ -24,6 +25,8 @@ from ops.support import sample, scrape
 from processes import ProcessGroup, ServerProcess, wait_until
 
 pytestmark = pytest.mark.slow
+
+WEBSOCKET_REQUEST_ID = "ws-through-the-gateway"
 
 
 def production_gateway(group: ProcessGroup, upstreams: list[ServerProcess]) -> ServerProcess:
@@ -55,6 +58,11 @@ async def test_the_gateway_measures_its_traffic_and_upstreams_and_passes_request
             async with connect_ws(f"{gateway.ws_url}/ws/rooms/lobby", token, place=place) as websocket:
                 await send_json(websocket, {"type": "chat.message", "text": f"through the gateway, {place}"})
                 await receive_type(websocket, "chat.message")
+        traced = {"Authorization": f"Bearer {token}", "X-Request-ID": WEBSOCKET_REQUEST_ID}
+        async with connect(f"{gateway.ws_url}/ws/rooms/lobby", additional_headers=traced) as websocket:
+            await receive_type(websocket, "presence.state")
+            assert websocket.response is not None
+            assert websocket.response.headers["X-Request-ID"] == WEBSOCKET_REQUEST_ID
 
         async def gauge_is_zero(name: str, **labels: str) -> bool:
             return sample(await scrape(http, "/gateway/metrics"), name, **labels) == 0
@@ -69,15 +77,16 @@ async def test_the_gateway_measures_its_traffic_and_upstreams_and_passes_request
     assert sample(exposition, "gateway_upstream_up", upstream=upstream) == 1
     proxied = {"method": "GET", "route": "/{path}", "status": "200"}
     assert sample(exposition, "gateway_http_request_duration_seconds_count", **proxied) >= 1
-    assert sample(exposition, "gateway_websocket_connections_accepted_total", route="/{path}") == 3
+    assert sample(exposition, "gateway_websocket_connections_accepted_total", route="/{path}") == 4
     assert sample(exposition, "gateway_websocket_sent_bytes_total", route="/{path}") > 0
     assert sample(exposition, "gateway_websocket_received_bytes_total", route="/{path}") > 0
     assert "alice" not in exposition
     assert "lobby" not in exposition
 
-    # The app served the health check under the id the gateway gave it.
+    # The app served the health check under the id the gateway gave it, and the WebSocket under the client's.
     assert logged(app, request_id, "GET /healthz")
     assert logged(gateway, request_id, "GET /healthz")
+    assert logged(app, WEBSOCKET_REQUEST_ID, '"WebSocket /ws/rooms/lobby" [accepted]')
     for output in (app.output(), gateway.output()):
         assert token not in output
         assert token.rsplit(".", 1)[1] not in output

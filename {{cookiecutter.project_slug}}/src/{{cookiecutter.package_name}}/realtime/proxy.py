@@ -5,13 +5,13 @@
         async with WebSocketProxy(websocket, f"ws://app:8000/ws/{path}") as proxy:
             await proxy()
 
-Entering the context connects: the upstream connection is opened first, offering the client's subprotocols
-and forwarding its query string, credentials (`Authorization`, `Cookie`), `Origin`, `User-Agent` and
-`X-Forwarded-*`; only then is the client accepted, with the subprotocol the upstream chose and the upstream's
-handshake headers. An upstream that refuses the handshake with an HTTP status has that status relayed to the
-client; one that cannot be reached closes the client with 1014 (bad gateway), and calling the proxy then
-returns at once. A caller with other upstreams to try calls `await proxy.connect()` before entering: it raises
-`UpstreamUnreachable` and leaves the client unanswered.
+Entering the context connects: the upstream connection is opened first, offering the client's subprotocols and
+forwarding its query string, credentials (`Authorization`, `Cookie`), `Origin`, `User-Agent`, `X-Request-ID`
+and `X-Forwarded-*`; only then is the client accepted, with the subprotocol the upstream chose and the
+upstream's handshake headers. An upstream that refuses the handshake with an HTTP status has that status
+relayed to the client; one that cannot be reached closes the client with 1014 (bad gateway), and calling the
+proxy then returns at once. A caller with other upstreams to try calls `await proxy.connect()` before
+entering: it raises `UpstreamUnreachable` and leaves the client unanswered.
 
 Calling the proxy relays text and binary frames until either side closes, then closes the other side with
 the same code and reason, cancels the other direction and waits for it: no task outlives the call.
@@ -42,7 +42,8 @@ __all__ = ["UpstreamUnreachable", "WebSocketProxy", "accept_and_close", "forward
 
 logger = logging.getLogger(__name__)
 
-FORWARDED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "origin", "user-agent"})
+# `X-Request-ID` too, so that the upstream logs the connection under the id the client (or the gateway) gave.
+FORWARDED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "origin", "user-agent", "x-request-id"})
 # The upstream's handshake response minus what the server answering the client writes itself.
 UNRELAYED_RESPONSE_HEADERS = frozenset(
     {
