@@ -65,11 +65,11 @@ async def test_the_gateway_measures_its_traffic_and_upstreams_and_passes_request
             assert websocket.response.headers["X-Request-ID"] == WEBSOCKET_REQUEST_ID
 
         async def gauge_is_zero(name: str, **labels: str) -> bool:
-            return sample(await scrape(http, "/gateway/metrics"), name, **labels) == 0
+            return sample(await scrape(http, "/metrics"), name, **labels) == 0
 
         # The gateway counts a connection open until both of its sides are closed.
         await wait_until(lambda: gauge_is_zero("gateway_websocket_connections", route="/{path}"), within=5)
-        exposition = await scrape(http, "/gateway/metrics")
+        exposition = await scrape(http, "/metrics")
         app.stop()
         await wait_until(lambda: gauge_is_zero("gateway_upstream_up", upstream=upstream), within=5)
     gateway.stop()
@@ -82,6 +82,8 @@ async def test_the_gateway_measures_its_traffic_and_upstreams_and_passes_request
     assert sample(exposition, "gateway_websocket_received_bytes_total", route="/{path}") > 0
     assert "alice" not in exposition
     assert "lobby" not in exposition
+    # The gateway's own, not an instance's: those stay on the internal network.
+    assert "realtime_connections" not in exposition
 
     # The app served the health check under the id the gateway gave it, and the WebSocket under the client's.
     assert logged(app, request_id, "GET /healthz")

@@ -1,7 +1,8 @@
 """The gateway ASGI app, built by `create_gateway()` (a uvicorn `--factory`).
 
 A plain Starlette app rather than FastAPI: every path outside `/gateway/` belongs to the upstreams,
-`/docs`, `/openapi.json` and `/metrics` included; the gateway's own metrics are at `/gateway/metrics`.
+`/docs` and `/openapi.json` included, but `/metrics`, which serves the gateway's own metrics. The
+instances' metrics are for a scraper on the internal network, never for the clients of the gateway.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def create_gateway(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/gateway/healthz", gateway.healthz),
             Route("/gateway/readyz", gateway.readyz),
-            Route("/gateway/metrics", metrics_endpoint(registry)),
+            Route("/metrics", metrics_endpoint(registry)),
             Mount("", app=gateway.relay),
         ],
         middleware=[
