@@ -18,6 +18,9 @@ from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 from processes import serve_in_loop, wait_until
 
+{% if cookiecutter.use_notifications == "y" -%}
+from .relay import Relay
+{% endif -%}
 from .support import AuthHeaders, create_tables
 from .ws_support import (
     BROKERS,
@@ -37,6 +40,7 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 LIMIT = 2
 REFUSAL = f"Too many connections: at most {LIMIT} per user"
 EXPIRY_SECONDS = 0.5
+HEARTBEAT_TTL = 0.6  # WS_PRESENCE_TTL_SECONDS: the heartbeat counts every TTL / 3
 ENDPOINTS = [
     "/ws/rooms/lobby",
     {%- if cookiecutter.use_notifications == "y" %}
@@ -155,3 +159,37 @@ async def test_the_limit_counts_the_connections_on_every_instance(settings: Sett
             async with opened(on_second, alice):
                 await counted(first_app, "alice", LIMIT)
         await counted(first_app, "alice", 0)
+{%- if cookiecutter.use_notifications == "y" %}
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+async def test_while_the_broker_is_down_a_connection_is_admitted_uncounted_then_counted_once_it_is_back(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await create_tables(settings.database_url)
+    async with Relay.before(settings.broker_url) as relay:
+        relayed = settings.model_copy(
+            update={"broker_url": relay.url(settings.broker_url), "ws_presence_ttl_seconds": HEARTBEAT_TTL}
+        )
+        app = create_app(relayed)
+        async with (
+            LifespanManager(app),
+            AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as http,
+            serve_in_loop(app, lifespan="off") as base_url,
+        ):
+            alice = await log_in(http, "alice")
+            url = f"{base_url.replace('http', 'ws', 1)}/ws/notifications"
+            async with opened(url, alice):
+                relay.cut()
+
+                async def admitted_uncounted() -> bool:
+                    return any("uncounted" in record.getMessage() for record in caplog.records)
+
+                with caplog.at_level("WARNING"):
+                    async with connect_ws(url, alice) as uncounted:
+                        await wait_until(admitted_uncounted, within=5)
+                        relay.restore()
+                        await admitted(uncounted, url)  # its subscriptions wait for the broker
+                        await counted(app, "alice", LIMIT)  # by the heartbeat
+                        assert await refusal(url, alice) == (1008, REFUSAL)
+{%- endif %}
