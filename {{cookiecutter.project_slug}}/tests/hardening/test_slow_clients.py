@@ -178,11 +178,14 @@ async def test_clients_that_do_not_read_are_closed_with_1013_and_the_others_keep
     print(
         f"\nclients that do not read: {said} messages of {len(TEXT.encode())} bytes, {len(readers)} readers"
     )
+    undisturbed = next(phase for phase in phases if phase.name == "undisturbed")
+    reference = statistics.quantiles(undisturbed.latencies(readers), n=20)
     for phase in phases:
         quantiles = statistics.quantiles(phase.latencies(readers), n=20)
         growth = phase.peak_memory - baseline_memory
         print(
-            f"  {phase.name}: {len(phase.said)} messages, latency p50 {quantiles[9] * 1000:.0f} ms, "
-            f"p95 {quantiles[18] * 1000:.0f} ms; memory {growth / 2**20:+.1f} MiB at most"
+            f"  {phase.name}: {len(phase.said)} messages, latency p50 {quantiles[9] * 1000:.0f} ms "
+            f"({quantiles[9] / reference[9]:.1f}x undisturbed), p95 {quantiles[18] * 1000:.0f} ms "
+            f"({quantiles[18] / reference[18]:.1f}x); memory {growth / 2**20:+.1f} MiB at most"
         )
         assert growth < MEMORY_BOUND_BYTES
