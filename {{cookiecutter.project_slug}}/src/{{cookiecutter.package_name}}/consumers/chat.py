@@ -15,7 +15,8 @@ With `?since=<id>`, the stored messages after that id come first, then the live 
 duplicate: the connection joins the room before it reads the history, which it does in its writer task, so
 the live messages wait behind the replay; an event filter then skips those it sent or was to read, without
 encoding anything again. It remembers the ids it replayed rather than the largest one, because on PostgreSQL
-a message can commit after another with a larger id and arrive live after the replay.
+a message can commit after another with a larger id and arrive live after the replay. Without `since` there
+is nothing to filter, and the connection has no filter: the fan-out queues the frame itself.
 
 Every frame to the room is encoded once for all its connections: typing and presence events leave out the
 user's own connections with `exclude` (connections are identified by their user's name).
@@ -149,6 +150,8 @@ class RoomConsumer(UserConsumer):
         connection = await self.accept()
         if since is not None:
             self.since = self.replay_after = int(since)
+        else:
+            connection.event_filter = None  # nothing is replayed: live messages go out as they are
         await self.group_add(self.group)  # before the history is read, so that nothing said can be missed
         if self.since is not None:
             self.queue_call(self._replay)  # the live messages wait behind it
