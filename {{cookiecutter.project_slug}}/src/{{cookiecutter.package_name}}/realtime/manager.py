@@ -1,11 +1,12 @@
 """The connections of this process, and the broker that joins them to every other instance's.
 
 Every send goes through the broker, even to a connection of this instance, so all instances behave alike.
-One listener task takes messages off the broker and queues each frame, encoded once by the sender, on every
-local connection it is for; the connections' writer tasks do the rest. The listener never awaits a socket,
-and no task is created per message. A group event can leave out some connections (`exclude`) and consumers
-can filter the events they receive, both without encoding the frame again. While the broker cannot be
-reached, sends and presence raise `BrokerUnavailable`: what was not published is not sent.
+One listener task takes messages off the broker and hands each frame, encoded once by the sender, to every
+local connection it is for: written at once where the connection is idle, else queued for its writer task
+(see `outbox`). The listener never waits for a socket, and no task is created or woken per message. A
+group event can leave out some connections (`exclude`) and consumers can filter the events they receive,
+both without encoding the frame again. While the broker cannot be reached, sends and presence raise
+`BrokerUnavailable`: what was not published is not sent.
 """
 
 from __future__ import annotations

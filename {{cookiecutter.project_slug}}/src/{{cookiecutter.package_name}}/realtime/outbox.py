@@ -1,14 +1,18 @@
 """The outbound side of a connection: a bounded queue of frames and the one task that writes them.
 
-Senders only queue, so they never wait for a socket and a slow socket only delays itself. When the queue
-is full the client is not keeping up: the queue is dropped and the socket closed with 1013 (try again
-later). A callable on the queue (a group event for a consumer method) runs in the writer task; whatever
-it sends is written at once, so frames keep their order. A `Filtered` frame is written only if its filter,
-called in the writer task when the frame's turn comes, accepts it.
+Senders never wait for a socket, so a slow socket only delays itself. A frame for an idle connection (its
+queue empty, its writer waiting) is written at once in the sender's task, the listener's in a fan-out:
+the socket's buffer almost always takes it, and waking a task per frame would cost as much as the write.
+A write that has to wait is handed, suspended where it waits, to the writer, which finishes it before
+anything queued after it. Other frames are queued. When the queue is full the client is not keeping up:
+the queue is dropped and the socket closed with 1013 (try again later). A callable on the queue (a group
+event for a consumer method) runs in the writer task; whatever it sends is written at once, so frames keep
+their order. A `Filtered` frame is written only if its filter, called in the writer task when the frame's
+turn comes, accepts it.
 
-The queue is a deque and a future that the idle writer awaits, which the next frame queued completes: a
-fan-out to N connections costs N appends and at most N wake-ups, and each connection a deque rather than
-the four of an `asyncio.Queue` (see docs/PERFORMANCE.md).
+The queue is a deque and a future that the idle writer awaits, which the next frame queued completes:
+each connection holds one deque rather than the four of an `asyncio.Queue`. docs/PERFORMANCE.md has the
+figures. A fan-out to N idle connections runs as one step of the event loop, N writes long.
 
 What is thrown away, or refused once the connection is closing, is reported to `on_dropped`; each new
 high-water mark of the queue, to `on_high_water`.
@@ -17,10 +21,11 @@ high-water mark of the queue, to `on_high_water`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -93,6 +98,8 @@ class Outbox:
         self._queue: deque[Outbound | _Close] = deque()
         self._ready: asyncio.Future[None] | None = None
         """What the writer awaits while the queue is empty; the next item queued completes it."""
+        self._unfinished: tuple[Coroutine[Any, Any, None], Any] | None = None
+        """A write begun outside the writer that had to wait for the socket: the writer finishes it first."""
         self._writer = asyncio.create_task(self._write_forever(), name=f"websocket-writer-{name}")
 
     @property
@@ -112,7 +119,8 @@ class Outbox:
             self._overflow()
             self._on_dropped(1)
             return False
-        self._push(item)
+        if depth or not self._write_now(item):
+            self._push(item)
         if depth >= self.high_water:
             self.high_water = depth + 1
             self._on_high_water(depth + 1)
@@ -150,21 +158,55 @@ class Outbox:
             self._writer.cancel()
             await asyncio.wait({self._writer})
 
+    def _write_now(self, item: Outbound) -> bool:
+        """Write a frame in the caller's task if the writer is idle; True if it was written, or begun (the
+        writer then finishes it: see the module)."""
+        ready = self._ready
+        if ready is None or ready.done() or not isinstance(item, str | bytes):
+            return False
+        write = self._write(item)
+        try:
+            waiting_on = write.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            logger.exception("writing to %s failed", self.name)
+            self.state = OutboxState.CLOSED
+            return True
+        self._unfinished = (write, waiting_on)
+        self._ready = None
+        ready.set_result(None)
+        return True
+
+    async def _finish(self, write: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        """Run a write begun by `_write_now` to its end, as a task would have: resume it once what it
+        waits on is done (a future, or None for one turn of the loop)."""
+        try:
+            while True:
+                if waiting_on is None:
+                    await asyncio.sleep(0)
+                else:
+                    with contextlib.suppress(Exception):  # the write sees the outcome when resumed
+                        await asyncio.shield(waiting_on)
+                waiting_on = write.send(None)
+        except StopIteration:
+            return
+        finally:
+            write.close()
+
     def _push(self, item: Outbound | _Close) -> None:
         self._queue.append(item)
         ready, self._ready = self._ready, None
         if ready is not None and not ready.done():  # done: the writer was cancelled while it waited
             ready.set_result(None)
 
-    async def _next(self) -> Outbound | _Close:
-        while not self._queue:
-            self._ready = asyncio.get_running_loop().create_future()
-            await self._ready
-        return self._queue.popleft()
-
     def _drop(self) -> None:
         dropped = sum(not isinstance(item, _Close) for item in self._queue)
         self._queue.clear()
+        if self._unfinished is not None:
+            self._unfinished[0].close()
+            self._unfinished = None
+            dropped += 1
         if dropped:
             self._on_dropped(dropped)
 
@@ -229,7 +271,15 @@ class Outbox:
 
     async def _write_forever(self) -> None:
         while self.state is not OutboxState.CLOSED:
-            item = await self._next()
+            if self._unfinished is not None:
+                unfinished, self._unfinished = self._unfinished, None
+                await self._finish(*unfinished)
+                continue
+            if not self._queue:
+                self._ready = asyncio.get_running_loop().create_future()
+                await self._ready
+                continue
+            item = self._queue.popleft()
             if isinstance(item, _Close):
                 await self._close_socket(item.code, item.reason)
             elif isinstance(item, str | bytes):
