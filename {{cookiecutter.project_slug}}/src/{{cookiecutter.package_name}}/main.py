@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
 from .consumers.chat import announce_presence_change
+from .consumers.unsent import UnsentMessages
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
@@ -59,9 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.manager = manager = create_manager(settings)
+        app.state.unsent = unsent = UnsentMessages(manager)
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
-            async with manager:
+            async with manager, unsent:
                 yield
         finally:
             await engine.dispose()

@@ -8,15 +8,21 @@ TTL after its last heartbeat: `announce_presence_change` tells the rooms, from t
 
 The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
 exist or is private and the user is not a member, and when `since` is not a message id. A `chat.message`
-that cannot be stored (the database is down) or sent on (the broker is down) is answered with an `error` of
-code `unavailable` instead of its echo; a message that was stored is in the history all the same.
+that cannot be stored (the database is down) is answered with an `error` of code `unavailable` instead of
+its echo, and is neither stored nor sent: the client may send it again. One stored but not sent on (the
+broker is down) is accepted all the same: its sender's connection gets the echo at once, and the instance
+holds the message and publishes it as soon as the broker is back (see `unsent`), so that the clients that
+stayed connected hear it then, the sender's other tabs included; the sender's connection skips that copy.
+Pub/sub keeps nothing: the clients of an instance not yet subscribed again then find it in the history.
+Typing notices are dropped while the broker is down: they would be stale.
 
 With `?since=<id>`, the stored messages after that id come first, then the live ones, with no gap and no
 duplicate: the connection joins the room before it reads the history, which it does in its writer task, so
 the live messages wait behind the replay; an event filter then skips those it sent or was to read, without
 encoding anything again. It remembers the ids it replayed rather than the largest one, because on PostgreSQL
 a message can commit after another with a larger id and arrive live after the replay. Without `since` there
-is nothing to filter, and the connection has no filter: the fan-out queues the frame itself.
+is nothing to filter, and the connection has no filter (the fan-out queues the frame itself) until it echoes
+a message held for the broker, whose live copy the filter then skips.
 
 Every frame to the room is encoded once for all its connections: typing and presence events leave out the
 user's own connections with `exclude` (connections are identified by their user's name).
@@ -24,6 +30,8 @@ user's own connections with `exclude` (connections are identified by their user'
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -37,7 +45,7 @@ from starlette.websockets import WebSocket
 from ..db import messages, rooms
 from ..db.models import Room
 from ..realtime import (
-    BrokerUnavailable,
+    BrokerError,
     Connection,
     PresenceChange,
     WebSocketException,
@@ -49,6 +57,7 @@ from ..realtime import (
 from ..schemas import MessagePublic
 from ..settings import Settings
 from .base import UserConsumer
+from .unsent import UnsentMessages
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +138,15 @@ class RoomConsumer(UserConsumer):
         room: str,
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
+        unsent: UnsentMessages,
     ) -> None:
         super().__init__(websocket, manager, settings=settings, session_factory=session_factory)
         self.room_name = room
         self.group = room_group(room)
+        self.unsent = unsent
         self.since: int | None = None
         self.replay_after: int | None = None  # until the replay has run, the id it reads the messages after
-        self.replayed: set[int] = set()
+        self.replayed: set[int] = set()  # the ids sent by this connection itself: replayed, or echoed at once
 
     async def connect(self) -> None:
         self.user = await self.authenticate()
@@ -177,26 +188,40 @@ class RoomConsumer(UserConsumer):
             raise WebSocketException(
                 "the message could not be stored; send it again later", code="unavailable"
             ) from None
+        public = ChatMessagePublic.model_validate(stored)
         try:
-            await self.group_send(self.group, ChatMessagePublic.model_validate(stored))
-        except BrokerUnavailable as error:
-            logger.warning("could not send message %s to room %r: %s", stored.id, self.room.name, error)
-            detail = f"the message was stored (id {stored.id}) but not sent to the room; it is in the history"
-            raise WebSocketException(detail, code="unavailable") from None
+            await self.group_send(self.group, public)
+        except BrokerError as error:
+            logger.warning("message %s held until the broker is back: %s", stored.id, error)
+            self.unsent.hold(self.group, stored.id, public)
+            self._echo_at_once(public)
 
     @handler(sends=[ChatTypingPublic])
     async def on_chat_typing(self, message: ChatTyping) -> None:
-        """Tell the others in the room that the user is typing; nothing is stored."""
+        """Tell the others in the room that the user is typing; nothing is stored, nor sent later."""
         typing = ChatTypingPublic(user=self.user.username, room=self.room.name)
-        await self.group_send(self.group, typing, exclude=self.user.username)
+        with contextlib.suppress(BrokerError):
+            await self.group_send(self.group, typing, exclude=self.user.username)
 
     @event_filter("chat.message")
     def not_replayed(self, event: Mapping[str, Any], frame: str) -> bool:
-        """Whether the client gets a live message: not if the replay sent it, or will read it."""
+        """Whether the client gets a live message: not if the replay sent it or will read it, nor if this
+        connection echoed it at once, while it was held (`_echo_at_once`)."""
         message_id = event.get("id")
         if self.replay_after is not None:
             return not (isinstance(message_id, int) and message_id > self.replay_after)
         return message_id not in self.replayed
+
+    def _echo_at_once(self, message: ChatMessagePublic) -> None:
+        """Send a held message to its sender now, and have `not_replayed` skip it once it is published."""
+        # The filter is off on a connection without `since`: on again, for this live copy.
+        self._connected().event_filter = self._event_filter
+        self.queue_call(functools.partial(self._echo, message))  # behind the replay, which may have read it
+
+    async def _echo(self, message: ChatMessagePublic) -> None:
+        if message.id not in self.replayed:
+            self.replayed.add(message.id)
+            await self.send_json(message)
 
     async def _announce_arrival(self, connection: Connection) -> None:
         """Count the user present, tell the room if they just came, and tell them who is here."""

@@ -1,8 +1,8 @@
 """The app's metrics: `instrument_app()` adds `/metrics`, the request id, and what the metrics read.
 
-The realtime engine and the database pool are read when Prometheus scrapes, through collectors: nothing is
-counted twice and the hot paths pay nothing for it. The manager and the engine only exist while the app's
-lifespan runs; before and after, their metrics are absent.
+The realtime engine, the chat messages held for the broker and the database pool are read when Prometheus
+scrapes, through collectors: nothing is counted twice and the hot paths pay nothing for it. They only exist
+while the app's lifespan runs; before and after, their metrics are absent.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from ..consumers.unsent import UnsentMessages
 from ..realtime import BrokerState, Stats, WebSocketManager
 from .context import RequestIdMiddleware
 from .metrics import MetricsMiddleware, TrafficMetrics, metrics_endpoint, new_registry
@@ -126,6 +127,31 @@ class RealtimeCollector(Collector):
         )
 
 
+class UnsentCollector(Collector):
+    """The chat messages stored while the broker was down, held to be published once it is back."""
+
+    def __init__(self, unsent: Callable[[], UnsentMessages | None]) -> None:
+        self.unsent = unsent
+
+    def collect(self) -> Iterator[Metric]:
+        unsent = self.unsent()
+        if unsent is None:
+            return
+        yield GaugeMetricFamily(
+            "chat_unsent_messages", "Stored chat messages held until the broker is back", value=len(unsent)
+        )
+        yield CounterMetricFamily(
+            "chat_unsent_published",
+            "Held chat messages published once the broker was back",
+            value=unsent.published,
+        )
+        yield CounterMetricFamily(
+            "chat_unsent_dropped",
+            "Held chat messages dropped unpublished, over the limit held; they are in the history",
+            value=unsent.dropped,
+        )
+
+
 class DatabasePoolCollector(Collector):
     """The SQLAlchemy connection pool: its size, and connections in use and idle, read at each scrape."""
 
@@ -157,6 +183,7 @@ def instrument_app(app: FastAPI) -> None:
     """Serve `/metrics` (out of the OpenAPI schema), give each request an id, and measure the traffic."""
     registry = new_registry()
     registry.register(RealtimeCollector(lambda: getattr(app.state, "manager", None)))
+    registry.register(UnsentCollector(lambda: getattr(app.state, "unsent", None)))
     registry.register(DatabasePoolCollector(lambda: getattr(app.state, "engine", None)))
     app.add_middleware(MetricsMiddleware, metrics=TrafficMetrics(registry))
     # Added last, so it runs first: every log line of the request, middleware included, has the id.
