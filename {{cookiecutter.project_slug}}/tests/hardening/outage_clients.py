@@ -40,6 +40,7 @@ class RoomClient:
     url: str
     websocket: ClientConnection
     ids: list[int] = field(default_factory=list)
+    received_at: dict[int, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     last_before_outage: int = 0
 
@@ -49,6 +50,7 @@ class RoomClient:
                 frame = json.loads(raw)
                 if frame["type"] == "chat.message":
                     self.ids.append(frame["id"])
+                    self.received_at.setdefault(frame["id"], time.monotonic())
                 elif frame["type"] == "error":
                     self.errors.append(frame["code"])
 
@@ -187,6 +189,11 @@ class Rejoin:
 
 async def both_ready(probe: Probe, instances: list[ServerProcess], since: float) -> bool:
     return all(probe.statuses(instance.name, since, time.monotonic()) & {200} for instance in instances)
+
+
+def sender_instance(text: str) -> str:
+    """The instance a line of `talk()` was said on."""
+    return text.partition("@")[2].partition("#")[0]
 
 
 def said_in(messages: dict[int, str], texts: set[str]) -> set[int]:
