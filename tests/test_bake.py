@@ -31,7 +31,9 @@ OPTION_SETS: dict[str, dict[str, str]] = {
         "use_notifications": "n",
         "ci_provider": "gitlab",
     },
-    "apache-no-gateway": {
+    # A package that sorts after the tests' helper modules (`processes`), as `acme_realtime` sorts before.
+    "zulu-apache-no-gateway": {
+        "project_name": "Zulu Realtime",
         "license": "Apache-2.0",
         "use_gateway": "n",
     },

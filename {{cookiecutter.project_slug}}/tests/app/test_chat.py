@@ -15,6 +15,7 @@ from {{ cookiecutter.package_name }}.consumers.chat import ChatMessagePublic, ro
 from {{ cookiecutter.package_name }}.db import rooms, users
 from {{ cookiecutter.package_name }}.db.models import Message
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import wait_until
 
 from .support import AuthHeaders

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from {{ cookiecutter.package_name }}.consumers.base import connections_group
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import serve_in_loop, wait_until
 
 {% if cookiecutter.use_notifications == "y" -%}

@@ -16,6 +16,7 @@ from {{ cookiecutter.package_name }}.consumers.notifications import reaches_othe
 from {{ cookiecutter.package_name }}.db.models import User
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import ProcessGroup
 
 from .support import PASSWORD, AuthHeaders, create_tables

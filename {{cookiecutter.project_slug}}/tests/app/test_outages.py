@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.consumers.chat import room_group
 from {{ cookiecutter.package_name }}.consumers.unsent import UnsentMessages
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import serve_in_loop, wait_until
 
 from .relay import Relay

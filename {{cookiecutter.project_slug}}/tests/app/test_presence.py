@@ -9,6 +9,7 @@ from httpx import ASGITransport, AsyncClient
 from {{ cookiecutter.package_name }}.consumers.chat import room_group
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import serve_in_loop
 
 from .support import AuthHeaders, create_tables

@@ -13,6 +13,7 @@ from typing import Any
 
 from {{ cookiecutter.package_name }}.gateway import create_gateway
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import ProcessGroup, ServerProcess, serve_in_loop
 
 TESTS_DIR = Path(__file__).resolve().parent.parent

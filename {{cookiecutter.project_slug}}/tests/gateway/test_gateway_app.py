@@ -11,6 +11,7 @@ from {{ cookiecutter.package_name }}.gateway import create_gateway
 from {{ cookiecutter.package_name }}.gateway.reverse_proxy import end_to_end_headers
 from {{ cookiecutter.package_name }}.gateway.upstreams import Upstream, UpstreamPool, parse_upstreams
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import free_port
 from realtime.support import close_received, websocket_url
 

@@ -27,6 +27,7 @@ from {{ cookiecutter.package_name }}.observability.logs import (
     TextFormatter,
 )
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import serve_in_loop
 
 JWT = (

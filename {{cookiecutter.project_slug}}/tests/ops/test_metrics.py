@@ -13,6 +13,7 @@ from httpx import ASGITransport, AsyncClient
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+
 from processes import wait_until
 
 from .support import (
