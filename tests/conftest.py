@@ -28,6 +28,15 @@ def load_hook(name: str) -> ModuleType:
     return module
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the generated suites (minutes each) before everything else (seconds each), in the order of the
+    option sets, so that with `-n 2` they start at once and the quick tests fill the gaps."""
+    items.sort(
+        key=lambda item: getattr(item, "originalname", item.name) != "test_generated_test_suite_passes"
+    )
+
+
 @pytest.fixture(scope="session")
 def template_dir() -> Path:
     return TEMPLATE_DIR
