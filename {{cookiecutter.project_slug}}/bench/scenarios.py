@@ -10,7 +10,8 @@ clients (`--users`), as when people have several tabs or devices open: each user
 announced to the room, so N users cost N²/2 `presence.join` deliveries while they connect, which measures
 the connection storm rather than the fan-out. Password hashing is made cheap on the bench instances
 (`ARGON2_TIME_COST=1`, `ARGON2_MEMORY_COST=1024`): production-cost hashes for every user would take minutes
-and measure nothing about fan-out. The rate limit is raised so that the publisher can send flat out.
+and measure nothing about fan-out. The rate limit is raised so that the publisher can send flat out, and
+the limit of connections per user so that any `--users` fits (each connection is still counted).
 Everything else is the production configuration.
 """
 
@@ -137,6 +138,7 @@ async def deploy_service(
         "ARGON2_MEMORY_COST": "1024",
         "WS_RATE_LIMIT_PER_SECOND": "1000000",
         "WS_RATE_LIMIT_BURST": "1000000",
+        "WS_MAX_CONNECTIONS_PER_USER": str(config.clients),
     }
 
     def start(name: str) -> Server:
