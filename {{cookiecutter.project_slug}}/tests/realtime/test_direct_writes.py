@@ -8,7 +8,7 @@ import socket
 
 from websockets.asyncio.client import connect
 
-from chat_service.realtime import Message, WebSocketManager
+from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
 
 from .support import eventually, library_endpoint, serve
 
