@@ -28,13 +28,22 @@ def load_hook(name: str) -> ModuleType:
     return module
 
 
+GENERATED_SUITE_TEST = "test_generated_test_suite_passes"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the generated suites (minutes each) before everything else (seconds each), in the order of the
-    option sets, so that with `-n 2` they start at once and the quick tests fill the gaps."""
-    items.sort(
-        key=lambda item: getattr(item, "originalname", item.name) != "test_generated_test_suite_passes"
-    )
+    """Put two generated suites (minutes each) at the head of each half of the run, the quick tests after.
+
+    With `-n 2 --dist worksteal` (CI) each worker starts on one half, so both run suites from the start,
+    the longest (defaults) beside the shortest (minimal), and steal the quick tests at the end.
+    """
+    suites = [item for item in items if getattr(item, "originalname", "") == GENERATED_SUITE_TEST]
+    quick = [item for item in items if getattr(item, "originalname", "") != GENERATED_SUITE_TEST]
+    first_half = suites[::3]
+    second_half = [suite for suite in suites if suite not in first_half]
+    split = max(len(items) // 2 - len(first_half), 0)
+    items[:] = first_half + quick[:split] + second_half + quick[split:]
 
 
 @pytest.fixture(scope="session")
