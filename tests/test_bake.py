@@ -137,7 +137,11 @@ def test_mypy_is_clean(bake: Bake) -> None:
 def test_generated_test_suite_passes(bake: Bake) -> None:
     python = python_for(bake.option("python_version"), bake.project_dir)
     env = {**os.environ, "PYTHONPATH": str(bake.project_dir / "src")}
-    output = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], bake.project_dir, env)
+    # A temporary directory of its own: in the shared /tmp/pytest-of-<user>, each new session deletes all but
+    # the newest three, which with several suites at once can be this run's, bakes included.
+    basetemp = bake.project_dir.parent / "pytest-tmp"
+    command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(basetemp)]
+    output = run(command, bake.project_dir, env)
     assert re.search(r"\d+ passed", output), output
 
 
