@@ -59,6 +59,17 @@ async def test_history_pages_forward_and_backward(
     assert await history(client, lobby, after=ids[-1]) == []
 
 
+async def test_ids_past_the_largest_bigint_are_refused_with_422_not_a_server_error(
+    client: AsyncClient, lobby: dict[str, str]
+) -> None:
+    largest = 2**63 - 1
+    assert await history(client, lobby, after=largest) == []
+    assert await history(client, lobby, before=largest) == []
+    for bound in ("after", "before"):
+        response = await client.get("/rooms/lobby/messages", params={bound: largest + 1}, headers=lobby)
+        assert response.status_code == 422, response.text
+
+
 async def test_history_messages_carry_their_room_author_and_utc_time(
     client: AsyncClient, lobby: dict[str, str], session_factory: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
-from ..db.models import Room
+from ..db.models import MAX_MESSAGE_ID, Room
 from ..realtime import (
     BrokerError,
     Connection,
@@ -63,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 ROOM_GROUP_PREFIX = "room:"
 REPLAY_PAGE_SIZE = 100
-MAX_MESSAGE_ID = 2**63 - 1
 WS_1011_INTERNAL_ERROR = 1011
 # The database is down or unreachable (a connection refused or dropped, no connection to be had in time).
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError)

@@ -97,6 +97,10 @@ class Membership(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+# Message ids are BIGINT: an id given by a client (`after`, `since`) beyond this cannot exist.
+MAX_MESSAGE_ID = 2**63 - 1
+
+
 class Message(Base):
     __tablename__ = "messages"
     # History is read as "messages of a room after (or before) an id"; AUTOINCREMENT keeps SQLite from
