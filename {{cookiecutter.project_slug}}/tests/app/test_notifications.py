@@ -11,6 +11,7 @@ from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.asyncio.client import ClientConnection
 
 from {{ cookiecutter.package_name }}.consumers.notifications import reaches_other_users
 from {{ cookiecutter.package_name }}.db.models import User
@@ -57,6 +58,16 @@ async def superuser_headers(
         await session.execute(update(User).where(User.username == username).values(is_superuser=True))
         await session.commit()
     return headers
+
+
+async def own_topic_subscribed(websocket: ClientConnection, username: str) -> None:
+    """Return once the server has subscribed the connection to its user's topic.
+
+    The consumer does so in `connect()`, before it reads a frame: the answer to one proves it done.
+    """
+    topic = f"users/{username}/notifications"
+    await send_json(websocket, {"type": "subscribe", "topic": topic})
+    assert await receive_type(websocket, "subscribed") == {"type": "subscribed", "topic": topic}
 
 
 @pytest.mark.parametrize("topic_filter", OTHER_USERS_FILTERS)
@@ -115,6 +126,8 @@ async def test_a_users_notification_reaches_every_connection_of_theirs_and_no_on
         connect_ws(url, alice, place="subprotocol") as second_tab,
         connect_ws(url, bob) as bob_ws,
     ):
+        await own_topic_subscribed(first_tab, "alice")
+        await own_topic_subscribed(bob_ws, "bob")
         await send_json(second_tab, {"type": "subscribe", "topic": "users/alice/#"})
         await receive_type(second_tab, "subscribed")
         data = {"title": "Hello", "text": "Welcome"}
@@ -252,6 +265,8 @@ async def test_a_users_notification_reaches_their_connections_on_every_instance(
             connect_ws(f"{first.ws_url}/ws/notifications", alice) as on_first,
             connect_ws(f"{second.ws_url}/ws/notifications", alice) as on_second,
         ):
+            for websocket in (on_first, on_second):
+                await own_topic_subscribed(websocket, "alice")
             published = await http.post(
                 "/notifications",
                 json={"username": "alice", "data": "hello"},
