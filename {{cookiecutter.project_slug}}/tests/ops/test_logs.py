@@ -49,6 +49,8 @@ OPAQUE = "opaque-credential-0123456789abcdef"
             '"GET /ws/rooms/lobby?since=4&token=[REDACTED] HTTP/1.1" 101',
         ),
         (f"Sec-WebSocket-Protocol: bearer, {OPAQUE}", "Sec-WebSocket-Protocol: bearer, [REDACTED]"),
+        ("< sec-websocket-protocol: bearer, short", "< sec-websocket-protocol: bearer, [REDACTED]"),
+        ("< sec-websocket-protocol: chat, bearer, x.y", "< sec-websocket-protocol: chat, bearer, [REDACTED]"),
         (f"subprotocols ['bearer', '{OPAQUE}']", "subprotocols ['bearer', '[REDACTED]']"),
         (
             '{"access_token": "' + OPAQUE + '", "token_type": "bearer"}',
@@ -69,6 +71,7 @@ def test_credentials_are_redacted_and_the_rest_of_the_line_kept(line: str, expec
         "Authorization header missing",
         "clients send bearer tokens in a header",
         '{"token_type": "bearer"}',
+        '{"token_type": "bearer", "expires_in": 3600}',
         '"GET /rooms/lobby/messages?after=3&limit=50 HTTP/1.1" 200',
         "http://app1:8000 is healthy",
     ],

@@ -27,6 +27,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1{REDACTED}",
     ),
+    # The subprotocols a browser offers, as its handshake header gives them (uvicorn logs it at DEBUG): the
+    # value after `bearer` is a token, however short.
+    (
+        re.compile(
+            rf"(?i)(\bsec-websocket-protocol['\"]?\s*[:=,]\s*{_QUOTE}"
+            r"(?:[^,\s'\"]+\s*,\s*)*?bearer\s*,\s*)[^,\s'\"]+"
+        ),
+        rf"\1{REDACTED}",
+    ),
     # `Bearer x` anywhere else, and the `bearer, x` subprotocol pair of browsers (also as a Python list).
     # Tokens are long: the length keeps prose such as "bearer tokens" readable.
     (
