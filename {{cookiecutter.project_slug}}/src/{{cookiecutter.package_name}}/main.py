@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request, status
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
 from .consumers.chat import announce_presence_change
 from .consumers.unsent import UnsentMessages
+from .db.errors import DATABASE_UNAVAILABLE
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
@@ -25,6 +27,19 @@ from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+logger = logging.getLogger(__name__)
+
+
+async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    """503 rather than 500 while the database is down: nothing is wrong with the request; try it again."""
+    logger.warning("%s %s: the database is unavailable: %r", request.method, request.url.path, error)
+    return JSONResponse(
+        {"detail": "The database is unavailable; try again later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
 
 
 async def create_first_superuser(
@@ -77,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher.from_settings(settings)
     app.add_middleware(InstanceHeaderMiddleware, instance=settings.instance_name)
+    for error_type in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error_type, database_unavailable)
     instrument_app(app)
     app.include_router(health.router)
     app.include_router(auth.router)

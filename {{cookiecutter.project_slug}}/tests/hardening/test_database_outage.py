@@ -1,8 +1,9 @@
 """PostgreSQL cut off from a running instance, then back, through a proxy that drops every connection.
 
 While it is cut, `/readyz` names the database, a chat message is refused with an `error` frame and neither
-stored nor sent to the room, and the clients stay connected. Once it is back, the instance recovers by
-itself (its pool reconnects): the next message is stored and sent, and nothing refused was stored.
+stored nor sent to the room, the clients stay connected, and the REST routes answer 503. Once it is back, the
+instance recovers by itself (its pool reconnects): the next message is stored and sent, and nothing refused
+was stored.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ async def test_sends_are_refused_while_the_database_is_cut_and_accepted_once_it_
                 await assert_silent(bob_ws, "chat.message")
                 newcomer = await admission(url, bob)
                 assert newcomer != "admitted"
+                history = await http.get(
+                    f"/rooms/{room}/messages", headers={"Authorization": f"Bearer {bob}"}
+                )
+                assert history.status_code == 503, history.text
+                assert history.json() == {"detail": "The database is unavailable; try again later"}
+                assert history.headers["Retry-After"] == "5"
 
                 proxy.restore()
                 restored_at = time.monotonic()

@@ -37,12 +37,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
+from ..db.errors import DATABASE_UNAVAILABLE
 from ..db.models import MAX_MESSAGE_ID, Room
 from ..realtime import (
     BrokerError,
@@ -64,8 +63,6 @@ logger = logging.getLogger(__name__)
 ROOM_GROUP_PREFIX = "room:"
 REPLAY_PAGE_SIZE = 100
 WS_1011_INTERNAL_ERROR = 1011
-# The database is down or unreachable (a connection refused or dropped, no connection to be had in time).
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
 
 
 def room_group(room: str) -> str:

@@ -1,9 +1,14 @@
-"""Turning a uniqueness violation into an error that says what already exists."""
+"""Database errors in the app's terms: a uniqueness violation that says what exists, an outage."""
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+# The database is down or unreachable: a connection refused or dropped, or none to be had in time. The
+# driver's own connection errors (asyncpg's refused connect) are OSErrors that SQLAlchemy does not wrap.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
 
 
 class AlreadyExistsError(Exception):
