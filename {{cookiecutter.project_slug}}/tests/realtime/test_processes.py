@@ -65,6 +65,10 @@ async def test_a_message_sent_on_one_process_reaches_the_other(redis_url: str, b
     ):
         await asyncio.gather(wait_ready(first), wait_ready(second))
         async with connect(f"ws://{first}/ws") as alice, connect(f"ws://{second}/ws") as bob:
+            # The room is joined once the handshake is answered, a moment later: an answer to a frame says so.
+            for client in (alice, bob):
+                await send_json(client, {"type": "ping"})
+                assert (await receive_json(client))["code"] == "unknown_type"
             await send_json(alice, {"type": "say", "text": "hello from one"})
             expected = {"type": "said", "text": "hello from one", "instance": "one"}
             assert await receive_json(bob) == await receive_json(alice) == expected
