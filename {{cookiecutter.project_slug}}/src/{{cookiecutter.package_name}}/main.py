@@ -56,6 +56,10 @@ async def create_first_superuser(
 
 
 def create_manager(settings: Settings) -> WebSocketManager:
+    redis_options = {
+        "command_timeout": settings.broker_command_timeout_seconds,
+        "health_check_interval": settings.broker_health_check_seconds,
+    }
     return WebSocketManager(
         settings.broker_channel,
         settings.broker_url,
@@ -63,6 +67,7 @@ def create_manager(settings: Settings) -> WebSocketManager:
         max_frame_bytes=settings.ws_max_message_bytes,
         presence_ttl=settings.ws_presence_ttl_seconds,
         on_presence_change=announce_presence_change,
+        **({} if settings.broker_url.startswith("memory:") else redis_options),
     )
 
 

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         default="{{ cookiecutter.project_slug }}",
         description="Prefix of every broker channel and key, so that services can share one Redis.",
     )
+    broker_command_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="Longest wait for any Redis command, and for the answer to the listener's health-check "
+        "PING: a Redis that stops answering is reported unavailable (and /readyz answers 503) this soon.",
+    )
+    broker_health_check_seconds: float = Field(
+        default=1.0, gt=0, description="How long the Redis listener may sit idle before it sends a PING."
+    )
 
     first_superuser: str | None = None
     first_superuser_password: SecretStr | None = None

@@ -1,12 +1,15 @@
 """Redis pub/sub (`redis://`, `rediss://`, `unix://`) on redis-py's asyncio client.
 
 One connection carries every subscription and is read by one task that blocks on the socket: an idle
-broker wakes up once per `health_check_interval` to send a PING, nothing more. When the connection is lost
+broker wakes up once per `health_check_interval` to send a PING, and a PING not answered within
+`command_timeout` counts as a lost connection, so a Redis that stopped answering without closing anything (a
+network partition, a stalled proxy) shows as `reconnecting` a few seconds later. When the connection is lost
 the reader logs it, reports `reconnecting`, retries with exponential backoff (with jitter), and on success
 subscribes again to every channel and pattern before reporting `connected`. Commands (PUBLISH, presence)
 go through a separate client with its own pool, so they never wait behind the reader; while Redis cannot
-be reached they raise `BrokerUnavailable`, and `BrokerError` on any other failure, after two quick retries
-that also ride out the pooled connections a restarted Redis closed. Presence is kept by Lua scripts (see
+be reached or does not answer within `command_timeout` they raise `BrokerUnavailable`, and `BrokerError` on
+any other failure, after two quick retries that ride out the pooled connections a restarted Redis closed (a
+command that timed out is not tried again: the bound holds). Presence is kept by Lua scripts (see
 `redis_presence`), and needs Redis 7 or later.
 """
 
@@ -16,8 +19,8 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
@@ -39,14 +42,18 @@ logger = logging.getLogger(__name__)
 _CONNECTION_ERRORS = (RedisError, OSError)
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _CONFIRMATIONS = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE"}
-# A failed command is tried again on a new connection after 10 ms, then 20 ms (ConnectionError, TimeoutError).
-_COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.005), 2)
+# A command that failed on a closed connection is tried again on a new one after 10 ms, then 20 ms.
+_COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.005), 2, supported_errors=(RedisConnectionError,))
 
 
-@contextmanager
-def _as_broker_errors() -> Iterator[None]:
+@asynccontextmanager
+async def _as_broker_errors(timeout: float) -> AsyncIterator[None]:
+    """Bound a command by `timeout` whatever redis-py does underneath, and turn its failures into ours."""
     try:
-        yield
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError as error:
+        raise BrokerUnavailable(f"Redis did not answer within {timeout}s") from error
     except _UNREACHABLE as error:
         raise BrokerUnavailable(f"Redis cannot be reached: {error}") from error
     except RedisError as error:
@@ -54,25 +61,38 @@ def _as_broker_errors() -> Iterator[None]:
 
 
 class RedisBroker(BrokerInterface):
-    """`options` go to `redis.asyncio.Redis.from_url` (e.g. `client_name`, `ssl_cert_reqs`)."""
+    """`options` go to `redis.asyncio.Redis.from_url` (e.g. `client_name`, `ssl_cert_reqs`).
+
+    `command_timeout` bounds every command, and the wait for the answer to a health-check PING; it is also
+    the sockets' connect and read timeout, unless `socket_timeout` or `socket_connect_timeout` say otherwise.
+    """
 
     def __init__(
         self,
         url: str,
         *,
-        health_check_interval: float = 15.0,
+        command_timeout: float = 3.0,
+        health_check_interval: float = 1.0,
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 5.0,
         subscribe_timeout: float = 5.0,
         **options: Any,
     ) -> None:
+        if command_timeout <= 0 or health_check_interval <= 0:
+            raise ValueError("command_timeout and health_check_interval must be positive")
         self.url = url
+        self.command_timeout = command_timeout
         self.health_check_interval = health_check_interval
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
         self._reconnects = 0
-        self._options = {**options, "decode_responses": False}
+        self._options = {
+            "socket_timeout": command_timeout,
+            "socket_connect_timeout": command_timeout,
+            **options,
+            "decode_responses": False,
+        }
         self._client: Redis | None = None
         self._presence: RedisPresence | None = None
         self._listener_client: Redis | None = None
@@ -141,14 +161,14 @@ class RedisBroker(BrokerInterface):
         await self._change("punsubscribe", self._patterns, patterns)
 
     async def publish(self, channel: str, data: bytes) -> None:
-        with _as_broker_errors():
+        async with _as_broker_errors(self.command_timeout):
             await self._commands().publish(channel, data)
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()
 
     async def ping(self) -> None:
-        with _as_broker_errors():
+        async with _as_broker_errors(self.command_timeout):
             await self._commands().ping()
 
     async def presence_update(
@@ -159,11 +179,11 @@ class RedisBroker(BrokerInterface):
         remove: Mapping[str, str] | None = None,
         ttl: float,
     ) -> PresenceDelta:
-        with _as_broker_errors():
+        async with _as_broker_errors(self.command_timeout):
             return await self._presence_sets().update(key, add or {}, remove or {}, ttl)
 
     async def presence_members(self, key: str) -> set[str]:
-        with _as_broker_errors():
+        async with _as_broker_errors(self.command_timeout):
             return await self._presence_sets().members(key)
 
     def _commands(self) -> Redis:
@@ -232,6 +252,9 @@ class RedisBroker(BrokerInterface):
         pubsub = self._listener_client.pubsub()
         try:
             await pubsub.ping()
+            reply = await pubsub.get_message(timeout=self.command_timeout)
+            if reply is None or reply["type"] != "pong":
+                raise RedisTimeoutError(f"no answer to PING within {self.command_timeout}s")
             async with self._lock:
                 if self._channels:
                     await pubsub.execute_command("SUBSCRIBE", *self._channels)
@@ -282,10 +305,11 @@ class RedisBroker(BrokerInterface):
         assert pubsub is not None
         awaiting_pong = False
         while True:
-            raw = await pubsub.get_message(timeout=self.health_check_interval)
+            wait = self.command_timeout if awaiting_pong else self.health_check_interval
+            raw = await pubsub.get_message(timeout=wait)
             if raw is None:
                 if awaiting_pong:
-                    raise RedisConnectionError(f"no answer to PING within {self.health_check_interval}s")
+                    raise RedisTimeoutError(f"no answer to PING within {self.command_timeout}s")
                 await pubsub.ping()
                 awaiting_pong = True
                 continue

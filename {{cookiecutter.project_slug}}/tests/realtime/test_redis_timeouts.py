@@ -1,0 +1,143 @@
+"""A Redis that stops answering without closing anything: every command fails within its timeout, and the
+listener's health check takes the instance out of `/readyz` within seconds, and back once Redis answers.
+
+Redis is reached through a proxy on loopback that, when stalled, keeps every connection open and accepts new
+ones but forwards nothing, as a network partition or a hung server would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from {{ cookiecutter.package_name }}.realtime import BrokerState, BrokerUnavailable, RedisBroker
+
+from hardening.faults import CHUNK_BYTES, TcpProxy
+from processes import ProcessGroup, wait_until
+
+COMMAND_TIMEOUT = 1.0
+HEALTH_CHECK_INTERVAL = 0.5
+
+
+class StallingProxy(TcpProxy):
+    """A `TcpProxy` that can also stop forwarding (`stall()`) while keeping its connections, then `resume()`."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        super().__init__(upstream_host, upstream_port)
+        self._forwarding = asyncio.Event()
+        self._forwarding.set()
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._forwarding.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._forwarding.set)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(CHUNK_BYTES):
+                await self._forwarding.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)
+
+
+@pytest.fixture
+def proxied_redis_url(redis_url: str) -> Iterator[tuple[str, StallingProxy]]:
+    parts = urlsplit(redis_url)
+    with StallingProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        yield f"redis://127.0.0.1:{proxy.port}{parts.path or '/0'}", proxy
+
+
+async def test_commands_fail_within_the_timeout_and_the_listener_notices(
+    proxied_redis_url: tuple[str, StallingProxy], broker_channel: str
+) -> None:
+    url, proxy = proxied_redis_url
+    broker = RedisBroker(url, command_timeout=COMMAND_TIMEOUT, health_check_interval=HEALTH_CHECK_INTERVAL)
+    await broker.connect()
+    try:
+        await broker.subscribe(f"{broker_channel}:probe")
+        assert broker.state is BrokerState.CONNECTED
+        await broker.publish(f"{broker_channel}:probe", b"before")
+
+        proxy.stall()
+        stalled_at = time.monotonic()
+        for command in (
+            broker.publish(f"{broker_channel}:probe", b"during"),
+            broker.ping(),
+            broker.presence_members(f"{broker_channel}:presence"),
+        ):
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                await command
+            took = time.monotonic() - started
+            print(f"BrokerUnavailable after {took:.2f}s")
+            assert took < COMMAND_TIMEOUT + 1.0
+
+        async def reconnecting() -> bool:
+            return broker.state is not BrokerState.CONNECTED
+
+        await wait_until(reconnecting, within=HEALTH_CHECK_INTERVAL + 2 * COMMAND_TIMEOUT + 2.0)
+        print(f"listener reported the stall after {time.monotonic() - stalled_at:.2f}s")
+
+        proxy.resume()
+        resumed_at = time.monotonic()
+
+        async def connected() -> bool:
+            return broker.state is BrokerState.CONNECTED
+
+        await wait_until(connected, within=15.0)  # the reconnect backoff is at most 5 s
+        print(f"listener connected again {time.monotonic() - resumed_at:.2f}s after the proxy resumed")
+        await broker.publish(f"{broker_channel}:probe", b"after")
+        message = await asyncio.wait_for(broker.get_message(), 5.0)
+        assert message.data in (b"before", b"after")
+    finally:
+        await broker.disconnect()
+
+
+@pytest.mark.slow
+async def test_readyz_answers_503_while_redis_is_stalled_and_200_once_it_answers(
+    proxied_redis_url: tuple[str, StallingProxy],
+    broker_channel: str,
+    process_group: ProcessGroup,
+    tmp_path: Path,
+) -> None:
+    url, proxy = proxied_redis_url
+    env = {
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        "BROKER_URL": url,
+        "BROKER_CHANNEL": broker_channel,
+        "BROKER_COMMAND_TIMEOUT_SECONDS": str(COMMAND_TIMEOUT),
+        "BROKER_HEALTH_CHECK_SECONDS": str(HEALTH_CHECK_INTERVAL),
+    }
+    server = process_group.start_app("stalled", env=env)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as http:
+
+        def ready_is(expected: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return (await http.get("/readyz")).status_code == expected
+
+            return check
+
+        await wait_until(ready_is(200), within=30.0)
+        proxy.stall()
+        stalled_at = time.monotonic()
+        await wait_until(ready_is(503), within=HEALTH_CHECK_INTERVAL + 2 * COMMAND_TIMEOUT + 3.0)
+        print(f"/readyz answered 503 {time.monotonic() - stalled_at:.2f}s after Redis stalled")
+        assert "broker" in (await http.get("/readyz")).json()["checks"]
+
+        proxy.resume()
+        resumed_at = time.monotonic()
+        await wait_until(ready_is(200), within=15.0)
+        print(f"/readyz answered 200 again {time.monotonic() - resumed_at:.2f}s after Redis answered")
