@@ -1,18 +1,19 @@
 """The outbound side of a connection: a bounded queue of frames and the one task that writes them.
 
-Senders never wait for a socket, so a slow socket only delays itself. A frame for an idle connection (its
-queue empty, its writer waiting) is written at once in the sender's task, the listener's in a fan-out:
-the socket's buffer almost always takes it, and waking a task per frame would cost as much as the write.
-A write that has to wait is handed, suspended where it waits, to the writer, which finishes it before
-anything queued after it. Other frames are queued. When the queue is full the client is not keeping up:
-the queue is dropped and the socket closed with 1013 (try again later). A callable on the queue (a group
-event for a consumer method) runs in the writer task; whatever it sends is written at once, so frames keep
-their order. A `Filtered` frame is written only if its filter, called in the writer task when the frame's
-turn comes, accepts it.
+Senders never wait for a socket, so a slow socket only delays itself. On Python 3.12 and later a frame for
+an idle connection (its queue empty, its writer waiting) is written at once by an eager task started in the
+sender's task, the listener's in a fan-out: the socket's buffer almost always takes it, so the task
+finishes before `put` returns and no task is woken. A write that has to wait goes on in that task, in the
+context it started in (a middleware wrapping `send` may set and reset context variables around it), and the
+writer waits for it before writing anything queued after it. On 3.11, or when the writer is busy, frames
+are queued. When the queue is full the client is not keeping up: the queue is dropped and the socket closed
+with 1013 (try again later). A callable on the queue (a group event for a consumer method) runs in the
+writer task; whatever it sends is written at once, so frames keep their order. A `Filtered` frame is
+written only if its filter, called in the writer task when the frame's turn comes, accepts it.
 
 The queue is a deque and a future that the idle writer awaits, which the next frame queued completes:
 each connection holds one deque rather than the four of an `asyncio.Queue`. docs/PERFORMANCE.md has the
-figures. A fan-out to N idle connections runs as one step of the event loop, N writes long.
+figures.
 
 What is thrown away, or refused once the connection is closing, is reported to `on_dropped`; each new
 high-water mark of the queue, to `on_high_water`.
@@ -21,11 +22,11 @@ high-water mark of the queue, to `on_high_water`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
+import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -98,8 +99,8 @@ class Outbox:
         self._queue: deque[Outbound | _Close] = deque()
         self._ready: asyncio.Future[None] | None = None
         """What the writer awaits while the queue is empty; the next item queued completes it."""
-        self._unfinished: tuple[Coroutine[Any, Any, None], Any] | None = None
-        """A write begun outside the writer that had to wait for the socket: the writer finishes it first."""
+        self._outside: asyncio.Task[None] | None = None
+        """A write begun at once for an idle connection that had to wait: the writer waits for it first."""
         self._writer = asyncio.create_task(self._write_forever(), name=f"websocket-writer-{name}")
 
     @property
@@ -159,40 +160,28 @@ class Outbox:
             await asyncio.wait({self._writer})
 
     def _write_now(self, item: Outbound) -> bool:
-        """Write a frame in the caller's task if the writer is idle; True if it was written, or begun (the
-        writer then finishes it: see the module)."""
+        """Write a frame at once if the writer is idle; True if it was written, or begun (see the module)."""
         ready = self._ready
         if ready is None or ready.done() or not isinstance(item, str | bytes):
             return False
-        write = self._write(item)
-        try:
-            waiting_on = write.send(None)
-        except StopIteration:
-            return True
-        except Exception:
-            logger.exception("writing to %s failed", self.name)
-            self.state = OutboxState.CLOSED
-            return True
-        self._unfinished = (write, waiting_on)
-        self._ready = None
-        ready.set_result(None)
+        if sys.version_info < (3, 12):
+            return False
+        write = asyncio.eager_task_factory(
+            asyncio.get_running_loop(), self._write(item), name=f"websocket-write-{self.name}"
+        )
+        if write.done():
+            self._check_outside(write)
+        else:
+            self._outside = write
+            self._ready = None
+            ready.set_result(None)
         return True
 
-    async def _finish(self, write: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        """Run a write begun by `_write_now` to its end, as a task would have: resume it once what it
-        waits on is done (a future, or None for one turn of the loop)."""
-        try:
-            while True:
-                if waiting_on is None:
-                    await asyncio.sleep(0)
-                else:
-                    with contextlib.suppress(Exception):  # the write sees the outcome when resumed
-                        await asyncio.shield(waiting_on)
-                waiting_on = write.send(None)
-        except StopIteration:
-            return
-        finally:
-            write.close()
+    def _check_outside(self, write: asyncio.Task[None]) -> None:
+        """Report a write begun at once that failed otherwise than by the socket going away."""
+        if not write.cancelled() and (error := write.exception()) is not None:
+            logger.error("writing to %s failed", self.name, exc_info=error)
+            self.state = OutboxState.CLOSED
 
     def _push(self, item: Outbound | _Close) -> None:
         self._queue.append(item)
@@ -203,9 +192,9 @@ class Outbox:
     def _drop(self) -> None:
         dropped = sum(not isinstance(item, _Close) for item in self._queue)
         self._queue.clear()
-        if self._unfinished is not None:
-            self._unfinished[0].close()
-            self._unfinished = None
+        outside, self._outside = self._outside, None
+        if outside is not None and not outside.done() and outside is not asyncio.current_task():
+            outside.cancel()
             dropped += 1
         if dropped:
             self._on_dropped(dropped)
@@ -271,9 +260,12 @@ class Outbox:
 
     async def _write_forever(self) -> None:
         while self.state is not OutboxState.CLOSED:
-            if self._unfinished is not None:
-                unfinished, self._unfinished = self._unfinished, None
-                await self._finish(*unfinished)
+            if self._outside is not None:
+                outside = self._outside
+                await asyncio.wait({outside})
+                self._check_outside(outside)
+                if self._outside is outside:
+                    self._outside = None
                 continue
             if not self._queue:
                 self._ready = asyncio.get_running_loop().create_future()
