@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -56,7 +57,7 @@ async def create_first_superuser(
 
 
 def create_manager(settings: Settings) -> WebSocketManager:
-    redis_options = {
+    redis_options: dict[str, Any] = {
         "command_timeout": settings.broker_command_timeout_seconds,
         "health_check_interval": settings.broker_health_check_seconds,
     }

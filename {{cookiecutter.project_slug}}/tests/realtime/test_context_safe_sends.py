@@ -12,7 +12,8 @@ from contextvars import ContextVar
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from starlette.types import ASGIApp, Message as ASGIMessage, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
@@ -45,7 +46,9 @@ async def test_frames_under_backpressure_through_a_context_setting_middleware_al
     broker_url: str, broker_channel: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    async with WebSocketManager(broker_channel, broker_url, queue_size=FRAMES + 10, close_timeout=10) as manager:
+    async with WebSocketManager(
+        broker_channel, broker_url, queue_size=FRAMES + 10, close_timeout=10
+    ) as manager:
         app = SendInContext(Starlette(routes=[WebSocketRoute("/ws", library_endpoint(manager))]))
         async with serve([], app=app) as url:
             raw = socket.socket()

@@ -28,7 +28,7 @@ HEALTH_CHECK_INTERVAL = 0.5
 
 
 class StallingProxy(TcpProxy):
-    """A `TcpProxy` that can also stop forwarding (`stall()`) while keeping its connections, then `resume()`."""
+    """A `TcpProxy` that can also stop forwarding (`stall()`), keeping its connections, until `resume()`."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         super().__init__(upstream_host, upstream_port)

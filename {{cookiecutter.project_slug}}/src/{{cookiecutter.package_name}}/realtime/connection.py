@@ -1,24 +1,29 @@
 """One WebSocket: its id, topic filters and groups, what it receives, and its outbox.
 
 Everything sent to a connection goes through its `Outbox` (a bounded queue and one writer task). Changes
-to its id, topics and groups are reported to the manager that holds it, which indexes them.
+to its id, topics and groups are reported to the manager that holds it, which indexes them. `topics` is a
+live set of the connection's MQTT filters: adding to it subscribes, removing unsubscribes, as in the seed
+library. A connection made around a WebSocket that the app already accepted starts its outbox at the first
+send; one that was never accepted raises on send rather than drop the frame.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, MutableSet
 from typing import Any, Protocol
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from .calls import Call, done, start
 from .exceptions import InvalidMessage
 from .message import Frame, Message, encode_frame, loads
 from .outbox import EventFilter, EventHandler, Filtered, Outbox
 from .topics import validate_filter
 
-__all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventFilter", "EventHandler"]
+__all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventFilter", "EventHandler", "TopicSet"]
 
 WS_1009_MESSAGE_TOO_BIG = 1009
 
@@ -45,6 +50,37 @@ class ConnectionHub(Protocol):
     def frame_encoded(self) -> None: ...
 
 
+class TopicSet(MutableSet[str]):
+    """The topic filters of a connection, as a set: `add` subscribes it, `discard` unsubscribes it.
+
+    Both take effect at once for this connection's own sends and are indexed by its manager in the
+    background; an invalid filter raises `InvalidSubscription`. Iterating gives a snapshot.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def __contains__(self, topic_filter: object) -> bool:
+        return topic_filter in self._connection._topics
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._connection._topics))
+
+    def __len__(self) -> int:
+        return len(self._connection._topics)
+
+    def __repr__(self) -> str:
+        return f"TopicSet({sorted(self._connection._topics)!r})"
+
+    def add(self, value: str) -> None:
+        self._connection.subscribe(value)
+
+    def discard(self, value: str) -> None:
+        self._connection.unsubscribe(value)
+
+
 class Connection:
     """A WebSocket with an id (which several connections may share, say those of one user)."""
 
@@ -59,7 +95,7 @@ class Connection:
         close_timeout: float = 5.0,
     ) -> None:
         if topic is not None:
-            validate_filter(topic)
+            validate_filter(topic, self)
         self.websocket = websocket
         self.uid = uuid.uuid4().hex
         self.queue_size = queue_size
@@ -77,6 +113,7 @@ class Connection:
         self._outbox: Outbox | None = None
         self._refused = False
         self._hub: ConnectionHub | None = None
+        self._pending: Call[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection id={self._id!r} uid={self.uid[:8]} {self.state.value}>"
@@ -86,8 +123,18 @@ class Connection:
         return self._id
 
     @property
-    def topics(self) -> frozenset[str]:
-        return frozenset(self._topics)
+    def topics(self) -> TopicSet:
+        return TopicSet(self)
+
+    @topics.setter
+    def topics(self, topic_filters: Iterable[str]) -> None:
+        wanted = set(topic_filters)
+        for topic_filter in wanted:
+            validate_filter(topic_filter, self)
+        for topic_filter in self._topics - wanted:
+            self.unsubscribe(topic_filter)
+        for topic_filter in wanted - self._topics:
+            self.subscribe(topic_filter)
 
     @property
     def groups(self) -> frozenset[str]:
@@ -117,6 +164,9 @@ class Connection:
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
     ) -> None:
         await self.websocket.accept(subprotocol=subprotocol, headers=headers)
+        self._open_outbox()
+
+    def _open_outbox(self) -> Outbox:
         self._outbox = Outbox(
             self.websocket,
             size=self.queue_size,
@@ -128,6 +178,15 @@ class Connection:
             on_dropped=self._frames_dropped,
             on_high_water=self._queue_grew,
         )
+        return self._outbox
+
+    def _sending_outbox(self) -> Outbox:
+        """The outbox, started here for a WebSocket the app accepted itself; raises if it was not accepted."""
+        if self._outbox is not None:
+            return self._outbox
+        if self.websocket.application_state is WebSocketState.CONNECTED and not self._refused:
+            return self._open_outbox()
+        raise RuntimeError(f"{self!r} cannot send: its WebSocket was not accepted; call accept() first")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close once the frames already queued are written; before `accept()`, refuse the handshake."""
@@ -150,18 +209,20 @@ class Connection:
         text: str | None = message.get("text")
         frame: str | bytes = text if text is not None else message.get("bytes") or b""
         if self._too_large(frame):
-            raise InvalidMessage(f"frames are limited to {self.max_frame_bytes} bytes", code="too_large")
+            raise InvalidMessage(
+                f"frames are limited to {self.max_frame_bytes} bytes", connection=self, code="too_large"
+            )
         return frame
 
     async def receive_json(self) -> Any:
         """The next frame decoded; raises `InvalidMessage` for binary or invalid JSON frames."""
         frame = await self.receive_frame()
         if isinstance(frame, bytes):
-            raise InvalidMessage("binary frames are not accepted; send JSON as text")
+            raise InvalidMessage("binary frames are not accepted; send JSON as text", connection=self)
         try:
             return loads(frame)
         except ValueError as error:
-            raise InvalidMessage(f"not valid JSON: {error}", code="invalid_json") from None
+            raise InvalidMessage(f"not valid JSON: {error}", connection=self, code="invalid_json") from None
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """Decoded frames until the client leaves; a bad frame gets an error frame, an oversized one 1009."""
@@ -186,30 +247,56 @@ class Connection:
         return encode_frame(data)
 
     async def send_text(self, text: str) -> None:
-        if self._outbox is not None:
-            await self._outbox.send(text)
+        await self._sending_outbox().send(text)
 
     async def send_bytes(self, data: bytes) -> None:
-        if self._outbox is not None:
-            await self._outbox.send(data)
+        await self._sending_outbox().send(data)
 
     def deliver(self, frame: str | bytes | Filtered | Callable[[], Awaitable[None]]) -> bool:
         """Queue an encoded frame (or a call to run in the writer task); False when it was not queued."""
+        if self._outbox is None and self.websocket.application_state is WebSocketState.CONNECTED:
+            self._open_outbox()
         return self._outbox is not None and self._outbox.put(frame)
 
-    async def subscribe(self, topic_filter: str) -> None:
-        """Add an MQTT filter; raises `InvalidSubscription` when it is not valid."""
-        validate_filter(topic_filter)
-        if topic_filter not in self._topics:
-            self._topics.add(topic_filter)
-            if self._hub is not None:
-                await self._hub.topic_added(self, topic_filter)
+    def subscribe(self, topic_filter: str) -> Awaitable[None]:
+        """Add an MQTT filter; raises `InvalidSubscription` at once when it is not valid.
 
-    async def unsubscribe(self, topic_filter: str) -> None:
+        The filter applies at once; the returned awaitable completes once the manager has indexed it (and
+        the broker confirmed the subscription). It takes effect whether awaited or not (see `calls`)."""
+        validate_filter(topic_filter, self)
         if topic_filter in self._topics:
-            self._topics.discard(topic_filter)
-            if self._hub is not None:
-                await self._hub.topic_removed(self, topic_filter)
+            return done()
+        self._topics.add(topic_filter)
+        if self._hub is None:
+            return done()
+        return self._notify(self._hub.topic_added(self, topic_filter))
+
+    def unsubscribe(self, topic_filter: str) -> Awaitable[None]:
+        """Remove an MQTT filter (harmless when absent); takes effect whether awaited or not."""
+        if topic_filter not in self._topics:
+            return done()
+        self._topics.discard(topic_filter)
+        if self._hub is None:
+            return done()
+        return self._notify(self._hub.topic_removed(self, topic_filter))
+
+    async def settled(self) -> None:
+        """Wait until the manager has indexed every topic change made so far."""
+        pending = self._pending
+        if pending is not None and not pending.done():
+            await asyncio.wait({pending.task})
+
+    def _notify(self, change: Coroutine[Any, Any, None]) -> Call[None]:
+        """Run `change` (telling the hub of a topic change) after those before it, whether awaited or not."""
+        call = start(self._after_pending(self._pending, change))
+        self._pending = None if call.done() else call
+        return call
+
+    @staticmethod
+    async def _after_pending(previous: Call[None] | None, change: Coroutine[Any, Any, None]) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous.task})
+        await change
 
     async def join(self, group: str) -> None:
         if group not in self._groups:

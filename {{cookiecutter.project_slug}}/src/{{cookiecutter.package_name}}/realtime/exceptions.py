@@ -11,6 +11,7 @@ reached (nothing was sent), and a consumer answers the frame that caused it with
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
@@ -62,21 +63,29 @@ class BrokerUnavailable(BrokerError):
 
 
 class WebSocketException(Exception):
-    """An error tied to a connection; `code` and `detail` become the error frame sent back to it."""
+    """An error tied to a connection; `code` and `detail` become the error frame sent back to it.
+
+    `message` is the text (also `detail`), and `connection` the connection it concerns: the engine passes it
+    whenever it raises one for a connection, so a handler can answer it.
+    """
 
     code: ErrorCode = "invalid_message"
 
     def __init__(
-        self, detail: str, *, connection: Connection | None = None, code: ErrorCode | None = None
+        self, message: str, *, connection: Connection | None = None, code: ErrorCode | None = None
     ) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(message)
+        self.message = message
         self.connection = connection
         if code is not None:
             self.code = code
 
+    @property
+    def detail(self) -> str:
+        return self.message
+
     def frame(self) -> dict[str, Any]:
-        return error_frame(self.code, self.detail)
+        return error_frame(self.code, self.message)
 
 
 class InvalidMessage(WebSocketException):
@@ -118,17 +127,24 @@ def handle(
 
 
 def ahandle(
-    exc: type[E] | tuple[type[E], ...], handler: Callable[[E], Awaitable[R]]
-) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T | R]]]:
-    """Like `handle`, for a coroutine function and an async handler."""
+    exc: type[E] | tuple[type[E], ...], handler: Callable[[E], R | Awaitable[R]]
+) -> Callable[[Callable[P, T | Awaitable[T]]], Callable[P, Awaitable[T | R]]]:
+    """Like `handle`, for an async handler; the decorated function may be sync or async (a sync handler is
+    accepted too). The decorated function becomes a coroutine function."""
 
-    def decorator(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | R]]:
+    def decorator(func: Callable[P, T | Awaitable[T]]) -> Callable[P, Awaitable[T | R]]:
         @functools.wraps(func)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | R:
             try:
-                return await func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    return await result
+                return result
             except exc as error:
-                return await handler(error)
+                handled = handler(error)
+                if inspect.isawaitable(handled):
+                    return await handled
+                return handled
 
         return wrapper
 

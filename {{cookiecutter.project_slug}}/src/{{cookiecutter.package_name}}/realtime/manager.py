@@ -16,15 +16,16 @@ import functools
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from starlette.websockets import WebSocket
 
 from .brokers import BrokerInterface, BrokerState, create_broker
+from .calls import start
 from .connection import Connection
-from .exceptions import InvalidMessage, WebSocketException
+from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
 from .message import Envelope, Frame, Message, encode_frame, frame_type
 from .presence import Presence, PresenceChange
 from .routing import Router
@@ -121,6 +122,10 @@ class WebSocketManager:
         await asyncio.gather(*(connection.close(WS_1012_SERVICE_RESTART) for connection in connections))
         for connection in connections:
             await self.remove_connection(connection)
+        try:
+            await self._router.channels.release(self._router.channel("broadcast"))
+        except BrokerError:
+            logger.warning("could not unsubscribe from broadcasts while shutting down")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -161,8 +166,14 @@ class WebSocketManager:
         await self.add_connection(connection)
         return connection
 
-    async def remove_connection(self, connection: Connection) -> None:
-        """Forget a connection whose client left: groups, topics, presence, and its writer task."""
+    def remove_connection(self, connection: Connection) -> Awaitable[None]:
+        """Forget a connection whose client left: groups, topics, presence, and its writer task.
+
+        Takes effect whether awaited or not, as the seed library documents it (see `calls`)."""
+        return start(self._remove_connection(connection))
+
+    async def _remove_connection(self, connection: Connection) -> None:
+        await connection.settled()
         try:
             await self._presence.leave_all(connection)
         except Exception:
@@ -174,38 +185,71 @@ class WebSocketManager:
         await connection.close(code)
         await self.remove_connection(connection)
 
-    async def set_conn_id(self, connection: Connection, conn_id: str) -> None:
+    def set_conn_id(self, connection: Connection, conn_id: str) -> Awaitable[None]:
+        """Give `connection` a new id, and tell its client: `{"type": "set_conn_id", "conn_id": ...}`."""
+        return start(self._set_conn_id(connection, conn_id))
+
+    async def _set_conn_id(self, connection: Connection, conn_id: str) -> None:
         await connection.set_id(conn_id)
+        await connection.send_json({"type": "set_conn_id", "conn_id": conn_id})
 
-    async def broadcast(self, message: Message | Frame) -> None:
-        """Send to every connection of every instance."""
-        await self._publish("broadcast", [""], message)
+    def broadcast(self, message: Message | Frame) -> Awaitable[None]:
+        """Send to every connection of every instance; takes effect whether awaited or not."""
+        return start(self._publish("broadcast", [""], message))
 
-    async def send(self, message: Message) -> None:
-        """Send to the connections, on every instance, with a filter matching `message.topic`."""
-        if message.topic is None:
-            raise InvalidMessage("a topic message needs a 'topic'")
-        validate_topic(message.topic)
-        message_id = f"{self._instance}:{next(self._topic_messages)}"
-        await self._publish("topic", [message.topic], message, message_id)
+    def send(self, topic: str | Message, message: Message | Frame | None = None) -> Awaitable[None]:
+        """Send to the connections, on every instance, with a filter matching the topic.
 
-    async def send_by_conn_id(self, message: Message) -> None:
-        """Send to every connection, on every instance, whose id is `message.conn_id` (or one of them)."""
-        if not message.conn_id:
-            raise InvalidMessage("a 'send_by_conn_id' message needs a 'conn_id'")
-        ids = [message.conn_id] if isinstance(message.conn_id, str) else list(dict.fromkeys(message.conn_id))
-        await self._publish("conn", ids, message)
-
-    async def send_msg(self, message: Message) -> None:
-        """Route by type: `broadcast`, `send_by_conn_id`, else by topic, else by conn_id."""
-        if message.type == "broadcast":
-            await self.broadcast(message)
-        elif message.type == "send_by_conn_id" or (message.topic is None and message.conn_id):
-            await self.send_by_conn_id(message)
-        elif message.topic is not None:
-            await self.send(message)
+        `send(message)` takes the topic from `message.topic`; `send(topic, message)` (the seed library's
+        form) sends any frame. Takes effect whether awaited or not; a missing or invalid topic raises at
+        once (`InvalidMessage`, `InvalidTopic`)."""
+        frame: Message | Frame
+        if isinstance(topic, Message):
+            name, frame = topic.topic, topic
+        elif message is None:
+            raise TypeError("send(topic, message) needs a message")
         else:
-            raise InvalidMessage(f"a {message.type!r} message needs a 'topic' or a 'conn_id'")
+            name, frame = topic, message
+        if name is None:
+            raise InvalidMessage("a topic message needs a 'topic'")
+        validate_topic(name)
+        message_id = f"{self._instance}:{next(self._topic_messages)}"
+        return start(self._publish("topic", [name], frame, message_id))
+
+    def send_by_conn_id(
+        self, conn_id: str | Sequence[str] | Message, message: Message | Frame | None = None
+    ) -> Awaitable[None]:
+        """Send to every connection, on every instance, whose id is the given one (or one of them).
+
+        `send_by_conn_id(message)` takes the ids from `message.conn_id`; `send_by_conn_id(conn_id, message)`
+        is the seed library's form. Takes effect whether awaited or not."""
+        frame: Message | Frame
+        if isinstance(conn_id, Message):
+            ids, frame = conn_id.conn_id, conn_id
+        elif message is None:
+            raise TypeError("send_by_conn_id(conn_id, message) needs a message")
+        else:
+            ids, frame = conn_id, message
+        if not ids:
+            raise InvalidMessage("a 'send_by_conn_id' message needs a 'conn_id'")
+        targets = [ids] if isinstance(ids, str) else list(dict.fromkeys(ids))
+        return start(self._publish("conn", targets, frame))
+
+    def send_msg(self, message: Message | Frame) -> Awaitable[None]:
+        """Route by type: `broadcast`, `send_by_conn_id`, else by topic, else by conn_id.
+
+        A dict is read as a client message first. Takes effect whether awaited or not."""
+        if not isinstance(message, Message):
+            message = Message.from_client_message(
+                data=dict(message) if isinstance(message, Mapping) else message
+            )
+        if message.type == "broadcast":
+            return self.broadcast(message)
+        if message.type == "send_by_conn_id" or (message.topic is None and message.conn_id):
+            return self.send_by_conn_id(message)
+        if message.topic is not None:
+            return self.send(message)
+        raise InvalidMessage(f"a {message.type!r} message needs a 'topic' or a 'conn_id'")
 
     async def receive(self, connection: Connection, message: Message | Any) -> None:
         """Handle a client message of the library protocol; a bad one is answered with an error frame."""
@@ -219,6 +263,9 @@ class WebSocketManager:
                 await self.send_msg(message)
         except WebSocketException as error:
             await connection.send_json(error.frame())
+        except BrokerError:
+            logger.warning("could not handle a message of %r: the broker is unavailable", connection)
+            await connection.send_json(error_frame("unavailable", "messages cannot be sent now; try again"))
 
     async def group_add(self, group: str, connection: Connection) -> None:
         """Add a connection to a group; returns once the group's traffic reaches this instance."""

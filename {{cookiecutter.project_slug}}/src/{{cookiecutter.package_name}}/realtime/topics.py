@@ -15,7 +15,7 @@ the filter matches (and possibly more), so the exact MQTT match is done locally 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .exceptions import InvalidSubscription, InvalidSubscriptionMessage, InvalidTopic
@@ -29,6 +29,7 @@ __all__ = [
     "escape_glob",
     "filter_to_glob",
     "handle_subscription_message",
+    "hanlde_subscription_message",
     "matches",
     "subscribe",
     "topic_matches",
@@ -59,29 +60,36 @@ def _check_common(text: str, kind: str) -> None:
         raise ValueError(f"a topic {kind} must not exceed {MAX_BYTES} bytes")
 
 
-def validate_topic(topic: str) -> None:
-    """Raise `InvalidTopic` unless `topic` is a valid topic name (what a message is published to)."""
+def validate_topic(topic: str, connection: Connection | None = None) -> None:
+    """Raise `InvalidTopic` (about `connection`) unless `topic` is a valid topic name (what a message is
+    published to)."""
     try:
         _check_common(topic, "name")
     except ValueError as error:
-        raise InvalidTopic(str(error)) from None
+        raise InvalidTopic(str(error), connection=connection) from None
     if SINGLE_LEVEL in topic or MULTI_LEVEL in topic:
-        raise InvalidTopic(f"topic name {topic!r} must not contain the wildcards '+' or '#'")
+        raise InvalidTopic(
+            f"topic name {topic!r} must not contain the wildcards '+' or '#'", connection=connection
+        )
 
 
-def validate_filter(topic_filter: str) -> None:
-    """Raise `InvalidSubscription` unless `topic_filter` is a valid MQTT topic filter."""
+def validate_filter(topic_filter: str, connection: Connection | None = None) -> None:
+    """Raise `InvalidSubscription` (about `connection`) unless `topic_filter` is a valid MQTT topic filter."""
     try:
         _check_common(topic_filter, "filter")
     except ValueError as error:
-        raise InvalidSubscription(str(error)) from None
+        raise InvalidSubscription(str(error), connection=connection) from None
     levels = topic_filter.split(SEPARATOR)
     last = len(levels) - 1
     for position, level in enumerate(levels):
         if MULTI_LEVEL in level and (level != MULTI_LEVEL or position != last):
-            raise InvalidSubscription(f"in {topic_filter!r}, '#' must be the whole last level")
+            raise InvalidSubscription(
+                f"in {topic_filter!r}, '#' must be the whole last level", connection=connection
+            )
         if SINGLE_LEVEL in level and level != SINGLE_LEVEL:
-            raise InvalidSubscription(f"in {topic_filter!r}, '+' must be a whole level")
+            raise InvalidSubscription(
+                f"in {topic_filter!r}, '+' must be a whole level", connection=connection
+            )
 
 
 def topic_matches(topic: str, topic_filter: str) -> bool:
@@ -101,8 +109,22 @@ def topic_matches(topic: str, topic_filter: str) -> bool:
 
 
 def matches(topic: str, patterns: Iterable[str]) -> bool:
-    """Whether `topic` matches any of the filters in `patterns`."""
-    return any(topic_matches(topic, pattern) for pattern in patterns)
+    """Whether `topic` matches any of the filters in `patterns`.
+
+    An invalid topic name matches nothing, and an invalid filter (`a/#/c`, `a+`) is matched by nothing:
+    validate them with `validate_topic` and `validate_filter` to be told why.
+    """
+    if not _is_valid(validate_topic, topic):
+        return False
+    return any(_is_valid(validate_filter, pattern) and topic_matches(topic, pattern) for pattern in patterns)
+
+
+def _is_valid(validate: Callable[[str], None], text: str) -> bool:
+    try:
+        validate(text)
+    except (InvalidTopic, InvalidSubscription):
+        return False
+    return True
 
 
 def escape_glob(text: str) -> str:
@@ -200,29 +222,40 @@ class TopicIndex(Generic[V]):
         return found
 
 
-def _subscription_topic(message: Message, expected_type: str) -> str:
+def _subscription_topic(connection: Connection, message: Message, expected_type: str) -> str:
     if message.type != expected_type:
-        raise InvalidSubscriptionMessage(f"expected a {expected_type!r} message, got {message.type!r}")
+        raise InvalidSubscriptionMessage(
+            f"expected a {expected_type!r} message, got {message.type!r}", connection=connection
+        )
     if not message.topic:
-        raise InvalidSubscriptionMessage(f"a {expected_type!r} message needs a 'topic'")
+        raise InvalidSubscriptionMessage(
+            f"a {expected_type!r} message needs a 'topic'", connection=connection
+        )
     return message.topic
 
 
-async def subscribe(connection: Connection, message: Message) -> None:
-    """Subscribe `connection` to the filter in a `subscribe` message."""
-    await connection.subscribe(_subscription_topic(message, "subscribe"))
+def subscribe(connection: Connection, message: Message) -> Awaitable[None]:
+    """Subscribe `connection` to the filter in a `subscribe` message.
+
+    Takes effect whether awaited or not; an invalid message or filter raises at once (see `calls`)."""
+    return connection.subscribe(_subscription_topic(connection, message, "subscribe"))
 
 
-async def unsubscribe(connection: Connection, message: Message) -> None:
+def unsubscribe(connection: Connection, message: Message) -> Awaitable[None]:
     """Unsubscribe `connection` from the filter in an `unsubscribe` message (harmless when absent)."""
-    await connection.unsubscribe(_subscription_topic(message, "unsubscribe"))
+    return connection.unsubscribe(_subscription_topic(connection, message, "unsubscribe"))
 
 
-async def handle_subscription_message(connection: Connection, message: Message) -> None:
+def handle_subscription_message(connection: Connection, message: Message) -> Awaitable[None]:
     """Apply a `subscribe` or `unsubscribe` message; any other type raises `InvalidSubscriptionMessage`."""
     if message.type == "subscribe":
-        await subscribe(connection, message)
-    elif message.type == "unsubscribe":
-        await unsubscribe(connection, message)
-    else:
-        raise InvalidSubscriptionMessage(f"{message.type!r} is neither 'subscribe' nor 'unsubscribe'")
+        return subscribe(connection, message)
+    if message.type == "unsubscribe":
+        return unsubscribe(connection, message)
+    raise InvalidSubscriptionMessage(
+        f"{message.type!r} is neither 'subscribe' nor 'unsubscribe'", connection=connection
+    )
+
+
+hanlde_subscription_message = handle_subscription_message
+"""The seed library's spelling, kept so that code written against its README runs unchanged."""

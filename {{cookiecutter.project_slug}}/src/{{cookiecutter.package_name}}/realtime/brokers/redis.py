@@ -47,13 +47,13 @@ _COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.005), 2, supported_err
 
 
 @asynccontextmanager
-async def _as_broker_errors(timeout: float) -> AsyncIterator[None]:
-    """Bound a command by `timeout` whatever redis-py does underneath, and turn its failures into ours."""
+async def _as_broker_errors(seconds: float) -> AsyncIterator[None]:
+    """Bound a command by `seconds` whatever redis-py does underneath, and turn its failures into ours."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             yield
     except TimeoutError as error:
-        raise BrokerUnavailable(f"Redis did not answer within {timeout}s") from error
+        raise BrokerUnavailable(f"Redis did not answer within {seconds}s") from error
     except _UNREACHABLE as error:
         raise BrokerUnavailable(f"Redis cannot be reached: {error}") from error
     except RedisError as error:
