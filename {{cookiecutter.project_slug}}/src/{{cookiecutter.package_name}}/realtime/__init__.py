@@ -80,6 +80,13 @@ The pieces, from the bottom:
 - `Consumer`, `JsonConsumer`, `handler`, `event_filter`, `RateLimit`: the Channels-style layer.
 - `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
 - `WebSocketProxy(client, server_endpoint)`: relays a client WebSocket to an upstream one (the gateway's).
+
+The seed library's README (fastapi-distributed-websocket 0.2.0) runs unchanged on these names: its
+functions documented as plain (`send(topic, message)`, `send_by_conn_id(conn_id, message)`, `send_msg`,
+`broadcast`, `set_conn_id`, `remove_connection`, `subscribe`, `unsubscribe`, `hanlde_subscription_message`)
+take effect whether awaited or not (see `calls`); `connection.topics` is a live set; `WebSocketException(
+message, *, connection)`; a broker with only its six methods is accepted as `WebSocketManager(...,
+broker=obj)` (see `brokers.adapter`); `await websocket.accept()` then `await WebSocketProxy(ws, url)()`.
 """
 
 from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
@@ -92,7 +99,9 @@ from .brokers import (
     RedisBroker,
     create_broker,
 )
-from .connection import Connection, ConnectionState, EventFilter
+from .brokers.adapter import MinimalBrokerAdapter
+from .calls import Call
+from .connection import Connection, ConnectionState, EventFilter, TopicSet
 from .consumer import Consumer, JsonConsumer
 from .events import event_filter
 from .exceptions import (
@@ -118,6 +127,7 @@ from .stats import FanoutSizes, Stats
 from .topics import (
     TopicIndex,
     handle_subscription_message,
+    hanlde_subscription_message,
     matches,
     subscribe,
     topic_matches,
@@ -132,6 +142,7 @@ __all__ = [
     "BrokerMessage",
     "BrokerState",
     "BrokerUnavailable",
+    "Call",
     "Connection",
     "ConnectionState",
     "Consumer",
@@ -147,12 +158,14 @@ __all__ = [
     "InvalidTopic",
     "JsonConsumer",
     "Message",
+    "MinimalBrokerAdapter",
     "PresenceChange",
     "PresenceDelta",
     "RateLimit",
     "RedisBroker",
     "Stats",
     "TopicIndex",
+    "TopicSet",
     "WebSocketException",
     "WebSocketManager",
     "WebSocketOAuth2PasswordBearer",
@@ -165,6 +178,7 @@ __all__ = [
     "handle",
     "handle_subscription_message",
     "handler",
+    "hanlde_subscription_message",
     "matches",
     "reject",
     "subscribe",

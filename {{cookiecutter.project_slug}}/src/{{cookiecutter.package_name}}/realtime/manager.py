@@ -23,6 +23,7 @@ from typing import Any, Self
 from starlette.websockets import WebSocket
 
 from .brokers import BrokerInterface, BrokerState, create_broker
+from .brokers.adapter import MinimalBrokerAdapter, adapt_broker
 from .calls import start
 from .connection import Connection
 from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
@@ -42,6 +43,9 @@ WS_1012_SERVICE_RESTART = 1012
 class WebSocketManager:
     """Connections, groups, topics and presence of one instance; `broker_channel` prefixes every channel.
 
+    `broker` replaces the broker of `broker_url`: a `BrokerInterface`, or an object (or a class, which is
+    instantiated) with only the seed library's six broker methods, run through `MinimalBrokerAdapter`.
+
     `on_presence_change(manager, change)` is told of the presence changes that no `presence_join` or
     `presence_leave` reported, such as the members of an instance that died (see `presence`).
     """
@@ -51,7 +55,7 @@ class WebSocketManager:
         broker_channel: str,
         broker_url: str = "memory://",
         *,
-        broker: BrokerInterface | None = None,
+        broker: BrokerInterface | object | None = None,
         queue_size: int = 256,
         max_frame_bytes: int = 64 * 1024,
         close_timeout: float = 5.0,
@@ -60,7 +64,12 @@ class WebSocketManager:
         **broker_options: Any,
     ) -> None:
         self.broker_channel = broker_channel
-        self.broker = broker if broker is not None else create_broker(broker_url, **broker_options)
+        self.broker = (
+            adapt_broker(broker, broker_channel)
+            if broker is not None
+            else create_broker(broker_url, **broker_options)
+        )
+        self._needs_shared_presence = on_presence_change is not None
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
@@ -105,6 +114,11 @@ class WebSocketManager:
     async def startup(self) -> None:
         if self._started:
             return
+        if self._needs_shared_presence and isinstance(self.broker, MinimalBrokerAdapter):
+            raise RuntimeError(
+                f"{type(self.broker.broker).__name__} has only the seed library's six broker methods, so "
+                "presence is kept per instance; on_presence_change needs a BrokerInterface with presence"
+            )
         self._started = True
         await self.broker.connect()
         self._tasks = [

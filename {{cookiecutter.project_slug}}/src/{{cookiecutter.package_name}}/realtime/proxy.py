@@ -13,6 +13,16 @@ relayed to the client; one that cannot be reached closes the client with 1014 (b
 proxy then returns at once. A caller with other upstreams to try calls `await proxy.connect()` before
 entering: it raises `UpstreamUnreachable` and leaves the client unanswered.
 
+The seed library's form works too: the app accepts the client itself, then calls the proxy, which
+connects (without accepting again), relays, and closes both sides when either leaves:
+
+    await websocket.accept()
+    ws_proxy = WebSocketProxy(websocket, "ws://app:8000/ws")
+    await ws_proxy()
+
+The client is then accepted before the upstream answers, so an upstream that refuses or cannot be reached
+closes it with 1014 (bad gateway), and the upstream's subprotocol and headers cannot be relayed.
+
 Calling the proxy relays text and binary frames until either side closes, then closes the other side with
 the same code and reason, cancels the other direction and waits for it: no task outlives the call.
 Codes that cannot travel in a close frame are translated: a client that vanished closes the upstream with
@@ -149,9 +159,10 @@ class WebSocketProxy:
         except (OSError, TimeoutError, InvalidHandshake) as error:
             raise UpstreamUnreachable(f"{self._upstream_location()}: {error}") from error
         try:
-            await self.client.accept(
-                subprotocol=upstream.subprotocol, headers=self._response_headers(upstream)
-            )
+            if not self._client_accepted():
+                await self.client.accept(
+                    subprotocol=upstream.subprotocol, headers=self._response_headers(upstream)
+                )
         except BaseException:
             await upstream.close(CloseCode.GOING_AWAY, "client left during the handshake")
             raise
@@ -164,7 +175,10 @@ class WebSocketProxy:
             await self.connect()
         except UpstreamUnreachable as unreachable:
             logger.warning("WebSocket upstream unreachable: %s", unreachable)
-            await accept_and_close(self.client, CloseCode.BAD_GATEWAY, "upstream unreachable")
+            if self._client_accepted():
+                await self._close_client(CloseCode.BAD_GATEWAY, "upstream unreachable")
+            else:
+                await accept_and_close(self.client, CloseCode.BAD_GATEWAY, "upstream unreachable")
         return self
 
     async def __aexit__(
@@ -186,7 +200,19 @@ class WebSocketProxy:
         await upstream.close(code, reason)
 
     async def __call__(self) -> None:
-        """Relay frames until one side closes; close the other side the same way."""
+        """Relay frames until one side closes; close the other side the same way.
+
+        Outside `async with`, connect first and close both sides at the end (the seed library's form)."""
+        if not self._connect_attempted:
+            async with self:
+                await self._relay()
+            return
+        await self._relay()
+
+    def _client_accepted(self) -> bool:
+        return self.client.application_state is WebSocketState.CONNECTED
+
+    async def _relay(self) -> None:
         upstream = self._upstream
         if upstream is None:
             return
@@ -245,6 +271,9 @@ class WebSocketProxy:
 
     async def _relay_refusal(self, refusal: InvalidStatus) -> None:
         response = refusal.response
+        if self._client_accepted():
+            await self._close_client(CloseCode.BAD_GATEWAY, f"upstream refused: {response.status_code}")
+            return
         if "websocket.http.response" not in self.client.scope.get("extensions", {}):
             await self.client.close()  # the server answers 403: the closest it can say
             return

@@ -6,6 +6,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["BrokerInterface", "BrokerMessage", "BrokerState", "PresenceDelta"]
 
@@ -45,12 +46,17 @@ class BrokerInterface(ABC):
     carries a deadline `ttl` seconds after it was last added, and a member is present while one of its
     entries is. Entries past their deadline are no longer counted as present by `presence_members`, and are
     evicted by the next `presence_update` of their set, which reports the members they leave absent.
+
+    A broker written to the seed library's interface overrides only its six methods (`connect`,
+    `disconnect`, `subscribe`, `unsubscribe`, `publish(channel, message)` and `get_message()`, which
+    returns a `Message` or None); `WebSocketManager` runs such a broker through `MinimalBrokerAdapter`,
+    which provides the rest. The defaults below are what such a broker gets.
     """
 
     @property
-    @abstractmethod
     def state(self) -> BrokerState:
         """Whether the subscriptions are live (`connected`) or being restored (`reconnecting`)."""
+        return BrokerState.CONNECTED
 
     @property
     def last_error(self) -> str | None:
@@ -74,24 +80,24 @@ class BrokerInterface(ABC):
     @abstractmethod
     async def unsubscribe(self, *channels: str) -> None: ...
 
-    @abstractmethod
-    async def psubscribe(self, *patterns: str) -> None: ...
+    async def psubscribe(self, *patterns: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no pattern subscriptions")
+
+    async def punsubscribe(self, *patterns: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no pattern subscriptions")
 
     @abstractmethod
-    async def punsubscribe(self, *patterns: str) -> None: ...
+    async def publish(self, channel: str, data: Any) -> None:
+        """Publish to `channel`: the engine passes bytes; a seed-library broker receives a `Message`."""
 
     @abstractmethod
-    async def publish(self, channel: str, data: bytes) -> None: ...
+    async def get_message(self) -> Any:
+        """The next message received on a subscribed channel or pattern, as a `BrokerMessage`; waits as
+        long as it takes. A seed-library broker returns a `Message`, or None when there is none yet."""
 
-    @abstractmethod
-    async def get_message(self) -> BrokerMessage:
-        """The next message received on a subscribed channel or pattern; waits as long as it takes."""
-
-    @abstractmethod
-    async def ping(self) -> None:
+    async def ping(self) -> None:  # noqa: B027 - a broker with no way to ask is taken to answer
         """Return when the broker answers; raise when it cannot be reached."""
 
-    @abstractmethod
     async def presence_update(
         self,
         key: str,
@@ -104,7 +110,8 @@ class BrokerInterface(ABC):
         add `add` (or push back their deadline) to expire in `ttl` seconds; both map entry ids (which have
         no `:`) to members. Returns the members this made present or absent, counting entries that expired
         as present until evicted: each change is reported once, to one caller, on whichever instance."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no presence")
 
-    @abstractmethod
     async def presence_members(self, key: str) -> set[str]:
         """The members of the set `key` with an entry that has not expired."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no presence")
