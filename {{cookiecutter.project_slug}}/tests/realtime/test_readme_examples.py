@@ -15,15 +15,19 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 
 from {{ cookiecutter.package_name }}.realtime import (
     BrokerInterface,
+    Connection,
     InvalidSubscription,
+    InvalidTopic,
     Message,
     WebSocketException,
     WebSocketManager,
     ahandle,
+    create_broker,
     handle,
     matches,
 )
@@ -354,3 +358,66 @@ async def test_the_readme_examples_across_two_processes(two_readme_instances: tu
         assert (await receive_type(bob, "set_conn_id"))["conn_id"] == "bobby"
         await carol.send(b"\x00binary")
         assert (await receive_type(carol, "error"))["code"] == "invalid_message"
+
+
+async def test_a_connection_around_a_socket_the_app_accepted_sends_and_an_unaccepted_one_raises(
+    manager: WebSocketManager,
+) -> None:
+    outcome: list[str] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        unaccepted = Connection(websocket, "early")
+        try:
+            await unaccepted.send_json({"type": "lost"})
+        except RuntimeError:
+            outcome.append("raised")
+        await websocket.accept()
+        connection = Connection(websocket, "late")
+        await manager.add_connection(connection)
+        await connection.send_json({"type": "sent"})
+        async for message in connection.iter_json():
+            await manager.receive(connection, message)
+        await manager.remove_connection(connection)
+
+    async with serve({"/ws": endpoint}) as url, connect(f"{url}/ws") as client:
+        assert await receive_type(client, "sent") == {"type": "sent"}
+        assert outcome == ["raised"]
+
+
+async def test_topics_is_a_set_whose_changes_subscribe_and_unsubscribe(manager: WebSocketManager) -> None:
+    async with serve({"/ws": library_endpoint(manager)}) as url, connect(f"{url}/ws?id=a") as client:
+        await eventually(lambda: len(manager) == 1)
+        (connection,) = manager.connections_by_id("a")
+        connection.topics.add("news/+")
+        assert "news/+" in connection.topics
+        await connection.settled()
+        await manager.send("news/1", {"type": "news", "n": 1})
+        assert (await receive_type(client, "news"))["n"] == 1
+        connection.topics.discard("news/+")
+        connection.topics.add("other")
+        await connection.settled()
+        assert set(connection.topics) == {"other"}
+        await manager.send("news/2", {"type": "news", "n": 2})
+        await manager.send("other", {"type": "other"})
+        assert (await client.recv()) == '{"type":"other"}'  # the news after the discard never came
+        with pytest.raises(InvalidSubscription) as invalid:
+            connection.topics.add("a/#/b")
+        assert invalid.value.connection is connection
+        with pytest.raises(InvalidTopic):
+            manager.send("a/+", {"type": "never"})  # a plain call that cannot work fails at once
+
+
+async def test_a_broker_publishes_a_message_or_a_dict(broker_url: str, broker_channel: str) -> None:
+    broker = create_broker(broker_url)
+    await broker.connect()
+    try:
+        channel = f"{broker_channel}:raw"
+        await broker.subscribe(channel)
+        await broker.publish(channel, Message(type="note", topic="t", data=1))
+        await broker.publish(channel, {"type": "note", "data": 2})
+        async with asyncio.timeout(5):
+            first, second = await broker.get_message(), await broker.get_message()
+        assert json.loads(first.data) == {"type": "note", "topic": "t", "data": 1}
+        assert json.loads(second.data) == {"type": "note", "data": 2}
+    finally:
+        await broker.disconnect()

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BrokerInterface", "BrokerMessage", "BrokerState", "PresenceDelta"]
+from ..message import Message, encode_frame
+
+__all__ = ["BrokerInterface", "BrokerMessage", "BrokerState", "PresenceDelta", "encode_payload"]
 
 
 class BrokerState(enum.StrEnum):
@@ -24,6 +26,15 @@ class BrokerMessage:
     channel: str
     data: bytes
     pattern: str | None = None
+
+
+def encode_payload(data: bytes | str | Message | Mapping[str, Any]) -> bytes:
+    """What travels on a channel: bytes as they are, text as UTF-8, a `Message` or a dict as its JSON."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return encode_frame(data).encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Any
 
-from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
+from ..message import Message
+from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta, encode_payload
 
 __all__ = ["InMemoryBroker", "glob_match"]
 
@@ -143,7 +145,9 @@ class InMemoryBroker(BrokerInterface):
     async def punsubscribe(self, *patterns: str) -> None:
         self._patterns.difference_update(patterns)
 
-    async def publish(self, channel: str, data: bytes) -> None:
+    async def publish(self, channel: str, data: bytes | str | Message | Mapping[str, Any]) -> None:
+        """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`."""
+        data = encode_payload(data)
         if channel in self._channels:
             self._queue.put_nowait(BrokerMessage(channel, data))
         for pattern in self._patterns:

@@ -32,7 +32,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BrokerError, BrokerUnavailable
-from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
+from ..message import Message
+from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta, encode_payload
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisBroker"]
@@ -160,7 +161,9 @@ class RedisBroker(BrokerInterface):
     async def punsubscribe(self, *patterns: str) -> None:
         await self._change("punsubscribe", self._patterns, patterns)
 
-    async def publish(self, channel: str, data: bytes) -> None:
+    async def publish(self, channel: str, data: bytes | str | Message | Mapping[str, Any]) -> None:
+        """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`."""
+        data = encode_payload(data)
         async with _as_broker_errors(self.command_timeout):
             await self._commands().publish(channel, data)
 
