@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["Call", "done", "start"]
+__all__ = ["Call", "done", "eager_task_factory", "start"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+eager_task_factory: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
+"""Python 3.12's factory of tasks that run at once, in the caller's step, until they first wait; None on
+3.11, where a task starts at the next turn of the loop."""
 
 _running: set[asyncio.Task[Any]] = set()
 """Tasks started by `start` that have not finished: held so that they are not collected half-way."""
@@ -54,10 +57,8 @@ class Call(Awaitable[T]):
 def start(work: Coroutine[Any, Any, T]) -> Call[T]:
     """Begin `work` now, in a task that an awaiting caller waits for (see the module)."""
     loop = asyncio.get_running_loop()
-    if sys.version_info >= (3, 12):
-        task = asyncio.eager_task_factory(loop, work)
-    else:
-        task = loop.create_task(work)
+    task: asyncio.Task[T]
+    task = eager_task_factory(loop, work) if eager_task_factory is not None else loop.create_task(work)
     if not task.done():
         _running.add(task)
     return Call(task)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, TypeAlias
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .calls import eager_task_factory
 from .exceptions import WebSocketException, error_frame
 
 __all__ = ["EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
@@ -164,9 +164,9 @@ class Outbox:
         ready = self._ready
         if ready is None or ready.done() or not isinstance(item, str | bytes):
             return False
-        if sys.version_info < (3, 12):
+        if eager_task_factory is None:
             return False
-        write = asyncio.eager_task_factory(
+        write: asyncio.Task[None] = eager_task_factory(
             asyncio.get_running_loop(), self._write(item), name=f"websocket-write-{self.name}"
         )
         if write.done():
