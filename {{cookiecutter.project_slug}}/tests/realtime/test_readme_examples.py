@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from {{ cookiecutter.package_name }}.realtime import (
     BrokerInterface,
+    BrokerUnavailable,
     Connection,
     InvalidSubscription,
     InvalidTopic,
@@ -31,6 +33,7 @@ from {{ cookiecutter.package_name }}.realtime import (
     handle,
     matches,
 )
+from {{ cookiecutter.package_name }}.realtime.calls import start
 
 from hardening.faults import TcpProxy
 from processes import ProcessGroup, serve_in_loop, wait_until
@@ -421,3 +424,20 @@ async def test_a_broker_publishes_a_message_or_a_dict(broker_url: str, broker_ch
         assert json.loads(second.data) == {"type": "note", "data": 2}
     finally:
         await broker.disconnect()
+
+
+async def test_a_plain_call_that_fails_is_logged_and_an_awaited_one_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise BrokerUnavailable("down")
+
+    caplog.set_level(logging.ERROR)
+    with pytest.raises(BrokerUnavailable):
+        await start(fail())
+    plain = start(fail())
+    await asyncio.wait({plain.task})
+    await asyncio.sleep(0)  # the done callback runs on the next turn
+    failures = [record for record in caplog.records if "nobody awaited" in record.getMessage()]
+    assert len(failures) == 1
