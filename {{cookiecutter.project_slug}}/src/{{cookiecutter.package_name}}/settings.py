@@ -67,6 +67,24 @@ class Settings(BaseSettings):
         description="Seconds after which the users of an instance that died leave its rooms' presence.",
     )
 {%- if cookiecutter.use_notifications == "y" %}
+    ws_max_subscriptions_per_connection: int = Field(
+        default=50, gt=0, description="Topic filters one notifications socket may hold; more: limit_exceeded."
+    )
+    ws_max_subscriptions_per_user: int = Field(
+        default=200,
+        gt=0,
+        description="Topic filters the sockets of one user may hold together on one instance; one more: "
+        "limit_exceeded.",
+    )
+    ws_max_wildcard_subscriptions_per_connection: int = Field(
+        default=5,
+        ge=0,
+        description="Filters with + or # one socket may hold: each distinct one is a Redis pattern that "
+        "every PUBLISH is checked against.",
+    )
+    ws_max_topic_filter_bytes: int = Field(
+        default=256, gt=0, description="Longest topic filter or topic name a client may send, in UTF-8 bytes."
+    )
     notifications_client_publish: bool = Field(
         default=False, description="Let clients publish to topics over /ws/notifications."
     )

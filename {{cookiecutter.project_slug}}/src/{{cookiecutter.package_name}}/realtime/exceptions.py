@@ -39,6 +39,7 @@ ErrorCode = Literal[
     "forbidden",
     "rate_limited",
     "too_large",
+    "limit_exceeded",
     "internal_error",
     "unavailable",
 ]
