@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .db.errors import AlreadyExistsError
 from .db.session import create_engine, create_session_factory
 from .db.users import create_user
+from .http_limits import BoundedH11Protocol
 from .observability import logging_config
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
@@ -59,6 +60,11 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
 
     On SIGTERM uvicorn stops accepting, closes WebSockets with 1012 (service restart) so that clients
     reconnect to another instance, and waits up to `SHUTDOWN_GRACE_SECONDS` for requests in flight.
+
+    Bytes are bounded where they arrive: a WebSocket frame over `WS_MAX_MESSAGE_BYTES` (counted after
+    permessage-deflate decompression) is never buffered whole, and HTTP goes through `BoundedH11Protocol`,
+    which answers 431 to a request head over `HTTP_MAX_HEADER_BYTES` and closes a connection whose head is
+    not in after `HTTP_HEADER_TIMEOUT_SECONDS`.
     """
     settings = get_settings()
     uvicorn.run(
@@ -69,6 +75,9 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
         workers=workers,
         log_config=logging_config(settings),
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        ws_max_size=settings.ws_max_message_bytes,
     )
 
 

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,6 +20,7 @@ from .consumers.unsent import UnsentMessages
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
+from .http_limits import RequestLimitsMiddleware
 from .middleware import InstanceHeaderMiddleware
 from .observability.app import instrument_app
 from .realtime import WebSocketManager
@@ -28,6 +31,7 @@ from .settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 DATABASE_RETRY_AFTER_SECONDS = 5
+ECHOED_INPUT_CHARACTERS = 100
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,20 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
         {"detail": "The database is unavailable; try again later"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422, but an input is echoed only when short: a large body is not sent back to its sender."""
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for problem in error.errors():
+        problem = {key: value for key, value in problem.items() if key != "ctx"}
+        if len(repr(problem.get("input"))) > ECHOED_INPUT_CHARACTERS:
+            del problem["input"]
+        problems.append(problem)
+    return JSONResponse(
+        {"detail": jsonable_encoder(problems)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
     )
 
 
@@ -91,9 +109,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher.from_settings(settings)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_headers=settings.http_max_headers,
+        max_header_bytes=settings.http_max_header_bytes,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
     app.add_middleware(InstanceHeaderMiddleware, instance=settings.instance_name)
     for error_type in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_type, database_unavailable)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     instrument_app(app)
     app.include_router(health.router)
     app.include_router(auth.router)

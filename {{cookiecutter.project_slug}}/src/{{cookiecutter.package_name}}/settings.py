@@ -51,7 +51,25 @@ class Settings(BaseSettings):
     first_superuser: str | None = None
     first_superuser_password: SecretStr | None = None
 
-    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest HTTP request body; a larger one is answered 413."
+    )
+    http_max_headers: int = Field(default=100, gt=0, description="More request headers are answered 431.")
+    http_max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="Largest request head (line and headers); a larger one: 431."
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request head has not all arrived this long after it opened (or "
+        "after the previous response) is closed: slow clients cannot hold sockets open (slowloris).",
+    )
+    ws_max_message_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest WebSocket frame, after decompression; the server stops reading a larger one "
+        "and closes with 1009.",
+    )
     ws_outbound_queue_size: int = Field(default=256, gt=0)
     ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
     ws_rate_limit_burst: int = Field(default=20, gt=0)

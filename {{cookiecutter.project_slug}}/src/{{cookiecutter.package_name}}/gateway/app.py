@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
+from ..http_limits import RequestLimitsMiddleware
 from ..observability import (
     MetricsMiddleware,
     RequestIdMiddleware,
@@ -117,7 +118,8 @@ class Gateway:
 
 
 def create_gateway(settings: Settings | None = None) -> Starlette:
-    gateway = Gateway(settings or get_settings())
+    settings = settings or get_settings()
+    gateway = Gateway(settings)
     registry = new_registry()
     registry.register(UpstreamCollector(gateway.pool))
     return Starlette(
@@ -130,6 +132,12 @@ def create_gateway(settings: Settings | None = None) -> Starlette:
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=TrafficMetrics(registry, prefix="gateway_")),
+            Middleware(
+                RequestLimitsMiddleware,
+                max_headers=settings.http_max_headers,
+                max_header_bytes=settings.http_max_header_bytes,
+                max_body_bytes=settings.http_max_body_bytes,
+            ),
         ],
         lifespan=gateway.lifespan,
     )
