@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from .db import users
 from .db.models import User
 from .realtime import WebSocketManager
+from .security.attempts import AttemptCounter
 from .security.passwords import PasswordHasher
 from .security.tokens import InvalidTokenError, decode_access_token
 from .settings import Settings
@@ -31,6 +32,11 @@ def get_app_settings(connection: HTTPConnection) -> Settings:
 def get_password_hasher(connection: HTTPConnection) -> PasswordHasher:
     hasher: PasswordHasher = connection.app.state.password_hasher
     return hasher
+
+
+def get_attempts(connection: HTTPConnection) -> AttemptCounter:
+    attempts: AttemptCounter = connection.app.state.attempts
+    return attempts
 
 
 def get_session_factory(connection: HTTPConnection) -> async_sessionmaker[AsyncSession]:
@@ -50,6 +56,7 @@ def get_manager(connection: HTTPConnection) -> WebSocketManager:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+AttemptsDep = Annotated[AttemptCounter, Depends(get_attempts)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 # WebSocket consumers outlive a request: they open a short session from the factory for each piece of work.
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]

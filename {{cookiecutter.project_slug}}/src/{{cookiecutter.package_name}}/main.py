@@ -26,6 +26,7 @@ from .observability.app import instrument_app
 from .realtime import WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
+from .security.attempts import AttemptCounter
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
 
@@ -94,11 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = create_session_factory(engine)
         app.state.manager = manager = create_manager(settings)
         app.state.unsent = unsent = UnsentMessages(manager)
+        app.state.attempts = attempts = AttemptCounter.for_broker(
+            settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
+        )
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
             async with manager, unsent:
                 yield
         finally:
+            await attempts.aclose()
             await engine.dispose()
 
     app = FastAPI(

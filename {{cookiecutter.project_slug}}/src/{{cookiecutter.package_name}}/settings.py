@@ -41,6 +41,21 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=32, description="Argon2 memory in KiB; lower only to speed up tests."
     )
 
+    password_hash_concurrency: int = Field(
+        default=2,
+        gt=0,
+        description="Hashes computed at once in a process; others wait (each takes ARGON2_MEMORY_COST).",
+    )
+    auth_rate_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window in which login and registration attempts are counted."
+    )
+    auth_attempts_per_address: int = Field(
+        default=20, gt=0, description="Logins and registrations from one client address a window; more: 429."
+    )
+    auth_attempts_per_username: int = Field(
+        default=10, gt=0, description="Logins and registrations for one username a window; more: 429."
+    )
+
     database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.package_name }}.db"
     broker_url: str = "memory://"
     broker_channel: str = Field(

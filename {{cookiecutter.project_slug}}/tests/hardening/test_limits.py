@@ -81,9 +81,7 @@ async def test_a_frame_over_the_size_limit_is_closed_with_1009(
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-async def test_a_huge_frame_is_closed_with_1009(
-    instance: Instance, endpoint: str
-) -> None:
+async def test_a_huge_frame_is_closed_with_1009(instance: Instance, endpoint: str) -> None:
     async with connect_ws(instance.ws(endpoint), instance.tokens["alice"]) as websocket:
         await joined(websocket, endpoint)
         with contextlib.suppress(ConnectionClosed):  # closed while it still sends

@@ -1,29 +1,67 @@
-"""Registration and the OAuth2 password flow that issues access tokens."""
+"""Registration and the OAuth2 password flow that issues access tokens.
+
+Both are limited per client address and per username (`AUTH_ATTEMPTS_PER_ADDRESS`,
+`AUTH_ATTEMPTS_PER_USERNAME` in `AUTH_RATE_WINDOW_SECONDS`, on every instance together with a Redis broker):
+an attempt over a limit is answered 429 with `Retry-After`, before any password is hashed.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from ..db import users
 from ..db.errors import AlreadyExistsError
-from ..deps import PasswordHasherDep, SessionDep, SettingsDep
+from ..deps import AttemptsDep, PasswordHasherDep, SessionDep, SettingsDep
 from ..schemas import ErrorResponse, Token, UserCreate, UserPublic
+from ..security.attempts import AttemptCounter
 from ..security.tokens import create_access_token
+from ..settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+TOO_MANY_ATTEMPTS = {"model": ErrorResponse, "description": "Too many attempts: wait `Retry-After` seconds"}
+
+
+async def limit_attempts(
+    request: Request, attempts: AttemptCounter, settings: Settings, username: str
+) -> None:
+    """Count an attempt of the client's address and for `username`; 429 when either is over its limit."""
+    address = request.client.host if request.client is not None else "unknown"
+    refusal = await attempts.hit(
+        {
+            f"address:{address}": settings.auth_attempts_per_address,
+            f"username:{username.lower()[:64]}": settings.auth_attempts_per_username,
+        }
+    )
+    if refusal is not None:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="Too many attempts; try again later",
+            headers={"Retry-After": str(refusal.retry_after)},
+        )
 
 
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account",
-    responses={status.HTTP_409_CONFLICT: {"model": ErrorResponse, "description": "The username is taken"}},
+    responses={
+        status.HTTP_409_CONFLICT: {"model": ErrorResponse, "description": "The username is taken"},
+        status.HTTP_429_TOO_MANY_REQUESTS: TOO_MANY_ATTEMPTS,
+    },
 )
-async def register(user_create: UserCreate, session: SessionDep, hasher: PasswordHasherDep) -> UserPublic:
+async def register(
+    request: Request,
+    user_create: UserCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: PasswordHasherDep,
+    attempts: AttemptsDep,
+) -> UserPublic:
+    await limit_attempts(request, attempts, settings, user_create.username)
     try:
         user = await users.create_user(session, user_create=user_create, hasher=hasher)
     except AlreadyExistsError as error:
@@ -37,14 +75,18 @@ async def register(user_create: UserCreate, session: SessionDep, hasher: Passwor
     responses={
         status.HTTP_401_UNAUTHORIZED: {"model": ErrorResponse, "description": "Wrong username or password"},
         status.HTTP_403_FORBIDDEN: {"model": ErrorResponse, "description": "The account is disabled"},
+        status.HTTP_429_TOO_MANY_REQUESTS: TOO_MANY_ATTEMPTS,
     },
 )
 async def login(
+    request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
     hasher: PasswordHasherDep,
+    attempts: AttemptsDep,
 ) -> Token:
+    await limit_attempts(request, attempts, settings, form.username)
     user = await users.authenticate(session, username=form.username, password=form.password, hasher=hasher)
     if user is None:
         raise HTTPException(
