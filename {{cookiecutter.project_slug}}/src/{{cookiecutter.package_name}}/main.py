@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
+from .consumers.base import AccountWatch
 from .consumers.chat import announce_presence_change
 from .consumers.unsent import UnsentMessages
 from .db.errors import DATABASE_UNAVAILABLE
@@ -98,10 +100,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.attempts = attempts = AttemptCounter.for_broker(
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
         )
+        app.state.account_watch = account_watch = AccountWatch(
+            app.state.session_factory, settings.account_check_interval_seconds
+        )
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
             async with manager, unsent:
-                yield
+                watching = asyncio.create_task(account_watch.watch_forever(), name="account-watch")
+                try:
+                    yield
+                finally:
+                    watching.cancel()
+                    await asyncio.gather(watching, return_exceptions=True)
         finally:
             await attempts.aclose()
             await engine.dispose()

@@ -26,6 +26,11 @@ class UserCreate(BaseModel):
     password: str = Field(min_length=8, max_length=128, examples=["correct-horse-battery"])
 
 
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=128, examples=["correct-horse-battery"])
+    new_password: str = Field(min_length=8, max_length=128, examples=["staple-battery-horse"])
+
+
 class UserPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

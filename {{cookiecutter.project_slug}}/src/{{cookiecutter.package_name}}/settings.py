@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=32, description="Argon2 memory in KiB; lower only to speed up tests."
     )
 
+    account_check_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the accounts behind open WebSockets are checked: a disabled one, or an "
+        "expired token, is closed with 1008 within this time even if no instance was told.",
+    )
     password_hash_concurrency: int = Field(
         default=2,
         gt=0,

@@ -151,8 +151,8 @@ def test_passwords_too_long_for_their_scheme_are_401(one_instance: tuple[ServerP
     server, database_path = one_instance
     with sqlite3.connect(database_path) as connection:  # an account from before argon2: a bcrypt hash
         connection.execute(
-            "INSERT INTO users (username, hashed_password, is_active, is_superuser, created_at) "
-            "VALUES (?, ?, 1, 0, '2025-01-01 00:00:00')",
+            "INSERT INTO users (username, hashed_password, is_active, is_superuser, created_at, token_key) "
+            "VALUES (?, ?, 1, 0, '2025-01-01 00:00:00', 'legacy-key')",
             ("legacy", bcrypt.hash(PASSWORD)),
         )
     with httpx.Client(base_url=server.base_url, timeout=30) as http:

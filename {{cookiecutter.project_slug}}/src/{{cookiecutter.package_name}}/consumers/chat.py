@@ -55,10 +55,12 @@ from ..realtime import (
 )
 from ..schemas import MessagePublic
 from ..settings import Settings
-from .base import UserConsumer
+from .base import SessionEnded, UserConsumer
 from .unsent import UnsentMessages
 
 logger = logging.getLogger(__name__)
+
+MAX_ID_DIGITS = len(str(MAX_MESSAGE_ID))  # a longer `since` is refused before it is parsed
 
 ROOM_GROUP_PREFIX = "room:"
 REPLAY_PAGE_SIZE = 100
@@ -123,7 +125,7 @@ class PresenceLeave(BaseModel):
 class RoomConsumer(UserConsumer):
     """One connection to a chat room."""
 
-    sends = (ChatMessagePublic, ChatTypingPublic, PresenceState, PresenceJoin, PresenceLeave)
+    sends = (ChatMessagePublic, ChatTypingPublic, PresenceState, PresenceJoin, PresenceLeave, SessionEnded)
     room: Room
 
     def __init__(
@@ -152,7 +154,10 @@ class RoomConsumer(UserConsumer):
             await reject(self.websocket, "No such room, or it is private and you are not a member")
         self.room = room
         since = self.websocket.query_params.get("since")
-        if since is not None and not (since.isdecimal() and int(since) <= MAX_MESSAGE_ID):
+        valid_since = since is None or (
+            since.isdecimal() and len(since) <= MAX_ID_DIGITS and int(since) <= MAX_MESSAGE_ID
+        )
+        if not valid_since:
             await reject(self.websocket, "since must be the id of a message, a non-negative integer")
         connection = await self.accept()
         if since is not None:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, JsonValue
 
 from ..realtime import Message, WebSocketException, handler, validate_filter, validate_topic
 from ..realtime.topics import MULTI_LEVEL, SINGLE_LEVEL
-from .base import UserConsumer
+from .base import SessionEnded, UserConsumer
 
 USERS_LEVEL = "users"
 
@@ -96,7 +96,7 @@ def notification(topic: str, data: JsonValue) -> Message:
 class NotificationConsumer(UserConsumer):
     """One connection of a user to the notifications."""
 
-    sends = (Notification,)
+    sends = (Notification, SessionEnded)
 
     async def connect(self) -> None:
         self.user = await self.authenticate()

@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from ..consumers.base import end_sessions
 from ..db import users
 from ..db.errors import AlreadyExistsError
-from ..deps import AttemptsDep, PasswordHasherDep, SessionDep, SettingsDep
-from ..schemas import ErrorResponse, Token, UserCreate, UserPublic
+from ..deps import AttemptsDep, CurrentUser, ManagerDep, PasswordHasherDep, SessionDep, SettingsDep
+from ..schemas import ErrorResponse, PasswordChange, Token, UserCreate, UserPublic
 from ..security.attempts import AttemptCounter
 from ..security.tokens import create_access_token
 from ..settings import Settings
@@ -98,6 +99,47 @@ async def login(
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="This account is disabled")
     expires_in = timedelta(minutes=settings.access_token_expire_minutes)
     access_token = create_access_token(
-        subject=str(user.id), secret_key=settings.secret_key.get_secret_value(), expires_in=expires_in
+        subject=str(user.id),
+        secret_key=settings.secret_key.get_secret_value(),
+        expires_in=expires_in,
+        token_key=user.token_key,
     )
     return Token(access_token=access_token, expires_in=int(expires_in.total_seconds()))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Log out everywhere: revoke every token of the account and close its WebSockets",
+    responses={status.HTTP_401_UNAUTHORIZED: {"model": ErrorResponse, "description": "Missing or bad token"}},
+)
+async def logout(user: CurrentUser, session: SessionDep, manager: ManagerDep) -> None:
+    await users.revoke_tokens(session, user=user)
+    await end_sessions(manager, user.username, "logged out")
+
+
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change the password: every token issued before is revoked and the account's WebSockets closed",
+    responses={
+        status.HTTP_401_UNAUTHORIZED: {"model": ErrorResponse, "description": "Bad token or password"},
+        status.HTTP_429_TOO_MANY_REQUESTS: TOO_MANY_ATTEMPTS,
+    },
+)
+async def change_password(
+    request: Request,
+    change: PasswordChange,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: PasswordHasherDep,
+    attempts: AttemptsDep,
+    manager: ManagerDep,
+) -> None:
+    await limit_attempts(request, attempts, settings, user.username)
+    valid, _ = await hasher.verify_and_update(change.current_password, user.hashed_password)
+    if not valid:
+        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="The current password is wrong")
+    await users.change_password(session, user=user, password=change.new_password, hasher=hasher)
+    await end_sessions(manager, user.username, "the password changed")
