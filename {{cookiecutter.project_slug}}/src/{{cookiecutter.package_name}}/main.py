@@ -24,6 +24,7 @@ from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .http_limits import RequestLimitsMiddleware
 from .middleware import InstanceHeaderMiddleware
+from .observability import install_redaction
 from .observability.app import instrument_app
 from .realtime import WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
@@ -89,6 +90,7 @@ def create_manager(settings: Settings) -> WebSocketManager:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -53,7 +53,7 @@ from ..realtime import (
     handler,
     reject,
 )
-from ..schemas import MessagePublic
+from ..schemas import NO_NUL_PATTERN, MessagePublic
 from ..settings import Settings
 from .base import SessionEnded, UserConsumer
 from .unsent import UnsentMessages
@@ -76,9 +76,9 @@ class ChatMessageCreate(BaseModel):
     """Say something in the room."""
 
     type: Literal["chat.message"]
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)] = Field(
-        examples=["Hello, world"]
-    )
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000, pattern=NO_NUL_PATTERN)
+    ] = Field(examples=["Hello, world"])
 
 
 class ChatMessagePublic(MessagePublic):
@@ -148,6 +148,8 @@ class RoomConsumer(UserConsumer):
 
     async def connect(self) -> None:
         self.user = await self.authenticate()
+        if "\x00" in self.room_name:
+            await reject(self.websocket, "No such room, or it is private and you are not a member")
         async with self.session_factory() as session:
             room = await rooms.get_visible_room(session, name=self.room_name, user=self.user)
         if room is None:

@@ -51,7 +51,7 @@ async def authenticate(
 
     An unknown username costs a password verification too, so the response time does not reveal it.
     """
-    user = await get_user_by_username(session, username=username)
+    user = None if "\x00" in username else await get_user_by_username(session, username=username)
     if user is None:
         await hasher.verify_dummy(password)
         return None
