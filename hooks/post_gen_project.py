@@ -20,6 +20,7 @@ NOTIFICATIONS_PATHS = (
     "src/{package}/routers/notifications.py",
     "src/{package}/static/js/notifications.js",
     "tests/app/test_notifications.py",
+    "tests/hardening/test_subscription_limits.py",
 )
 DOCKER_PATHS = (
     "Dockerfile",

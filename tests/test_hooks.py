@@ -108,6 +108,7 @@ def test_nothing_chosen_removes_every_optional_part() -> None:
         "src/chat_service/routers/notifications.py",
         "src/chat_service/static/js/notifications.js",
         "tests/app/test_notifications.py",
+        "tests/hardening/test_subscription_limits.py",
         "Dockerfile",
         ".dockerignore",
         "docker-compose.yml",

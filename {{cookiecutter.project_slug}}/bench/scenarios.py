@@ -136,6 +136,8 @@ async def deploy_service(
         "BROKER_CHANNEL": f"bench-{config.run_id}",
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_COST": "1024",
+        "AUTH_ATTEMPTS_PER_ADDRESS": "1000000",  # every client logs in from the same address
+        "AUTH_ATTEMPTS_PER_USERNAME": "1000000",
         "WS_RATE_LIMIT_PER_SECOND": "1000000",
         "WS_RATE_LIMIT_BURST": "1000000",
         "WS_MAX_CONNECTIONS_PER_USER": str(config.clients),

@@ -11,10 +11,14 @@ import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from .consumers.base import end_sessions
+from .db import users
 from .db.errors import AlreadyExistsError
 from .db.session import create_engine, create_session_factory
 from .db.users import create_user
+from .http_limits import BoundedH11Protocol
 from .observability import logging_config
+from .realtime import WebSocketManager
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
@@ -33,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="The password comes from FIRST_SUPERUSER_PASSWORD if set, else it is asked without echo.",
     )
     superuser.add_argument("--username", help="default: FIRST_SUPERUSER if set, else asked")
+    for command, action in (("disable-user", "disable"), ("enable-user", "enable")):
+        account = commands.add_parser(
+            command,
+            help=f"{action} an account",
+            description="Disabling revokes the account's tokens and closes its WebSockets on every instance "
+            "(at once with a Redis broker, else within ACCOUNT_CHECK_INTERVAL_SECONDS).",
+        )
+        account.add_argument("username")
 {%- if cookiecutter.use_gateway == "y" %}
     gateway = commands.add_parser("gateway", help="run the gateway in front of the app instances")
     gateway.add_argument("--host", default="127.0.0.1")
@@ -51,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 {%- endif %}
     elif args.command == "create-superuser":
         return create_superuser(args.username)
+    elif args.command in ("disable-user", "enable-user"):
+        return set_active(args.username, active=args.command == "enable-user")
     return 0
 
 
@@ -59,6 +73,11 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
 
     On SIGTERM uvicorn stops accepting, closes WebSockets with 1012 (service restart) so that clients
     reconnect to another instance, and waits up to `SHUTDOWN_GRACE_SECONDS` for requests in flight.
+
+    Bytes are bounded where they arrive: a WebSocket frame over `WS_MAX_MESSAGE_BYTES` (counted after
+    permessage-deflate decompression) is never buffered whole, and HTTP goes through `BoundedH11Protocol`,
+    which answers 431 to a request head over `HTTP_MAX_HEADER_BYTES` and closes a connection whose head is
+    not in after `HTTP_HEADER_TIMEOUT_SECONDS`.
     """
     settings = get_settings()
     uvicorn.run(
@@ -69,6 +88,9 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
         workers=workers,
         log_config=logging_config(settings),
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        ws_max_size=settings.ws_max_message_bytes,
     )
 
 
@@ -97,6 +119,32 @@ def create_superuser(username: str | None) -> int:
         ) from None
     print(f"Created superuser {user_create.username!r}")
     return 0
+
+
+def set_active(username: str, *, active: bool) -> int:
+    settings = get_settings()
+    try:
+        found = asyncio.run(_set_active(settings, username, active))
+    except SQLAlchemyError as error:
+        raise SystemExit(f"error: the database refused the write ({type(error).__name__})") from None
+    if not found:
+        raise SystemExit(f"error: there is no user {username!r}")
+    print(f"{'Enabled' if active else 'Disabled'} {username!r}")
+    return 0
+
+
+async def _set_active(settings: Settings, username: str, active: bool) -> bool:
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            if await users.set_active(session, username=username, active=active) is None:
+                return False
+    finally:
+        await engine.dispose()
+    if not active and not settings.broker_url.startswith("memory://"):
+        async with WebSocketManager(settings.broker_channel, settings.broker_url) as manager:
+            await end_sessions(manager, username, "the account was disabled")
+    return True
 
 
 def _ask_new_password() -> str:

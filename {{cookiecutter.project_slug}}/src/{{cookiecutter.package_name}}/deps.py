@@ -16,11 +16,13 @@ from starlette.requests import HTTPConnection
 from .db import users
 from .db.models import User
 from .realtime import WebSocketManager
+from .security.attempts import AttemptCounter
 from .security.passwords import PasswordHasher
-from .security.tokens import InvalidTokenError, decode_access_token
+from .security.tokens import AccessClaims, InvalidTokenError, decode_access_token
 from .settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token")
+MAX_USER_ID_DIGITS = 18  # a BIGINT has 19: a longer subject is no user id
 
 
 def get_app_settings(connection: HTTPConnection) -> Settings:
@@ -31,6 +33,11 @@ def get_app_settings(connection: HTTPConnection) -> Settings:
 def get_password_hasher(connection: HTTPConnection) -> PasswordHasher:
     hasher: PasswordHasher = connection.app.state.password_hasher
     return hasher
+
+
+def get_attempts(connection: HTTPConnection) -> AttemptCounter:
+    attempts: AttemptCounter = connection.app.state.attempts
+    return attempts
 
 
 def get_session_factory(connection: HTTPConnection) -> async_sessionmaker[AsyncSession]:
@@ -50,6 +57,7 @@ def get_manager(connection: HTTPConnection) -> WebSocketManager:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+AttemptsDep = Annotated[AttemptCounter, Depends(get_attempts)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 # WebSocket consumers outlive a request: they open a short session from the factory for each piece of work.
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
@@ -57,16 +65,27 @@ ManagerDep = Annotated[WebSocketManager, Depends(get_manager)]
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 
-async def get_user_from_token(session: AsyncSession, *, token: str, settings: Settings) -> User | None:
-    """The active user a raw access token was issued to, or None if the token or its user is not valid."""
+async def authenticate_token(
+    session: AsyncSession, *, token: str, settings: Settings
+) -> tuple[User, AccessClaims] | None:
+    """The active user a raw access token was issued to and the token's claims, or None if the token is not
+    valid, or was revoked, or its user is gone or disabled."""
     try:
-        subject = decode_access_token(token, secret_key=settings.secret_key.get_secret_value())
+        claims = decode_access_token(token, secret_key=settings.secret_key.get_secret_value())
     except InvalidTokenError:
         return None
-    if not subject.isdecimal():
+    if not (claims.subject.isdecimal() and len(claims.subject) <= MAX_USER_ID_DIGITS):
         return None
-    user = await users.get_user(session, user_id=int(subject))
-    return user if user is not None and user.is_active else None
+    user = await users.get_user(session, user_id=int(claims.subject))
+    if user is None or not user.is_active or claims.key != user.token_key:
+        return None
+    return user, claims
+
+
+async def get_user_from_token(session: AsyncSession, *, token: str, settings: Settings) -> User | None:
+    """The active user a raw access token was issued to, or None if the token or its user is not valid."""
+    authenticated = await authenticate_token(session, token=token, settings=settings)
+    return authenticated[0] if authenticated is not None else None
 
 
 async def get_current_user(session: SessionDep, settings: SettingsDep, token: TokenDep) -> User:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,26 +10,33 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
+from .consumers.base import AccountWatch
 from .consumers.chat import announce_presence_change
 from .consumers.unsent import UnsentMessages
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
+from .http_limits import RequestLimitsMiddleware
 from .middleware import InstanceHeaderMiddleware
+from .observability import install_redaction
 from .observability.app import instrument_app
 from .realtime import WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
+from .security.attempts import AttemptCounter
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 DATABASE_RETRY_AFTER_SECONDS = 5
+ECHOED_INPUT_CHARACTERS = 100
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,20 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
         {"detail": "The database is unavailable; try again later"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422, but an input is echoed only when short: a large body is not sent back to its sender."""
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for problem in error.errors():
+        problem = {key: value for key, value in problem.items() if key != "ctx"}
+        if len(repr(problem.get("input"))) > ECHOED_INPUT_CHARACTERS:
+            del problem["input"]
+        problems.append(problem)
+    return JSONResponse(
+        {"detail": jsonable_encoder(problems)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
     )
 
 
@@ -74,6 +96,7 @@ def create_manager(settings: Settings) -> WebSocketManager:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,11 +105,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = create_session_factory(engine)
         app.state.manager = manager = create_manager(settings)
         app.state.unsent = unsent = UnsentMessages(manager)
+        app.state.attempts = attempts = AttemptCounter.for_broker(
+            settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
+        )
+        app.state.account_watch = account_watch = AccountWatch(
+            app.state.session_factory, settings.account_check_interval_seconds
+        )
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
             async with manager, unsent:
-                yield
+                watching = asyncio.create_task(account_watch.watch_forever(), name="account-watch")
+                try:
+                    yield
+                finally:
+                    watching.cancel()
+                    await asyncio.gather(watching, return_exceptions=True)
         finally:
+            await attempts.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -97,9 +132,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher.from_settings(settings)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_headers=settings.http_max_headers,
+        max_header_bytes=settings.http_max_header_bytes,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
     app.add_middleware(InstanceHeaderMiddleware, instance=settings.instance_name)
     for error_type in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_type, database_unavailable)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     instrument_app(app)
     app.include_router(health.router)
     app.include_router(auth.router)

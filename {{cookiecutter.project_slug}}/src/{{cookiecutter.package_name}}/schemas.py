@@ -11,6 +11,8 @@ from .db.models import Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 ROOM_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+# Text without the NUL character, which PostgreSQL cannot store (SQLite would): refused alike on both.
+NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
 class ErrorResponse(BaseModel):
@@ -24,6 +26,11 @@ class UserCreate(BaseModel):
         examples=["alice"],
     )
     password: str = Field(min_length=8, max_length=128, examples=["correct-horse-battery"])
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=128, examples=["correct-horse-battery"])
+    new_password: str = Field(min_length=8, max_length=128, examples=["staple-battery-horse"])
 
 
 class UserPublic(BaseModel):
@@ -48,7 +55,7 @@ class RoomCreate(BaseModel):
         description="The room's address: 1 to 64 lowercase letters, digits and inner hyphens.",
         examples=["lobby"],
     )
-    title: str = Field(min_length=1, max_length=200, examples=["The lobby"])
+    title: str = Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN, examples=["The lobby"])
     is_private: bool = Field(
         default=False, description="Private rooms are visible to their members only.", examples=[False]
     )
@@ -65,7 +72,9 @@ class RoomPublic(BaseModel):
 
 
 class MembershipCreate(BaseModel):
-    username: str = Field(description="The user to add to the room.", examples=["bob"])
+    username: str = Field(
+        description="The user to add to the room.", pattern=NO_NUL_PATTERN, examples=["bob"]
+    )
 
 
 class MembershipPublic(BaseModel):

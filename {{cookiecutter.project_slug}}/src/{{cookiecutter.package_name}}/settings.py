@@ -41,6 +41,27 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=32, description="Argon2 memory in KiB; lower only to speed up tests."
     )
 
+    account_check_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the accounts behind open WebSockets are checked: a disabled one, or an "
+        "expired token, is closed with 1008 within this time even if no instance was told.",
+    )
+    password_hash_concurrency: int = Field(
+        default=2,
+        gt=0,
+        description="Hashes computed at once in a process; others wait (each takes ARGON2_MEMORY_COST).",
+    )
+    auth_rate_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window in which login and registration attempts are counted."
+    )
+    auth_attempts_per_address: int = Field(
+        default=20, gt=0, description="Logins and registrations from one client address a window; more: 429."
+    )
+    auth_attempts_per_username: int = Field(
+        default=10, gt=0, description="Logins and registrations for one username a window; more: 429."
+    )
+
     database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.package_name }}.db"
     broker_url: str = "memory://"
     broker_channel: str = Field(
@@ -60,7 +81,25 @@ class Settings(BaseSettings):
     first_superuser: str | None = None
     first_superuser_password: SecretStr | None = None
 
-    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest HTTP request body; a larger one is answered 413."
+    )
+    http_max_headers: int = Field(default=100, gt=0, description="More request headers are answered 431.")
+    http_max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="Largest request head (line and headers); a larger one: 431."
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request head has not all arrived this long after it opened (or "
+        "after the previous response) is closed: slow clients cannot hold sockets open (slowloris).",
+    )
+    ws_max_message_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest WebSocket frame, after decompression; the server stops reading a larger one "
+        "and closes with 1009.",
+    )
     ws_outbound_queue_size: int = Field(default=256, gt=0)
     ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
     ws_rate_limit_burst: int = Field(default=20, gt=0)
@@ -76,6 +115,24 @@ class Settings(BaseSettings):
         description="Seconds after which the users of an instance that died leave its rooms' presence.",
     )
 {%- if cookiecutter.use_notifications == "y" %}
+    ws_max_subscriptions_per_connection: int = Field(
+        default=50, gt=0, description="Topic filters one notifications socket may hold; more: limit_exceeded."
+    )
+    ws_max_subscriptions_per_user: int = Field(
+        default=200,
+        gt=0,
+        description="Topic filters the sockets of one user may hold together on one instance; one more: "
+        "limit_exceeded.",
+    )
+    ws_max_wildcard_subscriptions_per_connection: int = Field(
+        default=5,
+        ge=0,
+        description="Filters with + or # one socket may hold: each distinct one is a Redis pattern that "
+        "every PUBLISH is checked against.",
+    )
+    ws_max_topic_filter_bytes: int = Field(
+        default=256, gt=0, description="Longest topic filter or topic name a client may send, in UTF-8 bytes."
+    )
     notifications_client_publish: bool = Field(
         default=False, description="Let clients publish to topics over /ws/notifications."
     )

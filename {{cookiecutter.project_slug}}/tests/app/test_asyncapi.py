@@ -138,6 +138,8 @@ def test_every_frame_type_a_consumer_handles_is_described(document: dict[str, An
         methods = event_methods(consumer)
         if not (received or filtered or methods):
             continue  # a base class that serves no endpoint itself
+        if consumer not in channels and any(issubclass(served, consumer) for served in channels):
+            continue  # a base class: what it handles is checked on the consumers that extend it
         assert consumer in channels, f"{consumer.__name__} handles frames but is not in the document"
         channel = channels[consumer]
         assert received - frame_types(document, channel, "receive") == set(), consumer.__name__

@@ -8,8 +8,10 @@ import pytest
 from httpx import AsyncClient
 
 EXPECTED_RESPONSES = {
-    ("post", "/auth/register"): {"201", "409", "422"},
-    ("post", "/auth/token"): {"200", "401", "403", "422"},
+    ("post", "/auth/register"): {"201", "409", "422", "429"},
+    ("post", "/auth/token"): {"200", "401", "403", "422", "429"},
+    ("post", "/auth/logout"): {"204", "401"},
+    ("post", "/auth/password"): {"204", "401", "422", "429"},
     ("get", "/users/me"): {"200", "401"},
     ("get", "/rooms"): {"200", "401"},
     ("post", "/rooms"): {"201", "401", "409", "422"},
@@ -40,6 +42,14 @@ async def test_every_route_documents_its_error_responses(openapi: dict[str, Any]
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_schemas_carry_examples(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
-    for name in ("UserCreate", "UserPublic", "RoomCreate", "RoomPublic", "MembershipCreate", "MessagePublic"):
+    for name in (
+        "UserCreate",
+        "PasswordChange",
+        "UserPublic",
+        "RoomCreate",
+        "RoomPublic",
+        "MembershipCreate",
+        "MessagePublic",
+    ):
         properties = schemas[name]["properties"]
         assert all("examples" in field for field in properties.values()), name

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 FRAMES_PER_EXAMPLE = 50
 EXAMPLES_PER_ENDPOINT = 100  # 5,000 frames on each endpoint
 REPLY_TIMEOUT = 10.0
-HANDLER_ERROR_CODES = {"invalid_message", "invalid_topic", "forbidden"}
+HANDLER_ERROR_CODES = {"invalid_message", "invalid_topic", "forbidden", "limit_exceeded"}
 FIELDS = ["text", "topic", "data", "conn_id", "since"]
 TYPES = ["chat.message", "chat.typing", "subscribe", "unsubscribe", "send", "send_by_conn_id", "broadcast"]
 

@@ -16,25 +16,66 @@ uncounted, and the heartbeat counts them once it is back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 
 from ..db.models import User
-from ..deps import get_user_from_token
-from ..realtime import BrokerError, Connection, JsonConsumer, RateLimit, WebSocketManager, reject, token_from
+from ..deps import authenticate_token
+from ..realtime import (
+    BrokerError,
+    Connection,
+    ConnectionState,
+    JsonConsumer,
+    RateLimit,
+    WebSocketManager,
+    reject,
+    token_from,
+)
 from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
 CONNECTIONS_GROUP_PREFIX = "connections:"
+ACCOUNT_GROUP_PREFIX = "account:"
+WS_1008_POLICY_VIOLATION = 1008
+SESSION_ENDED = "Session ended"
+WATCH_BATCH = 500
 
 
 def connections_group(username: str) -> str:
     """The presence set that counts the open connections of a user, on every instance."""
     return CONNECTIONS_GROUP_PREFIX + username
+
+
+class SessionEnded(BaseModel):
+    """The session is over; the server closes the socket with 1008 right after. Log in again to go on."""
+
+    type: Literal["session.ended"] = "session.ended"
+    reason: str = Field(examples=["the token expired", "logged out", "the account was disabled"])
+
+
+def account_group(username: str) -> str:
+    """The group of every socket of a user, on every instance: told when their session ends."""
+    return ACCOUNT_GROUP_PREFIX + username
+
+
+async def end_sessions(manager: WebSocketManager, username: str, reason: str) -> None:
+    """Close every open socket of `username`, on every instance, with 1008 and `Session ended: <reason>`.
+
+    Without the broker, the sockets are left to `AccountWatch`, which ends them within its interval."""
+    try:
+        await manager.group_send(account_group(username), SessionEnded(reason=reason).model_dump())
+    except BrokerError as error:
+        logger.warning("the sockets of %r are left to the account watch: %s", username, error)
 
 
 class UserConsumer(JsonConsumer):
@@ -47,6 +88,8 @@ class UserConsumer(JsonConsumer):
     """
 
     user: User
+    token_expires_at: float = float("inf")
+    token_key: str | None = None
 
     def __init__(
         self,
@@ -71,11 +114,40 @@ class UserConsumer(JsonConsumer):
         if token is None:
             await reject(self.websocket, "Not authenticated")
         async with self.session_factory() as session:
-            user = await get_user_from_token(session, token=token, settings=self.settings)
-        if user is None:
+            authenticated = await authenticate_token(session, token=token, settings=self.settings)
+        if authenticated is None:
             await reject(self.websocket, "Invalid or expired token, or its user no longer exists")
+        user, claims = authenticated
+        self.token_expires_at, self.token_key = claims.expires_at, claims.key
         self.conn_id = user.username
         return user
+
+    def session_problem(self, user: User | None = None, *, checked: bool = False) -> str | None:
+        """Why this socket's session is over, or None: its token expired, or (when `checked`, with the
+        account as it is now, None if gone) the account is disabled, deleted, or its tokens revoked."""
+        if time.time() >= self.token_expires_at:
+            return "the token expired"
+        if checked and (user is None or not user.is_active or user.token_key != self.token_key):
+            return "the account was disabled or deleted, or its tokens revoked"
+        return None
+
+    async def end_session(self, reason: str) -> None:
+        """Tell the client why, and close with 1008."""
+        if self.connection is None or self.connection.state is not ConnectionState.OPEN:
+            return
+        await self.send_json(SessionEnded(reason=reason).model_dump())
+        await self.close(WS_1008_POLICY_VIOLATION, f"{SESSION_ENDED}: {reason}")
+
+    async def session_ended(self, event: Mapping[str, Any]) -> None:
+        """Sent by `end_sessions`, from any instance."""
+        await self.end_session(str(event.get("reason", "")))
+
+    async def receive(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Each frame, the session is checked first; an ended one is closed instead."""
+        if (problem := self.session_problem()) is not None:
+            await self.end_session(problem)
+            return
+        await super().receive(text, bytes_data)
 
     async def accept(
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
@@ -97,4 +169,54 @@ class UserConsumer(JsonConsumer):
         if open_now > limit:
             await self.manager.presence_leave(group, connection)
             await reject(self.websocket, f"Too many connections: at most {limit} per user")
+        await self.manager.group_add(account_group(self.user.username), connection)
+        watch: AccountWatch | None = getattr(self.websocket.app.state, "account_watch", None)
+        if watch is not None:
+            watch.add(self)
         return connection
+
+
+class AccountWatch:
+    """Ends the sessions of this instance's sockets whose token expired or whose account changed (see the
+    module), checking them every `interval` seconds, all in a few queries."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], interval: float) -> None:
+        self.session_factory = session_factory
+        self.interval = interval
+        self._consumers: weakref.WeakSet[UserConsumer] = weakref.WeakSet()
+
+    def add(self, consumer: UserConsumer) -> None:
+        self._consumers.add(consumer)
+
+    async def watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("could not check the accounts of the open sockets; trying again later")
+
+    async def check(self) -> int:
+        """End the sessions that are over; how many were."""
+        consumers = [
+            consumer
+            for consumer in self._consumers
+            if consumer.connection is not None and consumer.connection.state is ConnectionState.OPEN
+        ]
+        accounts = await self._accounts(sorted({consumer.user.id for consumer in consumers}))
+        ended = 0
+        for consumer in consumers:
+            problem = consumer.session_problem(accounts.get(consumer.user.id), checked=True)
+            if problem is not None:
+                ended += 1
+                await consumer.end_session(problem)
+        return ended
+
+    async def _accounts(self, user_ids: Sequence[int]) -> dict[int, User]:
+        accounts: dict[int, User] = {}
+        async with self.session_factory() as session:
+            for start in range(0, len(user_ids), WATCH_BATCH):
+                batch = user_ids[start : start + WATCH_BATCH]
+                for user in await session.scalars(select(User).where(User.id.in_(batch))):
+                    accounts[user.id] = user
+        return accounts

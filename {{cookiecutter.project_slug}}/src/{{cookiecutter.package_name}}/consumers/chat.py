@@ -53,12 +53,14 @@ from ..realtime import (
     handler,
     reject,
 )
-from ..schemas import MessagePublic
+from ..schemas import NO_NUL_PATTERN, MessagePublic
 from ..settings import Settings
-from .base import UserConsumer
+from .base import SessionEnded, UserConsumer
 from .unsent import UnsentMessages
 
 logger = logging.getLogger(__name__)
+
+MAX_ID_DIGITS = len(str(MAX_MESSAGE_ID))  # a longer `since` is refused before it is parsed
 
 ROOM_GROUP_PREFIX = "room:"
 REPLAY_PAGE_SIZE = 100
@@ -74,9 +76,9 @@ class ChatMessageCreate(BaseModel):
     """Say something in the room."""
 
     type: Literal["chat.message"]
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)] = Field(
-        examples=["Hello, world"]
-    )
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000, pattern=NO_NUL_PATTERN)
+    ] = Field(examples=["Hello, world"])
 
 
 class ChatMessagePublic(MessagePublic):
@@ -123,7 +125,7 @@ class PresenceLeave(BaseModel):
 class RoomConsumer(UserConsumer):
     """One connection to a chat room."""
 
-    sends = (ChatMessagePublic, ChatTypingPublic, PresenceState, PresenceJoin, PresenceLeave)
+    sends = (ChatMessagePublic, ChatTypingPublic, PresenceState, PresenceJoin, PresenceLeave, SessionEnded)
     room: Room
 
     def __init__(
@@ -146,13 +148,18 @@ class RoomConsumer(UserConsumer):
 
     async def connect(self) -> None:
         self.user = await self.authenticate()
+        if "\x00" in self.room_name:
+            await reject(self.websocket, "No such room, or it is private and you are not a member")
         async with self.session_factory() as session:
             room = await rooms.get_visible_room(session, name=self.room_name, user=self.user)
         if room is None:
             await reject(self.websocket, "No such room, or it is private and you are not a member")
         self.room = room
         since = self.websocket.query_params.get("since")
-        if since is not None and not (since.isdecimal() and int(since) <= MAX_MESSAGE_ID):
+        valid_since = since is None or (
+            since.isdecimal() and len(since) <= MAX_ID_DIGITS and int(since) <= MAX_MESSAGE_ID
+        )
+        if not valid_since:
             await reject(self.websocket, "since must be the id of a message, a non-negative integer")
         connection = await self.accept()
         if since is not None:

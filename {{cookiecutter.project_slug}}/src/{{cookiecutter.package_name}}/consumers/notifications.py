@@ -9,6 +9,12 @@ Topics under `users/<username>/` belong to that user. Every connection of a user
 to `users/<username>/notifications`, where `POST /notifications` with a `username` publishes. A filter that
 could match a topic of another user (`#`, `users/#`, `users/+/...`, `users/bob/...`, `+/+`, `+/bob/...`) is
 refused with `forbidden`, and so is publishing into another user's topics.
+
+What a client can make the service hold is bounded: a filter longer than `WS_MAX_TOPIC_FILTER_BYTES`, or one
+more than `WS_MAX_SUBSCRIPTIONS_PER_CONNECTION` on the socket, `WS_MAX_WILDCARD_SUBSCRIPTIONS_PER_CONNECTION`
+wildcard filters on the socket, or `WS_MAX_SUBSCRIPTIONS_PER_USER` on all the user's sockets of this instance,
+is refused with `limit_exceeded` and the socket stays open. A filter without wildcards costs the broker one
+channel subscription; only wildcard filters are pattern subscriptions, shared by all who hold the same one.
 """
 
 from __future__ import annotations
@@ -18,11 +24,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, JsonValue
 
 from ..realtime import Message, WebSocketException, handler, validate_filter, validate_topic
-from .base import UserConsumer
+from ..realtime.topics import MULTI_LEVEL, SINGLE_LEVEL
+from .base import SessionEnded, UserConsumer
 
 USERS_LEVEL = "users"
-SINGLE_LEVEL = "+"
-MULTI_LEVEL = "#"
 
 
 def user_topic(username: str) -> str:
@@ -91,7 +96,7 @@ def notification(topic: str, data: JsonValue) -> Message:
 class NotificationConsumer(UserConsumer):
     """One connection of a user to the notifications."""
 
-    sends = (Notification,)
+    sends = (Notification, SessionEnded)
 
     async def connect(self) -> None:
         self.user = await self.authenticate()
@@ -100,15 +105,18 @@ class NotificationConsumer(UserConsumer):
 
     @handler(sends=[Subscribed])
     async def on_subscribe(self, message: Subscribe) -> Subscribed:
-        """Subscribe to a filter, unless it could match another user's topics."""
+        """Subscribe to a filter, unless it could match another user's topics or exceed a limit."""
+        self.refuse_long_topic(message.topic)
         validate_filter(message.topic)
         self.refuse_other_users(message.topic)
+        self.refuse_over_limits(message.topic)
         await self.subscribe(message.topic)
         return Subscribed(topic=message.topic)
 
     @handler(sends=[Unsubscribed])
     async def on_unsubscribe(self, message: Unsubscribe) -> Unsubscribed:
         """Unsubscribe from a filter; unsubscribing from one never subscribed to is not an error."""
+        self.refuse_long_topic(message.topic)
         validate_filter(message.topic)
         await self.unsubscribe(message.topic)
         return Unsubscribed(topic=message.topic)
@@ -118,6 +126,7 @@ class NotificationConsumer(UserConsumer):
         """Publish a notification to a topic, if the settings allow clients to."""
         if not self.settings.notifications_client_publish:
             raise WebSocketException("clients may not publish on this service", code="forbidden")
+        self.refuse_long_topic(message.topic)
         validate_topic(message.topic)
         self.refuse_other_users(message.topic)
         await self.manager.send(notification(message.topic, message.data))
@@ -128,3 +137,31 @@ class NotificationConsumer(UserConsumer):
                 f"{topic!r} reaches other users' topics; yours are {USERS_LEVEL}/{self.user.username}/#",
                 code="forbidden",
             )
+
+    def refuse_long_topic(self, topic: str) -> None:
+        limit = self.settings.ws_max_topic_filter_bytes
+        if len(topic) > limit or len(topic.encode("utf-8", "replace")) > limit:
+            raise WebSocketException(f"topics are limited to {limit} bytes", code="limit_exceeded")
+
+    def refuse_over_limits(self, topic_filter: str) -> None:
+        """Raise `limit_exceeded` if holding one more filter would exceed a subscription limit."""
+        connection = self.connection
+        if connection is None or topic_filter in connection.topics:
+            return
+        per_connection = self.settings.ws_max_subscriptions_per_connection
+        if len(connection.topics) >= per_connection:
+            raise WebSocketException(
+                f"at most {per_connection} subscriptions per connection", code="limit_exceeded"
+            )
+        wildcards = self.settings.ws_max_wildcard_subscriptions_per_connection
+        if is_wildcard(topic_filter) and sum(map(is_wildcard, connection.topics)) >= wildcards:
+            raise WebSocketException(
+                f"at most {wildcards} filters with '+' or '#' per connection", code="limit_exceeded"
+            )
+        per_user = self.settings.ws_max_subscriptions_per_user
+        if sum(len(other.topics) for other in self.manager.connections_by_id(connection.id)) >= per_user:
+            raise WebSocketException(f"at most {per_user} subscriptions per user", code="limit_exceeded")
+
+
+def is_wildcard(topic_filter: str) -> bool:
+    return SINGLE_LEVEL in topic_filter or MULTI_LEVEL in topic_filter

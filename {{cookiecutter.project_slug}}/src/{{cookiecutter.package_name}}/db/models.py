@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, MetaData, String, Text
@@ -57,6 +58,10 @@ class Role(enum.StrEnum):
     MEMBER = "member"
 
 
+def new_token_key() -> str:
+    return secrets.token_hex(16)
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -66,6 +71,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     is_superuser: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # In every token issued to the user; a new one revokes them all (see `security.tokens`).
+    token_key: Mapped[str] = mapped_column(String(32), default=new_token_key)
 
 
 class Room(Base):

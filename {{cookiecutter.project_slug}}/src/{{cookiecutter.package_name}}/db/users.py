@@ -1,4 +1,4 @@
-"""Users: lookup, creation and password authentication."""
+"""Users: lookup, creation, password authentication, and the changes that end their sessions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..schemas import UserCreate
 from ..security.passwords import PasswordHasher
 from .errors import AlreadyExistsError, commit_new
-from .models import User
+from .models import User, new_token_key
 
 
 async def get_user(session: AsyncSession, *, user_id: int) -> User | None:
@@ -51,7 +51,7 @@ async def authenticate(
 
     An unknown username costs a password verification too, so the response time does not reveal it.
     """
-    user = await get_user_by_username(session, username=username)
+    user = None if "\x00" in username else await get_user_by_username(session, username=username)
     if user is None:
         await hasher.verify_dummy(password)
         return None
@@ -61,4 +61,30 @@ async def authenticate(
     if new_hash is not None:
         user.hashed_password = new_hash
         await session.commit()
+    return user
+
+
+async def revoke_tokens(session: AsyncSession, *, user: User) -> None:
+    """Revoke every token issued to `user` so far (a new token key)."""
+    user.token_key = new_token_key()
+    await session.commit()
+
+
+async def change_password(
+    session: AsyncSession, *, user: User, password: str, hasher: PasswordHasher
+) -> None:
+    """Set a new password and revoke every token issued before."""
+    user.hashed_password = await hasher.hash(password)
+    await revoke_tokens(session, user=user)
+
+
+async def set_active(session: AsyncSession, *, username: str, active: bool) -> User | None:
+    """Enable or disable an account (disabling revokes its tokens); None when there is no such user."""
+    user = await get_user_by_username(session, username=username)
+    if user is None:
+        return None
+    user.is_active = active
+    if not active:
+        user.token_key = new_token_key()
+    await session.commit()
     return user

@@ -2,7 +2,9 @@
 
 A plain Starlette app rather than FastAPI: every path outside `/gateway/` belongs to the upstreams,
 `/docs` and `/openapi.json` included, but `/metrics`, which serves the gateway's own metrics. The
-instances' metrics are for a scraper on the internal network, never for the clients of the gateway.
+instances' metrics are for a scraper on the internal network, never for the clients of the gateway. A path
+with a `.` or `..` segment (percent-encoded or not) is refused with 400 rather than relayed: the upstream
+would see it resolved (`/x/../metrics` is `/metrics`), which the routes here never did.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from urllib.parse import unquote
 
 import httpx
 from starlette.applications import Starlette
@@ -23,10 +26,12 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
+from ..http_limits import RequestLimitsMiddleware
 from ..observability import (
     MetricsMiddleware,
     RequestIdMiddleware,
     TrafficMetrics,
+    install_redaction,
     metrics_endpoint,
     new_registry,
 )
@@ -85,6 +90,15 @@ class Gateway:
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if has_dot_segment(raw_path):
+            if scope["type"] == "http":
+                refusal = JSONResponse({"detail": "paths with . or .. segments are refused"}, 400)
+                await refusal(scope, receive, send)
+            elif scope["type"] == "websocket":
+                websocket = WebSocket(scope, receive, send)
+                await accept_and_close(websocket, CloseCode.POLICY_VIOLATION, "bad path")
+            return
         if scope["type"] == "http":
             response = await self.reverse_proxy(Request(scope, receive))
             await response(scope, receive, send)
@@ -116,8 +130,16 @@ class Gateway:
         await accept_and_close(websocket, code, reason)
 
 
+def has_dot_segment(raw_path: bytes) -> bool:
+    """Whether a request path has a `.` or `..` segment, percent-encoded or not."""
+    segments = unquote(raw_path.decode("latin-1")).replace("\\", "/").split("/")
+    return any(segment in (".", "..") for segment in segments)
+
+
 def create_gateway(settings: Settings | None = None) -> Starlette:
-    gateway = Gateway(settings or get_settings())
+    settings = settings or get_settings()
+    install_redaction()
+    gateway = Gateway(settings)
     registry = new_registry()
     registry.register(UpstreamCollector(gateway.pool))
     return Starlette(
@@ -130,6 +152,12 @@ def create_gateway(settings: Settings | None = None) -> Starlette:
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=TrafficMetrics(registry, prefix="gateway_")),
+            Middleware(
+                RequestLimitsMiddleware,
+                max_headers=settings.http_max_headers,
+                max_header_bytes=settings.http_max_header_bytes,
+                max_body_bytes=settings.http_max_body_bytes,
+            ),
         ],
         lifespan=gateway.lifespan,
     )

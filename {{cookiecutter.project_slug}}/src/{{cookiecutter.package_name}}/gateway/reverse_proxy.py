@@ -26,10 +26,9 @@ HOP_BY_HOP_HEADERS = frozenset(
         "upgrade",
     }
 )
-# httpx writes Host for the upstream; this server already answered Expect; X-Forwarded-* are recomputed.
-REWRITTEN_REQUEST_HEADERS = frozenset(
-    {"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
-)
+# This server already answered Expect; X-Forwarded-* are recomputed. Host goes through as the client sent it,
+# so that the URLs an upstream builds (redirects) point at the gateway, not at the upstream's own address.
+REWRITTEN_REQUEST_HEADERS = frozenset({"expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 # The server answering the client writes its own.
 REWRITTEN_RESPONSE_HEADERS = frozenset({"date", "server"})
 

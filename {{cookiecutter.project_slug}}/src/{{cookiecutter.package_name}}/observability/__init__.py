@@ -1,7 +1,8 @@
 """What operators see of the service: Prometheus metrics, structured logs, and request ids.
 
 - `context`: `RequestIdMiddleware` and the `request_id` context variable every log line carries.
-- `logs`: `logging_config(settings)`, JSON lines in production and readable text elsewhere, redacted.
+- `logs`: `logging_config(settings)`, JSON lines in production and readable text elsewhere, redacted;
+  `install_redaction()`, which the app and the gateway call so that any launch redacts.
 - `redaction`: `redact(text)`, which takes bearer tokens, JWTs and passwords out of a line.
 - `metrics`: `TrafficMetrics` and `MetricsMiddleware` (HTTP and WebSocket traffic), shared with the gateway.
 - `app`: `instrument_app(app)`, with the collectors of the realtime engine and the database pool.
@@ -10,7 +11,7 @@ This package imports only `settings` and, in `app`, the engine and SQLAlchemy: t
 """
 
 from .context import RequestIdMiddleware, request_id
-from .logs import logging_config
+from .logs import install_redaction, logging_config
 from .metrics import MetricsMiddleware, TrafficMetrics, metrics_endpoint, new_registry
 from .redaction import redact
 
@@ -18,6 +19,7 @@ __all__ = [
     "MetricsMiddleware",
     "RequestIdMiddleware",
     "TrafficMetrics",
+    "install_redaction",
     "logging_config",
     "metrics_endpoint",
     "new_registry",

@@ -106,6 +106,20 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def install_redaction() -> None:
+    """Redact what the handlers configured so far write, however the process was launched.
+
+    The `serve` command configures logging with `logging_config`; a plain `uvicorn --factory` gives its own
+    loggers handlers of their own and leaves the others to Python's last resort, which get the filter here.
+    """
+    handlers = {*logging.getLogger().handlers, logging.lastResort}
+    for name in UVICORN_LOGGERS:
+        handlers.update(logging.getLogger(name).handlers)
+    for handler in handlers:
+        if handler is not None and not any(isinstance(each, RedactingFilter) for each in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
 def logging_config(settings: Settings) -> dict[str, Any]:
     """The `dictConfig` of a process: one root handler, formatted as configured, taking uvicorn's records."""
     use_json = settings.log_format == "json" if settings.log_format else settings.environment == "production"

@@ -40,6 +40,7 @@ ErrorCode = Literal[
     "forbidden",
     "rate_limited",
     "too_large",
+    "limit_exceeded",
     "internal_error",
     "unavailable",
 ]

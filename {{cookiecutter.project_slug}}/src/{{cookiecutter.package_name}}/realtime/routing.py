@@ -2,8 +2,10 @@
 
 Channel names all start with the manager's `broker_channel` prefix, so that services (and test runs) can
 share one Redis: `<prefix>:broadcast` (always), `<prefix>:conn:<id>` while a local connection has that id,
-`<prefix>:group:<name>` while the group has a local member, and `<prefix>:topic:<topic>` for topic messages,
-received through one pattern subscription per distinct glob of the filters held locally.
+`<prefix>:group:<name>` while the group has a local member, and `<prefix>:topic:<topic>` for topic messages.
+A filter without wildcards is a plain channel subscription on its topic's channel; only a wildcard filter
+needs a pattern subscription (one per distinct glob held locally, shared by every connection holding it), so
+the patterns that Redis checks every PUBLISH against are as few as the wildcard filters in use.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from .connection import Connection
 from .message import Envelope, loads
 from .outbox import Filtered
 from .stats import Stats
-from .topics import TopicIndex, escape_glob, filter_to_glob
+from .topics import MULTI_LEVEL, SINGLE_LEVEL, TopicIndex, escape_glob, filter_to_glob
 
 __all__ = ["Router"]
+
+
+def is_exact(topic_filter: str) -> bool:
+    """Whether a valid filter has no wildcard, and so matches exactly the topic of the same name."""
+    return SINGLE_LEVEL not in topic_filter and MULTI_LEVEL not in topic_filter
 
 
 class _Subscriptions:
@@ -114,11 +121,17 @@ class Router:
 
     async def topic_added(self, connection: Connection, topic_filter: str) -> None:
         self._topics.add(topic_filter, connection)
-        await self.patterns.acquire(self.topic_pattern(topic_filter))
+        if is_exact(topic_filter):
+            await self.channels.acquire(self.channel("topic", topic_filter))
+        else:
+            await self.patterns.acquire(self.topic_pattern(topic_filter))
 
     async def topic_removed(self, connection: Connection, topic_filter: str) -> None:
         self._topics.discard(topic_filter, connection)
-        await self.patterns.release(self.topic_pattern(topic_filter))
+        if is_exact(topic_filter):
+            await self.channels.release(self.channel("topic", topic_filter))
+        else:
+            await self.patterns.release(self.topic_pattern(topic_filter))
 
     async def group_added(self, connection: Connection, group: str) -> None:
         self._groups.setdefault(group, set()).add(connection)
@@ -177,8 +190,9 @@ class Router:
         elif envelope.kind == "group":
             recipients = self._groups.get(envelope.target, ())
         elif envelope.kind == "topic":
-            # Redis delivers a message once per matching pattern, back to back: keep the first copy.
-            if message.pattern is not None and envelope.id is not None:
+            # Redis delivers a message once for its channel and once per matching pattern, back to back:
+            # the first copy reaches every local filter that matches, so the others are dropped.
+            if envelope.id is not None:
                 if envelope.id == self._last_topic_message:
                     return
                 self._last_topic_message = envelope.id

@@ -11,6 +11,7 @@ from ..db.errors import AlreadyExistsError
 from ..db.models import MAX_MESSAGE_ID, Room
 from ..deps import CurrentUser, SessionDep
 from ..schemas import (
+    NO_NUL_PATTERN,
     ErrorResponse,
     MembershipCreate,
     MembershipPublic,
@@ -43,7 +44,7 @@ router = APIRouter(prefix="/rooms", tags=["rooms"], responses=UNAUTHORIZED)
 
 
 async def get_visible_room(
-    room: Annotated[str, Path(description="The room's name", examples=["lobby"])],
+    room: Annotated[str, Path(description="The room's name", pattern=NO_NUL_PATTERN, examples=["lobby"])],
     session: SessionDep,
     user: CurrentUser,
 ) -> Room:
