@@ -8,7 +8,7 @@ BENCH_DIR := $(BUILD)/bench
 BAKE_DIR ?= $(BUILD)/dev
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bake bench lint clean
+.PHONY: install demo test bake bench lint lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,19 @@ bench: install ## Bake the defaults into build/bench and run their benchmark (`m
 	rm -rf $(BENCH_DIR)
 	$(BIN)/cookiecutter . --no-input --output-dir $(BENCH_DIR)
 	$(MAKE) -C $(BENCH_DIR)/chat-service bench
+
+# The generated project's uv.lock is templates/uv-py<version>.lock with its own name and version left to Jinja.
+PYTHON_VERSIONS := 3.11 3.12 3.13
+LOCK_DIR := $(BUILD)/lock
+
+lock: install ## Upgrade the generated projects' locks (templates/uv-py*.lock) to the newest allowed versions
+	for version in $(PYTHON_VERSIONS); do \
+	  rm -rf $(LOCK_DIR)/$$version && \
+	  $(BIN)/cookiecutter . --no-input --output-dir $(LOCK_DIR)/$$version python_version=$$version && \
+	  (cd $(LOCK_DIR)/$$version/chat-service && $(CURDIR)/$(BIN)/uv lock --upgrade --quiet) && \
+	  sed -e '/^name = "chat-service"$$/{s//name = "{{ cookiecutter.project_slug }}"/;n;s/^version = .*/version = "{{ cookiecutter.version }}"/}' \
+	    $(LOCK_DIR)/$$version/chat-service/uv.lock > templates/uv-py$$version.lock || exit 1; \
+	done
 
 lint: install ## Lint the template's own code (hooks and tests)
 	$(BIN)/ruff check hooks tests

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
-from conftest import TEMPLATE_DIR, python_for, run
+from conftest import TEMPLATE_DIR, UV, find_interpreter, locked_environment, run
 from cookiecutter.exceptions import FailedHookException
 
 # Together these sets take every value of every option at least once.
@@ -52,6 +53,7 @@ LICENSE_FIRST_WORDS = {
 
 @dataclass(frozen=True)
 class Bake:
+    name: str
     options: dict[str, str]
     project_dir: Path
 
@@ -70,7 +72,13 @@ def bake(request: pytest.FixtureRequest, cookies_session: Any) -> Bake:
     result = cookies_session.bake(extra_context=options)
     assert result.exception is None, result.exception
     assert result.exit_code == 0
-    return Bake(options=options, project_dir=Path(result.project_path))
+    return Bake(name=request.param, options=options, project_dir=Path(result.project_path))
+
+
+@pytest.fixture(scope="module")
+def python(bake: Bake) -> Path:
+    """The interpreter of the bake's environment, installed from its own uv.lock by `uv sync --locked`."""
+    return locked_environment(bake.name, bake.option("python_version"), bake.project_dir)
 
 
 def text_files(root: Path) -> list[Path]:
@@ -117,31 +125,60 @@ def test_python_version_is_applied(bake: Bake) -> None:
     pyproject = (bake.project_dir / "pyproject.toml").read_text()
     assert f'requires-python = ">={version}"' in pyproject
     assert f'target-version = "py{version.replace(".", "")}"' in pyproject
+    assert (bake.project_dir / ".python-version").read_text() == f"{version}\n"
+    assert f'requires-python = ">={version}"' in (bake.project_dir / "uv.lock").read_text()
 
 
-def test_ruff_check_is_clean(bake: Bake) -> None:
-    python = python_for(bake.option("python_version"), bake.project_dir)
+def test_lock_is_current(bake: Bake) -> None:
+    """The bake's uv.lock satisfies its pyproject.toml as rendered: `uv sync --locked` will accept it."""
+    interpreter = find_interpreter(bake.option("python_version"))
+    run([str(UV), "lock", "--check", "--python", interpreter], bake.project_dir)
+
+
+def test_ruff_check_is_clean(bake: Bake, python: Path) -> None:
     run([str(python), "-m", "ruff", "check", "--no-cache", "."], bake.project_dir)
 
 
-def test_ruff_format_is_clean(bake: Bake) -> None:
-    python = python_for(bake.option("python_version"), bake.project_dir)
+def test_ruff_format_is_clean(bake: Bake, python: Path) -> None:
     run([str(python), "-m", "ruff", "format", "--check", "--no-cache", "."], bake.project_dir)
 
 
-def test_mypy_is_clean(bake: Bake) -> None:
-    python = python_for(bake.option("python_version"), bake.project_dir)
+def test_mypy_is_clean(bake: Bake, python: Path) -> None:
     run([str(python), "-m", "mypy"], bake.project_dir)
 
 
-def test_generated_test_suite_passes(bake: Bake) -> None:
-    python = python_for(bake.option("python_version"), bake.project_dir)
-    env = {**os.environ, "PYTHONPATH": str(bake.project_dir / "src")}
+def failures_first(junit_xml: Path) -> str:
+    """The failing tests of a run, one a line with the first line of why, from pytest's JUnit XML report."""
+    if not junit_xml.exists():
+        return "(no JUnit report: pytest stopped before it ran the tests)"
+    lines = []
+    for case in ElementTree.parse(junit_xml).iter("testcase"):
+        for outcome in (*case.iter("failure"), *case.iter("error")):
+            why = (outcome.get("message") or outcome.text or "").strip().splitlines()
+            lines.append(f"{case.get('classname')}::{case.get('name')} - {why[0] if why else outcome.tag}")
+    return "\n".join(lines)
+
+
+def test_generated_test_suite_passes(bake: Bake, python: Path) -> None:
     # A temporary directory of its own: in the shared /tmp/pytest-of-<user>, each new session deletes all but
     # the newest three, which with several suites at once can be this run's, bakes included.
     basetemp = bake.project_dir.parent / "pytest-tmp"
-    command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(basetemp)]
-    output = run(command, bake.project_dir, env)
+    junit_xml = bake.project_dir.parent / "junit.xml"
+    command = [str(python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [*command, "--basetemp", str(basetemp), f"--junitxml={junit_xml}"],
+        cwd=bake.project_dir,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        pytest.fail(
+            f"The generated suite of {bake.name} exited {result.returncode}. Failing tests:\n"
+            f"{failures_first(junit_xml)}\n\nThe end of its output:\n{output[-20000:]}"
+        )
     assert re.search(r"\d+ passed", output), output
 
 
