@@ -11,7 +11,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from conftest import TEMPLATE_DIR, UV, find_interpreter, locked_environment, run
+from conftest import TEMPLATE_DIR, UV, find_interpreter, load_hook, locked_environment, run
 from cookiecutter.exceptions import FailedHookException
 
 # Together these sets take every value of every option at least once.
@@ -25,16 +25,16 @@ OPTION_SETS: dict[str, dict[str, str]] = {
         "use_docker": "n",
         "ci_provider": "none",
     },
-    "acme-gitlab-bsd-py3.13": {
-        "project_name": "Acme Realtime",
+    # The most common package names of FastAPI services: no test helper package (`tests/app`) may shadow them.
+    "server-gitlab-bsd-py3.13": {
+        "project_name": "Server",
         "python_version": "3.13",
         "license": "BSD-3-Clause",
         "use_notifications": "n",
         "ci_provider": "gitlab",
     },
-    # A package that sorts after the tests' helper modules (`processes`), as `acme_realtime` sorts before.
-    "zulu-apache-no-gateway": {
-        "project_name": "Zulu Realtime",
+    "app-apache-no-gateway": {
+        "project_name": "App",
         "license": "Apache-2.0",
         "use_gateway": "n",
     },
@@ -133,6 +133,18 @@ def test_lock_is_current(bake: Bake) -> None:
     """The bake's uv.lock satisfies its pyproject.toml as rendered: `uv sync --locked` will accept it."""
     interpreter = find_interpreter(bake.option("python_version"))
     run([str(UV), "lock", "--check", "--python", interpreter], bake.project_dir)
+
+
+def test_hook_refuses_the_name_of_every_installed_module(bake: Bake, python: Path) -> None:
+    """A package named like a module the lock installs would shadow it: the pre-generation hook knows each."""
+    listing = "from importlib.metadata import packages_distributions as p; print(*p(), sep='\\n')"
+    installed = {
+        name
+        for name in run([str(python), "-c", listing], TEMPLATE_DIR).split()
+        if name.isidentifier() and name.islower() and not name.startswith("_")
+    }
+    installed.discard(bake.package_dir.name)
+    assert installed - load_hook("pre_gen_project").DEPENDENCY_MODULES == set()
 
 
 def test_ruff_check_is_clean(bake: Bake, python: Path) -> None:

@@ -17,8 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from processes import ProcessGroup, ServerProcess
-
+from ..processes import ProcessGroup, ServerProcess
 from .support import PASSWORD, AuthHeaders
 
 # `@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)`: the test runs on both brokers.

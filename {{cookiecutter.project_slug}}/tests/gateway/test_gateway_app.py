@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from gateway_support import gateway_settings, running_gateway
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.gateway import create_gateway
@@ -12,8 +11,9 @@ from {{ cookiecutter.package_name }}.gateway.reverse_proxy import end_to_end_hea
 from {{ cookiecutter.package_name }}.gateway.upstreams import Upstream, UpstreamPool, parse_upstreams
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import free_port
-from realtime.support import close_received, websocket_url
+from ..processes import free_port
+from ..realtime.support import close_received, websocket_url
+from .gateway_support import gateway_settings, running_gateway
 
 
 def test_upstreams_are_read_from_a_comma_separated_list() -> None:

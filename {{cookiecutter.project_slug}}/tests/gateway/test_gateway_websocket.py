@@ -6,12 +6,12 @@ import asyncio
 
 import httpx
 import pytest
-from gateway_support import TIMEOUT, running_gateway, start_upstream
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from processes import ProcessGroup, ServerProcess
-from realtime.support import close_received, hello, websocket_url
+from ..processes import ProcessGroup, ServerProcess
+from ..realtime.support import close_received, hello, websocket_url
+from .gateway_support import TIMEOUT, running_gateway, start_upstream
 
 pytestmark = pytest.mark.slow
 

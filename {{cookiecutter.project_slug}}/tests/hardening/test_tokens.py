@@ -25,10 +25,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 
-from app.test_auth import forged_tokens
-from app.ws_support import PLACES, TokenPlace, close_code, connect_ws, receive_type
-from processes import ProcessGroup
-
+from ..app.test_auth import forged_tokens
+from ..app.ws_support import PLACES, TokenPlace, close_code, connect_ws, receive_type
+from ..processes import ProcessGroup
 from .support import Instance, create_room, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

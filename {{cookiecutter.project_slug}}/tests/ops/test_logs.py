@@ -28,7 +28,7 @@ from {{ cookiecutter.package_name }}.observability.logs import (
 )
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import serve_in_loop
+from ..processes import serve_in_loop
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImV4cCI6MTcwMDAwMDAwMH0"
