@@ -91,7 +91,7 @@ async def connect_ws(
     if query:
         url = f"{url}?{urlencode(query)}"
     async with connect(
-        url, additional_headers=headers, subprotocols=subprotocols, open_timeout=5, close_timeout=2
+        url, additional_headers=headers, subprotocols=subprotocols, open_timeout=30, close_timeout=2
     ) as websocket:
         yield websocket
 
