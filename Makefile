@@ -40,12 +40,13 @@ bench: install ## Bake the defaults into build/bench and run their benchmark (`m
 # The generated project's uv.lock is templates/uv-py<version>.lock with its own name and version left to Jinja.
 PYTHON_VERSIONS := 3.11 3.12 3.13
 LOCK_DIR := $(BUILD)/lock
+LOCK_ARGS ?= --upgrade
 
-lock: install ## Upgrade the generated projects' locks (templates/uv-py*.lock) to the newest allowed versions
+lock: install ## Upgrade the generated projects' locks (templates/uv-py*.lock); LOCK_ARGS= keeps the versions
 	for version in $(PYTHON_VERSIONS); do \
 	  rm -rf $(LOCK_DIR)/$$version && \
 	  $(BIN)/cookiecutter . --no-input --output-dir $(LOCK_DIR)/$$version python_version=$$version && \
-	  (cd $(LOCK_DIR)/$$version/chat-service && $(CURDIR)/$(BIN)/uv lock --upgrade --quiet) && \
+	  (cd $(LOCK_DIR)/$$version/chat-service && $(CURDIR)/$(BIN)/uv lock $(LOCK_ARGS) --quiet) && \
 	  sed -e '/^name = "chat-service"$$/{s//name = "{{ cookiecutter.project_slug }}"/;n;s/^version = .*/version = "{{ cookiecutter.version }}"/}' \
 	    $(LOCK_DIR)/$$version/chat-service/uv.lock > templates/uv-py$$version.lock || exit 1; \
 	done

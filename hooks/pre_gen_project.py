@@ -38,6 +38,7 @@ DEPENDENCY_MODULES = frozenset(
         "ecdsa",
         "execnet",
         "fastapi",
+        "fastapi_offline",
         "graphql",
         "greenlet",
         "h11",
