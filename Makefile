@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed ## The template's tooling: cookiecutter, pytest-cookies, cruft, ruff, mypy
 
-demo: install ## Bake the defaults into build/demo and serve them on http://127.0.0.1:8000
+demo: install ## Bake the defaults afresh into build/demo (no data kept) and serve them; PORT=8000 by default
+	@echo "Baking the defaults afresh into $(DEMO_DIR): nothing from an earlier demo is kept."
 	rm -rf $(DEMO_DIR)
 	$(BIN)/cookiecutter . --no-input --output-dir $(DEMO_DIR)
 	$(MAKE) -C $(DEMO_DIR)/chat-service run
