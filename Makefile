@@ -24,7 +24,7 @@ demo: install ## Bake the defaults afresh into build/demo (no data kept) and ser
 	@echo "Baking the defaults afresh into $(DEMO_DIR): nothing from an earlier demo is kept."
 	rm -rf $(DEMO_DIR)
 	$(BIN)/cookiecutter . --no-input --output-dir $(DEMO_DIR)
-	$(MAKE) -C $(DEMO_DIR)/chat-service run
+	$(MAKE) -C $(DEMO_DIR)/chat-service run UV=$(CURDIR)/$(BIN)/uv
 
 test: install ## Bake every supported option set, lint, type-check and test each bake
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -36,7 +36,7 @@ bake: install ## Bake the defaults into $(BAKE_DIR) (for working on the template
 bench: install ## Bake the defaults into build/bench and run their benchmark (`make bench` there)
 	rm -rf $(BENCH_DIR)
 	$(BIN)/cookiecutter . --no-input --output-dir $(BENCH_DIR)
-	$(MAKE) -C $(BENCH_DIR)/chat-service bench
+	$(MAKE) -C $(BENCH_DIR)/chat-service bench UV=$(CURDIR)/$(BIN)/uv
 
 # The generated project's uv.lock is templates/uv-py<version>.lock with its own name and version left to Jinja.
 PYTHON_VERSIONS := 3.11 3.12 3.13
