@@ -110,6 +110,32 @@ def test_optional_parts_follow_the_options(bake: Bake) -> None:
     assert (project / ".gitlab-ci.yml").exists() == (bake.option("ci_provider") == "gitlab")
 
 
+# What a bake without an option must not mention in its README, description or browser client.
+PRUNED_MENTIONS: dict[str, re.Pattern[str]] = {
+    "use_gateway": re.compile(r"\bgateway\b|GATEWAY_", re.IGNORECASE),
+    "use_notifications": re.compile(r"notification", re.IGNORECASE),
+    "use_docker": re.compile(r"Dockerfile|docker-compose\.yml|\.dockerignore|docker compose up"),
+}
+
+
+def test_no_text_or_request_about_a_pruned_part(bake: Bake) -> None:
+    readme = (bake.project_dir / "README.md").read_text()
+    description = bake.project_dir.joinpath("pyproject.toml").read_text().split("description = ", 1)[1]
+    client = "\n".join(path.read_text() for path in sorted((bake.package_dir / "static").rglob("*.*")))
+    for option, mention in PRUNED_MENTIONS.items():
+        if bake.option(option) == "n":
+            assert not mention.findall(readme), (option, mention.findall(readme))
+            assert not mention.search(description.splitlines()[0]), option
+    options = {**DEFAULTS, **bake.options, "package_name": bake.package_dir.name}
+    for removed in load_hook("post_gen_project").paths_to_remove(options):
+        name = Path(removed).name
+        assert name not in readme, f"README names {removed}, which this bake leaves out"
+        if Path(name).suffix:
+            # The client may name a module it loads only where the server offers it (see static/js/app.js).
+            loaded_on_offer = f'import("./{name}")'
+            assert client.count(name) == client.count(loaded_on_offer), f"the client names {removed}"
+
+
 def test_license_follows_the_option(bake: Bake) -> None:
     license_text = (bake.project_dir / "LICENSE").read_text()
     assert license_text.lstrip().startswith(LICENSE_FIRST_WORDS[bake.option("license")])
