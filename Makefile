@@ -14,8 +14,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -r pyproject.toml --extra test
+# The tooling's versions are locked in uv.lock, as the generated projects' are in theirs.
+$(VENV)/.installed: pyproject.toml uv.lock | $(BIN)/python
+	$(BIN)/uv sync --locked --extra test --quiet
 	touch $@
 
 install: $(VENV)/.installed ## The template's tooling: cookiecutter, pytest-cookies, cruft, ruff, mypy
@@ -43,7 +44,8 @@ PYTHON_VERSIONS := 3.11 3.12 3.13
 LOCK_DIR := $(BUILD)/lock
 LOCK_ARGS ?= --upgrade
 
-lock: install ## Upgrade the generated projects' locks (templates/uv-py*.lock); LOCK_ARGS= keeps the versions
+lock: install ## Upgrade uv.lock and the generated projects' (templates/uv-py*.lock); LOCK_ARGS= keeps versions
+	$(BIN)/uv lock $(LOCK_ARGS) --quiet
 	for version in $(PYTHON_VERSIONS); do \
 	  rm -rf $(LOCK_DIR)/$$version && \
 	  $(BIN)/cookiecutter . --no-input --output-dir $(LOCK_DIR)/$$version python_version=$$version && \
