@@ -228,8 +228,9 @@ def test_generated_test_suite_passes(bake: Bake, python: Path) -> None:
         ({"package_name": "redis"}, "dependency"),
         ({"package_name": "class"}, "keyword"),
         ({"author_email": "not-an-email"}, "author_email"),
+        ({"project_name": "Test"}, "regression-test"),
     ],
-    ids=["bad-slug", "stdlib-package", "dependency-package", "keyword-package", "bad-email"],
+    ids=["bad-slug", "stdlib-package", "dependency-package", "keyword-package", "bad-email", "test-package"],
 )
 def test_invalid_options_fail_with_the_hook_message(
     cookies: Any, capfd: pytest.CaptureFixture[str], options: dict[str, str], message: str
