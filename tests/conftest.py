@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -107,15 +106,14 @@ def find_interpreter(python_version: str) -> str:
 def locked_environment(name: str, python_version: str, project_dir: Path) -> Path:
     """The interpreter of a bake's virtual environment, synced from the bake's own uv.lock (`--locked`).
 
-    One environment per option set in build/venvs, kept between runs; uv's cache is shared, so a sync
-    copies what an earlier one downloaded. A file lock keeps parallel test workers from syncing the same
-    environment at once.
+    One environment per option set and test worker in build/venvs, kept between runs, so that no sync ever
+    changes an environment another worker is using; uv's cache is shared, so a sync links or copies what an
+    earlier one downloaded. The project itself is not installed but run from its `src` (`PYTHONPATH`).
     """
     VENVS_DIR.mkdir(parents=True, exist_ok=True)
-    venv = VENVS_DIR / name
+    venv = VENVS_DIR / f"{name}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
-    with (VENVS_DIR / f"{name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        interpreter = find_interpreter(python_version)
-        run([str(UV), "sync", "--locked", "--quiet", "--python", interpreter], project_dir, env)
+    interpreter = find_interpreter(python_version)
+    sync = [str(UV), "sync", "--locked", "--no-install-project", "--quiet", "--python", interpreter]
+    run(sync, project_dir, env)
     return venv / "bin" / "python"
