@@ -13,32 +13,106 @@ SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
-# Top-level modules of the generated service's dependencies: a package of the same name would shadow them.
+# Top-level modules of everything the generated project's uv.lock installs (the development tools too): a
+# package of the same name would shadow one. `tests/test_bake.py` checks this against a locked environment.
 DEPENDENCY_MODULES = frozenset(
     {
         "aiosqlite",
         "alembic",
+        "annotated_doc",
+        "annotated_types",
         "anyio",
         "argon2",
+        "asgi_lifespan",
+        "ast_serialize",
         "asyncpg",
+        "attr",
+        "attrs",
         "bcrypt",
+        "certifi",
+        "cffi",
+        "charset_normalizer",
+        "click",
+        "cryptography",
+        "dotenv",
+        "ecdsa",
+        "execnet",
         "fastapi",
+        "fastapi_offline",
+        "graphql",
+        "greenlet",
+        "h11",
+        "harfile",
+        "httpcore",
+        "httptools",
         "httpx",
         "hypothesis",
+        "hypothesis_graphql",
+        "idna",
+        "iniconfig",
         "jose",
+        "jsonschema",
+        "jsonschema_rs",
+        "jsonschema_specifications",
+        "librt",
+        "mako",
+        "markdown_it",
+        "markupsafe",
+        "mdurl",
+        "multipart",
+        "mypy",
+        "mypy_extensions",
+        "mypyc",
+        "opentelemetry",
         "orjson",
+        "packaging",
         "passlib",
+        "pathspec",
+        "playwright",
+        "pluggy",
         "prometheus_client",
+        "py",
+        "pyasn1",
+        "pycparser",
         "pydantic",
+        "pydantic_core",
         "pydantic_settings",
+        "pygments",
+        "pyrate_limiter",
         "pytest",
+        "pytest_asyncio",
+        "python_multipart",
         "redis",
+        "referencing",
+        "requests",
+        "rich",
+        "rpds",
+        "rsa",
+        "ruff",
+        "schemathesis",
+        "six",
+        "sniffio",
+        "sortedcontainers",
         "sqlalchemy",
         "starlette",
+        "typing_extensions",
+        "typing_inspection",
+        "urllib3",
         "uvicorn",
+        "uvloop",
+        "watchfiles",
         "websockets",
+        "werkzeug",
+        "xdist",
+        "yaml",
     }
 )
+# Other top-level packages a generated project imports, with what they are.
+RESERVED_MODULES = {
+    "bench": "the generated project's benchmark package",
+    "tests": "the generated project's test package",
+    "test": "the standard library's regression-test package",  # not in sys.stdlib_module_names
+}
 
 SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
 LICENSES = ("MIT", "BSD-3-Clause", "Apache-2.0", "Proprietary")
@@ -69,6 +143,8 @@ def validate_package_name(name: str) -> None:
         raise InvalidOption(f"package_name {name!r} shadows the standard-library module of that name")
     if name in DEPENDENCY_MODULES:
         raise InvalidOption(f"package_name {name!r} shadows the dependency module of that name")
+    if name in RESERVED_MODULES:
+        raise InvalidOption(f"package_name {name!r} would shadow {RESERVED_MODULES[name]}")
 
 
 def validate_email(email: str) -> None:

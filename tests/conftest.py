@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -68,38 +67,53 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
     return output
 
 
+def runs(interpreter: str | None) -> bool:
+    if not interpreter:
+        return False
+    return subprocess.run([interpreter, "-c", "pass"], capture_output=True, check=False).returncode == 0
+
+
 def find_interpreter(python_version: str) -> str:
-    """A working `pythonX.Y`: from PATH, else from a pyenv installation whose shim is not enabled."""
-    candidates = [shutil.which(f"python{python_version}")]
+    """A working Python X.Y for uv to build a bake's environment with.
+
+    One on PATH, else one of pyenv's (active or not: uv gives up on a pyenv shim of an inactive version),
+    else one uv installed or installs now. Only a machine where none of these works fails, saying how to
+    get one.
+    """
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(
-        str(path) for path in pyenv_root.glob(f"versions/{python_version}.*/bin/python{python_version}")
-    )
+    candidates = [shutil.which(f"python{python_version}")]
+    pattern = f"versions/{python_version}.*/bin/python{python_version}"
+    candidates += sorted(str(path) for path in pyenv_root.glob(pattern))
     for candidate in candidates:
-        if (
-            candidate
-            and subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0
-        ):
+        if candidate and runs(candidate):
             return candidate
-    pytest.fail(f"Python {python_version} is needed to test bakes that choose it, and none was found")
+    find = [str(UV), "python", "find", "--managed-python", python_version]
+    found = subprocess.run(find, capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        install = [str(UV), "python", "install", python_version]
+        installed = subprocess.run(install, capture_output=True, text=True, check=False)
+        found = subprocess.run(find, capture_output=True, text=True, check=False)
+        if found.returncode != 0:
+            reason = (installed.stderr.strip().splitlines() or ["no reason given"])[-1]
+            pytest.fail(
+                f"Python {python_version} is needed to test the bakes that choose it, and none was found on "
+                f"PATH, in pyenv or among uv's, nor could uv install one ({reason}). Install it with "
+                f"`{UV} python install {python_version}` or `pyenv install {python_version}`."
+            )
+    return found.stdout.strip()
 
 
-def python_for(python_version: str, project_dir: Path) -> Path:
-    """The interpreter of a virtual environment holding a generated project's dependencies.
+def locked_environment(name: str, python_version: str, project_dir: Path) -> Path:
+    """The interpreter of a bake's virtual environment, synced from the bake's own uv.lock (`--locked`).
 
-    There is one environment per Python version; every bake of that version shares it and runs with
-    `PYTHONPATH=src`, so the matrix installs once. A file lock keeps parallel test workers from building
-    the same environment at once.
+    One environment per option set and test worker in build/venvs, kept between runs, so that no sync ever
+    changes an environment another worker is using; uv's cache is shared, so a sync links or copies what an
+    earlier one downloaded. The project itself is not installed but run from its `src` (`PYTHONPATH`).
     """
     VENVS_DIR.mkdir(parents=True, exist_ok=True)
-    venv = VENVS_DIR / f"py{python_version}"
-    python = venv / "bin" / "python"
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    with (VENVS_DIR / f"py{python_version}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not python.exists():
-            interpreter = find_interpreter(python_version)
-            run([str(UV), "venv", "--quiet", "--python", interpreter, str(venv)], TEMPLATE_DIR, env)
-        install = [str(UV), "pip", "install", "--quiet", "--python", str(python)]
-        run([*install, "-r", str(project_dir / "pyproject.toml"), "--extra", "dev"], TEMPLATE_DIR, env)
-    return python
+    venv = VENVS_DIR / f"{name}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    interpreter = find_interpreter(python_version)
+    sync = [str(UV), "sync", "--locked", "--no-install-project", "--quiet", "--python", interpreter]
+    run(sync, project_dir, env)
+    return venv / "bin" / "python"

@@ -53,11 +53,20 @@ def test_slug_rejected(slug: str) -> None:
         ("redis", "dependency"),
         ("fastapi", "dependency"),
         ("jose", "dependency"),
+        ("rich", "dependency"),
+        ("test", "regression-test"),
+        ("tests", "test package"),
+        ("bench", "benchmark"),
     ],
 )
 def test_package_name_rejected(name: str, reason: str) -> None:
     with pytest.raises(pre_gen.InvalidOption, match=reason):
         pre_gen.validate_package_name(name)
+
+
+@pytest.mark.parametrize("name", ["app", "api", "server", "realtime", "processes", "gateway", "chat", "ops"])
+def test_common_package_names_accepted(name: str) -> None:
+    pre_gen.validate_package_name(name)
 
 
 @pytest.mark.parametrize("email", ["jane", "jane@", "@example.com", "jane@example", "ja ne@example.com"])

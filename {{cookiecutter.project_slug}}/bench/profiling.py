@@ -1,6 +1,6 @@
 """Sampling profiles of a server during a run, with py-spy, summarised by function.
 
-py-spy (`pip install -e '.[bench]'`) attaches to a running process without restarting it; attaching needs
+py-spy (`uv sync --group bench`) attaches to a running process without restarting it; attaching needs
 the right to ptrace it (root, or `kernel.yama.ptrace_scope=0`). Samples are written as collapsed stacks
 (`frame;frame;frame count` per line), which flame graph tools and speedscope read.
 """
@@ -27,7 +27,7 @@ async def record(pid: int, output: Path) -> AsyncIterator[None]:
     """Sample `pid` (all its threads, not idle ones) while the block runs, into `output`."""
     py_spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.defpath]))
     if py_spy is None:
-        raise RuntimeError("py-spy is not installed: pip install -e '.[bench]'")
+        raise RuntimeError("py-spy is not installed: uv sync --group bench")
     process = await asyncio.create_subprocess_exec(
         py_spy,
         "record",

@@ -9,7 +9,9 @@ from logging.config import fileConfig
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy.engine import Connection
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -17,6 +19,8 @@ from {{ cookiecutter.package_name }}.db.models import Base, UTCDateTime
 from {{ cookiecutter.package_name }}.settings import get_settings
 
 config = context.config
+# PostgreSQL's SQLSTATE for a database that does not exist (invalid_catalog_name).
+MISSING_DATABASE = "3D000"
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
@@ -59,13 +63,38 @@ def run_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def run_migrations_online() -> None:
-    engine = create_async_engine(database_url(), poolclass=NullPool)
+async def migrate(url: URL) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)
     finally:
         await engine.dispose()
+
+
+async def create_database(url: URL) -> None:
+    """Create the PostgreSQL database `url` names, from its server's `postgres` database."""
+    engine = create_async_engine(
+        url.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with engine.connect() as connection:
+            name = connection.dialect.identifier_preparer.quote(str(url.database))
+            await connection.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        await engine.dispose()
+
+
+async def run_migrations_online() -> None:
+    """Migrate the database, creating it first if the server has none of that name (a fresh PostgreSQL)."""
+    url = make_url(database_url())
+    try:
+        await migrate(url)
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != MISSING_DATABASE:
+            raise
+        await create_database(url)
+        await migrate(url)
 
 
 if context.is_offline_mode():

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import redis
 
-from processes import ProcessGroup
+from .processes import ProcessGroup
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

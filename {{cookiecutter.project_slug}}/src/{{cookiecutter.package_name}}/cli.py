@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+    except ValidationError as error:
+        raise SystemExit(configuration_problems(error)) from None
     if args.command == "serve":
         serve("{{ cookiecutter.package_name }}.main:create_app", args.host, args.port, workers=args.workers)
 {%- if cookiecutter.use_gateway == "y" %}
@@ -66,6 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command in ("disable-user", "enable-user"):
         return set_active(args.username, active=args.command == "enable-user")
     return 0
+
+
+def configuration_problems(error: ValidationError) -> str:
+    """One line a problem of the configuration, naming its variable: what start-up says, not a traceback."""
+    lines = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        variable = "_".join(str(part) for part in problem["loc"]).upper()
+        lines.append(f"error: {variable}: {message}" if variable else f"error: {message}")
+    return "\n".join(lines)
 
 
 def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:

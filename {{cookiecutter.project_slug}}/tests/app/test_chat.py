@@ -16,8 +16,7 @@ from {{ cookiecutter.package_name }}.db import rooms, users
 from {{ cookiecutter.package_name }}.db.models import Message
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import wait_until
-
+from ..processes import wait_until
 from .support import AuthHeaders
 from .test_auth import forged_tokens
 from .ws_support import (

@@ -1,4 +1,4 @@
-"""Superusers: `create-superuser` on the command line, and `FIRST_SUPERUSER` at start-up."""
+"""The command line: a configuration it refuses, `create-superuser`, and `FIRST_SUPERUSER` at start-up."""
 
 from __future__ import annotations
 
@@ -44,6 +44,28 @@ def environment(
     get_settings.cache_clear()
     yield monkeypatch
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("secret", ["change-me", "short"])
+@pytest.mark.parametrize("command", [["serve"], ["create-superuser", "--username", "alice"]])
+def test_a_weak_secret_in_production_stops_with_one_clear_line(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str], secret: str
+) -> None:
+    environment.setenv("ENVIRONMENT", "production")
+    environment.setenv("SECRET_KEY", secret)
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    message = str(stopped.value.code)
+    assert message.startswith("error: SECRET_KEY must be set to a random value"), message
+    assert "\n" not in message
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_bad_setting_is_named(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("ACCESS_TOKEN_EXPIRE_MINUTES", "0")
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve"])
+    assert str(stopped.value.code).startswith("error: ACCESS_TOKEN_EXPIRE_MINUTES: "), stopped.value.code
 
 
 def answer_password_prompts(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:

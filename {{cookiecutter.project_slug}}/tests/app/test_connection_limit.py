@@ -17,8 +17,7 @@ from {{ cookiecutter.package_name }}.consumers.base import connections_group
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import serve_in_loop, wait_until
-
+from ..processes import serve_in_loop, wait_until
 {% if cookiecutter.use_notifications == "y" -%}
 from .relay import Relay
 {% endif -%}

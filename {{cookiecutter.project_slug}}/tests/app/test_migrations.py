@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -52,6 +53,24 @@ def table_names(connection: Connection) -> set[str]:
 def differences_from_models(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     return list(compare_metadata(context, Base.metadata))
+
+
+def test_upgrade_creates_a_postgresql_database_that_does_not_exist(postgres_database_url: str) -> None:
+    missing_url = f"{postgres_database_url}_fresh"
+    try:
+        command.upgrade(alembic_config(missing_url), "head")
+        assert run_on(missing_url, table_names) == TABLES
+    finally:
+        asyncio.run(drop_database(missing_url))
+
+
+async def drop_database(url: str) -> None:
+    server, name = url.replace("postgresql+asyncpg://", "postgresql://", 1).rsplit("/", 1)
+    connection = await asyncpg.connect(f"{server}/postgres", timeout=5)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
 
 
 def test_upgrade_downgrade_upgrade(database_url: str) -> None:

@@ -8,8 +8,7 @@ import time
 import httpx
 import pytest
 
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .support import create_tables
 from .ws_support import (
     assert_silent,

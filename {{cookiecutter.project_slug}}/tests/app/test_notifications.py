@@ -18,8 +18,7 @@ from {{ cookiecutter.package_name }}.db.models import User
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .support import PASSWORD, AuthHeaders, create_tables
 from .ws_support import (
     BROKERS,

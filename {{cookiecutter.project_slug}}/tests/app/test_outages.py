@@ -19,8 +19,7 @@ from {{ cookiecutter.package_name }}.consumers.unsent import UnsentMessages
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import serve_in_loop, wait_until
-
+from ..processes import serve_in_loop, wait_until
 from .relay import Relay
 from .support import create_tables
 from .ws_support import assert_silent, connect_ws, create_room, log_in, receive_type, send_json

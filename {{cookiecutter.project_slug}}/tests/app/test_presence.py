@@ -10,8 +10,7 @@ from {{ cookiecutter.package_name }}.consumers.chat import room_group
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import serve_in_loop
-
+from ..processes import serve_in_loop
 from .support import AuthHeaders, create_tables
 from .ws_support import BROKERS, assert_silent, connect_ws, create_room, log_in, receive_type, token_for
 

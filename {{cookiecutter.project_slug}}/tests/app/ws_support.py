@@ -17,8 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from processes import ProcessGroup, ServerProcess
-
+from ..processes import ProcessGroup, ServerProcess
 from .support import PASSWORD, AuthHeaders
 
 # `@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)`: the test runs on both brokers.
@@ -94,7 +93,7 @@ async def connect_ws(
     if query:
         url = f"{url}?{urlencode(query)}"
     async with connect(
-        url, additional_headers=headers, subprotocols=subprotocols, open_timeout=5, close_timeout=2
+        url, additional_headers=headers, subprotocols=subprotocols, open_timeout=30, close_timeout=2
     ) as websocket:
         yield websocket
 

@@ -39,7 +39,7 @@ from alembic.config import Config
 from playwright.sync_api import Browser, BrowserContext, Locator, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from processes import PROJECT_DIR, ProcessGroup, ServerProcess, free_port
+from ..processes import PROJECT_DIR, ProcessGroup, ServerProcess, free_port
 
 pytestmark = [
     pytest.mark.slow,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .stack import Topology, start_topology
 
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from processes import PROJECT_DIR, ProcessGroup, ServerProcess
-from realtime.support import eventually
-
+from ..processes import PROJECT_DIR, ProcessGroup, ServerProcess
+from ..realtime.support import eventually
 from .clients import RoomClient, TokenPlace
 
 ROOM = "lobby"

@@ -17,9 +17,8 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from app.ws_support import create_room, log_in
-from realtime.support import eventually
-
+from ..app.ws_support import create_room, log_in
+from ..realtime.support import eventually
 from .clients import describe, keep_saying, probing
 from .stack import ROOM, SLACK_SECONDS, WAIT_SECONDS, Lobby, Topology, seconds_left, stored_ids
 

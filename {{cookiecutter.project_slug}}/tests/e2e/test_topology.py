@@ -16,10 +16,9 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from app.ws_support import create_room, log_in
-from processes import wait_until
-from realtime.support import eventually
-
+from ..app.ws_support import create_room, log_in
+from ..processes import wait_until
+from ..realtime.support import eventually
 from .clients import describe, keep_saying, probing
 from .stack import (
     GATEWAY_HEALTH_INTERVAL_SECONDS,

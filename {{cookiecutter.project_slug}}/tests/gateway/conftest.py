@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from gateway_support import start_upstream
 
-from processes import ProcessGroup, ServerProcess
+from ..processes import ProcessGroup, ServerProcess
+from .gateway_support import start_upstream
 
 
 @pytest.fixture(scope="module")

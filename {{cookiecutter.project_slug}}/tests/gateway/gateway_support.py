@@ -8,23 +8,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from {{ cookiecutter.package_name }}.gateway import create_gateway
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import ProcessGroup, ServerProcess, serve_in_loop
+from ..processes import PROJECT_DIR, ProcessGroup, ServerProcess, serve_in_loop
 
-TESTS_DIR = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
 
 
 def start_upstream(group: ProcessGroup, name: str, port: int | None = None) -> ServerProcess:
     """An `upstream_app` process that reports `name` as its instance."""
-    app = "realtime.upstream_app:create_upstream_app"
+    app = "tests.realtime.upstream_app:create_upstream_app"
     return group.start_uvicorn(
-        name, app, factory=True, app_dir=TESTS_DIR, port=port, env={"INSTANCE_NAME": name}
+        name, app, factory=True, app_dir=PROJECT_DIR, port=port, env={"INSTANCE_NAME": name}
     )
 
 

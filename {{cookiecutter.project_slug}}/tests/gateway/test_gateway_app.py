@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from gateway_support import gateway_settings, running_gateway
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.gateway import create_gateway
@@ -12,8 +11,9 @@ from {{ cookiecutter.package_name }}.gateway.reverse_proxy import end_to_end_hea
 from {{ cookiecutter.package_name }}.gateway.upstreams import Upstream, UpstreamPool, parse_upstreams
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import free_port
-from realtime.support import close_received, websocket_url
+from ..processes import free_port
+from ..realtime.support import close_received, websocket_url
+from .gateway_support import gateway_settings, running_gateway
 
 
 def test_upstreams_are_read_from_a_comma_separated_list() -> None:
@@ -73,7 +73,7 @@ def test_hop_by_hop_headers_and_those_named_by_connection_are_dropped() -> None:
     ]
 
 
-async def test_with_no_healthy_upstream_http_gets_503_and_websockets_1013() -> None:
+async def test_with_no_healthy_upstream_http_gets_503_with_retry_after_and_websockets_1014() -> None:
     async with (
         running_gateway([f"http://127.0.0.1:{free_port()}"]) as gateway,
         httpx.AsyncClient(base_url=gateway, timeout=5.0) as client,
@@ -84,7 +84,8 @@ async def test_with_no_healthy_upstream_http_gets_503_and_websockets_1013() -> N
         async with connect(websocket_url(gateway) + "/ws/rooms/lobby") as websocket:
             closed = await close_received(websocket)
     assert (proxied.status_code, proxied.json()) == (503, {"detail": "no healthy upstream"})
+    assert int(proxied.headers["Retry-After"]) >= 1
     assert ready.status_code == 503
     assert ready.json() == {"status": "unavailable", "upstreams": 1, "healthy_upstreams": 0}
     assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
-    assert closed == (1013, "no healthy upstream")
+    assert closed == (1014, "no healthy upstream")

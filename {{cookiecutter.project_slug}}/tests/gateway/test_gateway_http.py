@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from gateway_support import TIMEOUT, running_gateway, start_upstream
 
-from processes import ProcessGroup, ServerProcess, wait_until
+from ..processes import ProcessGroup, ServerProcess, wait_until
+from .gateway_support import TIMEOUT, running_gateway, start_upstream
 
 pytestmark = pytest.mark.slow
 

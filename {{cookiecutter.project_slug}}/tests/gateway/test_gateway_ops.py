@@ -10,8 +10,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from app.support import create_tables
-from app.ws_support import (
+from ..app.support import create_tables
+from ..app.ws_support import (
     close_code,
     connect_ws,
     create_room,
@@ -21,8 +21,8 @@ from app.ws_support import (
     send_json,
     start_instances,
 )
-from ops.support import sample, scrape
-from processes import ProcessGroup, ServerProcess, wait_until
+from ..ops.support import sample, scrape
+from ..processes import ProcessGroup, ServerProcess, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,12 @@ import asyncio
 
 import httpx
 import pytest
-from gateway_support import TIMEOUT, running_gateway, start_upstream
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from processes import ProcessGroup, ServerProcess
-from realtime.support import close_received, hello, websocket_url
+from ..processes import ProcessGroup, ServerProcess
+from ..realtime.support import close_received, hello, websocket_url
+from .gateway_support import TIMEOUT, running_gateway, start_upstream
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ async def test_a_killed_upstream_closes_its_clients_with_1014_and_new_ones_land_
                     assert (await hello(reconnected))["instance"] == "alpha"
 
 
-async def test_with_its_only_upstream_killed_a_new_websocket_gets_1014_then_1013(
+async def test_with_its_only_upstream_killed_a_new_websocket_gets_1014_unreachable_then_1014_no_healthy(
     process_group: ProcessGroup,
 ) -> None:
     alpha = start_upstream(process_group, "alpha")
@@ -82,7 +82,7 @@ async def test_with_its_only_upstream_killed_a_new_websocket_gets_1014_then_1013
         async with connect(websocket_url(gateway) + "/ws/echo") as refused:
             assert await close_received(refused) == (1014, "upstream unreachable")
         async with connect(websocket_url(gateway) + "/ws/echo") as unserved:
-            assert await close_received(unserved) == (1013, "no healthy upstream")
+            assert await close_received(unserved) == (1014, "no healthy upstream")
 
 
 async def test_the_gateway_command_serves_http_and_websockets(process_group: ProcessGroup) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Self
 
 import redis
 
-from processes import free_port
+from ..processes import free_port
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0

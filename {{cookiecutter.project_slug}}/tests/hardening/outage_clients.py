@@ -18,8 +18,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from processes import ServerProcess
-
+from ..processes import ServerProcess
 from .support import sign_in
 
 TALK_INTERVAL = 0.4  # under the default rate limit of 10 frames a second

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from app.support import PASSWORD, create_tables
-from app.ws_support import instance_env
-from processes import ProcessGroup, ServerProcess
+from ..app.support import PASSWORD, create_tables
+from ..app.ws_support import instance_env
+from ..processes import ProcessGroup, ServerProcess
 
 HTTP_TIMEOUT = 10.0
 

@@ -18,10 +18,9 @@ import httpx
 import pytest
 from passlib.hash import bcrypt
 
-from app.support import PASSWORD, create_tables
-from app.ws_support import instance_env
-from processes import ProcessGroup, ServerProcess
-
+from ..app.support import PASSWORD, create_tables
+from ..app.ws_support import instance_env
+from ..processes import ProcessGroup, ServerProcess
 from .support import resident_bytes
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from app.ws_support import (
+from ..app.ws_support import (
     PLACES,
     TokenPlace,
     assert_silent,
@@ -21,8 +21,7 @@ from app.ws_support import (
     receive_type,
     send_json,
 )
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .support import Instance, create_room, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

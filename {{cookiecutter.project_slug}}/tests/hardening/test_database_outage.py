@@ -18,8 +18,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.support import create_tables
-from app.ws_support import (
+from ..app.support import create_tables
+from ..app.ws_support import (
     assert_silent,
     connect_ws,
     create_room,
@@ -28,8 +28,7 @@ from app.ws_support import (
     receive_type,
     send_json,
 )
-from processes import ProcessGroup, wait_until
-
+from ..processes import ProcessGroup, wait_until
 from .faults import TcpProxy
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.support import PASSWORD, create_tables
-from app.ws_support import close_code, connect_ws, instance_env, receive_type, send_json
-from processes import ProcessGroup, ServerProcess
-
+from ..app.support import PASSWORD, create_tables
+from ..app.ws_support import close_code, connect_ws, instance_env, receive_type, send_json
+from ..processes import ProcessGroup, ServerProcess
 from .support import sign_in
 
 pytestmark = pytest.mark.slow

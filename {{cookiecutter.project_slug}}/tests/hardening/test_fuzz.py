@@ -23,8 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from {{ cookiecutter.package_name }}.consumers.chat import ChatMessageCreate
 
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .support import Instance, create_room, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.ws_support import close_code, receive_type, send_json
-from processes import ProcessGroup, ServerProcess
-
+from ..app.ws_support import close_code, receive_type, send_json
+from ..processes import ProcessGroup, ServerProcess
 from .support import Instance, resident_bytes, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

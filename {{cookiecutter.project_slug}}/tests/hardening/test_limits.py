@@ -21,9 +21,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from app.ws_support import close_code, connect_ws, receive_json, receive_type, send_json
-from processes import ProcessGroup
-
+from ..app.ws_support import close_code, connect_ws, receive_json, receive_type, send_json
+from ..processes import ProcessGroup
 from .support import Instance, create_room, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,7 @@ from schemathesis.checks import not_a_server_error
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .support import Instance, create_room, sign_in, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

@@ -31,10 +31,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from app.support import create_tables
-from app.ws_support import instance_env, start_instances
-from processes import ProcessGroup, wait_until
-
+from ..app.support import create_tables
+from ..app.ws_support import instance_env, start_instances
+from ..processes import ProcessGroup, wait_until
 from .faults import PrivateRedis
 from .outage_clients import (
     Probe,

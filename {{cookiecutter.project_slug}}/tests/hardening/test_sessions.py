@@ -24,10 +24,9 @@ import pytest
 
 from {{ cookiecutter.package_name }}.security.tokens import create_access_token
 
-from app.support import PASSWORD, create_tables
-from app.ws_support import close_code, connect_ws, instance_env, receive_type, send_json
-from processes import SOURCE_DIR, ProcessGroup, ServerProcess
-
+from ..app.support import PASSWORD, create_tables
+from ..app.ws_support import close_code, connect_ws, instance_env, receive_type, send_json
+from ..processes import SOURCE_DIR, ProcessGroup, ServerProcess
 from .support import sign_in
 
 pytestmark = pytest.mark.slow

@@ -28,8 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from processes import ProcessGroup, wait_until
-
+from ..processes import ProcessGroup, wait_until
 from .support import Instance, create_room, resident_bytes, start_sqlite_instance
 
 pytestmark = pytest.mark.slow

@@ -21,10 +21,9 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 
-from app.support import create_tables
-from app.ws_support import connect_ws, instance_env, receive_json, receive_type, send_json
-from processes import ProcessGroup
-
+from ..app.support import create_tables
+from ..app.ws_support import connect_ws, instance_env, receive_json, receive_type, send_json
+from ..processes import ProcessGroup
 from .faults import PrivateRedis
 from .support import HTTP_TIMEOUT, Instance, sign_in
 

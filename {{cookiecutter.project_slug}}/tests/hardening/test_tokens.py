@@ -25,13 +25,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 
-from app.test_auth import forged_tokens
-from app.ws_support import PLACES, TokenPlace, close_code, connect_ws, receive_type
-from processes import ProcessGroup
-
+from ..app.test_auth import forged_tokens
+from ..app.ws_support import PLACES, TokenPlace, close_code, connect_ws, receive_type
+from ..processes import ProcessGroup
 from .support import Instance, create_room, start_sqlite_instance
 
 pytestmark = pytest.mark.slow
+
+# Generous: the process logs every step at DEBUG, and the machine may be busy with other suites.
+WITHIN = 30.0
+# A signature this long cannot turn up in the log by chance; a shorter one (`not.a.jwt`) is checked whole.
+DISTINCTIVE = 16
 
 ENDPOINTS = [
     "/ws/rooms/lobby",
@@ -120,7 +124,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
             environment="production",
             log_level="DEBUG",
         )
-        with httpx.Client(base_url=instance.base_url, timeout=10) as http:
+        with httpx.Client(base_url=instance.base_url, timeout=WITHIN) as http:
             create_room(http, instance.tokens["alice"], "lobby")
         database = instance.env["DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
         with sqlite3.connect(database) as connection:
@@ -132,7 +136,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 
 @pytest.fixture(scope="module")
 def attacks(instance: Instance) -> dict[str, str]:
-    with httpx.Client(base_url=instance.base_url, timeout=10) as http:
+    with httpx.Client(base_url=instance.base_url, timeout=WITHIN) as http:
         user_ids = {
             username: http.get("/users/me", headers=instance.headers(username)).json()["id"]
             for username in ("alice", "bob")
@@ -142,7 +146,7 @@ def attacks(instance: Instance) -> dict[str, str]:
 
 async def offer_everywhere(instance: Instance, token: str, endpoints: list[str]) -> None:
     """Send `token` over HTTP (header and query) and to `endpoints` in each place; each must refuse it."""
-    async with httpx.AsyncClient(base_url=instance.base_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=instance.base_url, timeout=WITHIN) as http:
         for response in (
             await http.get("/users/me", headers={"Authorization": f"Bearer {token}"}),
             await http.get("/users/me", params={"token": token}),
@@ -152,14 +156,14 @@ async def offer_everywhere(instance: Instance, token: str, endpoints: list[str])
     for endpoint in endpoints:
         for place in PLACES:
             async with connect_ws(instance.ws(endpoint), token, place=place) as websocket:
-                assert await close_code(websocket) == 1008, (endpoint, place)
+                assert await close_code(websocket, within=WITHIN) == 1008, (endpoint, place)
 
 
 def assert_not_in_log(instance: Instance, token: str) -> None:
     output = instance.server.output()
     assert token not in output
     signature = token.rsplit(".", 1)[-1]
-    assert not signature or signature not in output
+    assert len(signature) < DISTINCTIVE or signature not in output
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -183,5 +187,5 @@ async def test_a_valid_token_works_in_each_place_and_never_reaches_the_log(
 ) -> None:
     token = instance.tokens["bob"]
     async with connect_ws(instance.ws("/ws/rooms/lobby"), token, place=place) as websocket:
-        await receive_type(websocket, "presence.state")
+        await receive_type(websocket, "presence.state", within=WITHIN)
     assert_not_in_log(instance, token)

@@ -15,8 +15,7 @@ from pydantic import SecretStr
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import serve_in_loop
-
+from ..processes import serve_in_loop
 from .support import create_tables
 
 

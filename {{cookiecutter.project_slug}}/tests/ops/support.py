@@ -5,8 +5,8 @@ from __future__ import annotations
 from httpx import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.support import PASSWORD, create_tables
-from app.ws_support import (
+from ..app.support import PASSWORD, create_tables
+from ..app.ws_support import (
     close_code,
     connect_ws,
     create_room,

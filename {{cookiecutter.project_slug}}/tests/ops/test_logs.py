@@ -22,13 +22,14 @@ from starlette.websockets import WebSocket
 from {{ cookiecutter.package_name }}.observability import RequestIdMiddleware, logging_config, redact
 from {{ cookiecutter.package_name }}.observability.logs import (
     JsonFormatter,
+    QuietProbesFilter,
     RedactingFilter,
     RequestContextFilter,
     TextFormatter,
 )
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import serve_in_loop
+from ..processes import serve_in_loop
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImV4cCI6MTcwMDAwMDAwMH0"
@@ -185,6 +186,35 @@ def test_the_format_follows_the_environment_unless_set(
     assert config["formatters"]["default"]["()"] is formatter
     assert config["root"]["level"] == "WARNING"
     assert all(logger["level"] == "WARNING" for logger in config["loggers"].values())
+
+
+def access_record(path: str) -> logging.LogRecord:
+    """A record as uvicorn's access log makes it."""
+    arguments = ("127.0.0.1:50000", "GET", path, "1.1", 200)
+    return logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', arguments, None
+    )
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/gateway/healthz", "/gateway/readyz?x=1"])
+def test_health_probes_are_logged_at_debug_only(path: str) -> None:
+    assert not QuietProbesFilter("INFO").filter(access_record(path))
+    record = access_record(path)
+    assert QuietProbesFilter("DEBUG").filter(record)
+    assert record.levelname == "DEBUG"
+
+
+@pytest.mark.parametrize("path", ["/rooms", "/users/me", "/healthz/more", "/"])
+def test_other_requests_are_logged_at_info(path: str) -> None:
+    record = access_record(path)
+    assert QuietProbesFilter("INFO").filter(record)
+    assert record.levelname == "INFO"
+
+
+def test_the_access_log_goes_through_the_probe_filter() -> None:
+    config = logging_config(_settings(log_level="INFO"))
+    assert config["loggers"]["uvicorn.access"]["filters"] == ["probes"]
+    assert config["filters"]["probes"] == {"()": QuietProbesFilter, "level": "INFO"}
 
 
 def test_development_lines_are_readable_text() -> None:

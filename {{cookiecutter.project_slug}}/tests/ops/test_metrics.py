@@ -14,8 +14,7 @@ from httpx import ASGITransport, AsyncClient
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from processes import wait_until
-
+from ..processes import wait_until
 from .support import (
     close_code,
     connect_ws,

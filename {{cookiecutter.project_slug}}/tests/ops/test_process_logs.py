@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from processes import ProcessGroup
-
+from ..processes import ProcessGroup
 from .support import (
     PASSWORD,
     close_code,

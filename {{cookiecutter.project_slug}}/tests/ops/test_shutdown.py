@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from processes import ProcessGroup, ServerProcess, wait_until
-
+from ..processes import ProcessGroup, ServerProcess, wait_until
 from .support import (
     PASSWORD,
     close_code,

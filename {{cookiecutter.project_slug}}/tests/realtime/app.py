@@ -1,6 +1,6 @@
 """A small service for the multi-process tests: one room consumer behind a manager on `BROKER_URL`.
 
-Run it with `python -m uvicorn --factory realtime.app:create_app --app-dir tests`.
+Run it with `python -m uvicorn --factory tests.realtime.app:create_app` from the project directory.
 """
 
 from __future__ import annotations

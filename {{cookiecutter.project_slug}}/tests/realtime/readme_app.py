@@ -5,7 +5,7 @@ Only the import path is the engine's, and the README's typos are repaired as a u
 lists as plain are called without `await` (`send`, `send_by_conn_id`, `send_msg`, `set_conn_id`,
 `subscribe`, `unsubscribe`, `hanlde_subscription_message`, `connection.topics.add`), the ones its examples
 await are awaited. Run as a process with
-`uvicorn --factory realtime.readme_app:create_app --app-dir tests`; the environment chooses the broker
+`uvicorn --factory tests.realtime.readme_app:create_app`; the environment chooses the broker
 (`BROKER_URL`, `BROKER_CHANNEL`, `README_BROKER=custom` for the user broker below) and the gateway's target
 (`WS_TARGET_ENDPOINT`).
 """

@@ -32,7 +32,7 @@ def instance(name: str, redis_url: str, broker_channel: str) -> Iterator[str]:
         "BROKER_CHANNEL": broker_channel,
         "INSTANCE_NAME": name,
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "realtime.app:create_app", "--app-dir", "tests"]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "tests.realtime.app:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=PROJECT, env=environment)
     try:

@@ -18,8 +18,7 @@ from websockets.typing import Origin, Subprotocol
 
 from {{ cookiecutter.package_name }}.realtime.proxy import WebSocketProxy
 
-from processes import free_port, serve_in_loop, wait_until
-
+from ..processes import free_port, serve_in_loop, wait_until
 from .support import close_received, hello, websocket_url
 from .upstream_app import create_upstream_app
 

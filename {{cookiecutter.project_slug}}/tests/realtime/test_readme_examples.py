@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,14 +34,12 @@ from {{ cookiecutter.package_name }}.realtime import (
 )
 from {{ cookiecutter.package_name }}.realtime.calls import start
 
-from hardening.faults import TcpProxy
-from processes import ProcessGroup, serve_in_loop, wait_until
-
+from ..hardening.faults import TcpProxy
+from ..processes import PROJECT_DIR, ProcessGroup, serve_in_loop, wait_until
 from .readme_app import create_app
 from .support import close_received, eventually, library_endpoint, serve, websocket_url
 from .upstream_app import create_upstream_app
 
-TESTS = Path(__file__).resolve().parents[1]
 # The README registers its startup and shutdown with `@app.on_event`, which FastAPI deprecates but runs.
 pytestmark = pytest.mark.filterwarnings(r"ignore:\s*on_event is deprecated:DeprecationWarning")
 
@@ -316,18 +313,18 @@ def two_readme_instances(
     env = {"BROKER_URL": redis_url, "BROKER_CHANNEL": broker_channel, "README_BROKER": request.param}
     second = process_group.start_uvicorn(
         "readme-2",
-        "realtime.readme_app:create_app",
+        "tests.realtime.readme_app:create_app",
         factory=True,
-        app_dir=TESTS,
+        app_dir=PROJECT_DIR,
         env=env,
         health_path="/readyz",
     )
     target = {"WS_TARGET_ENDPOINT": second.ws_url + "/iter/{}"}
     first = process_group.start_uvicorn(
         "readme-1",
-        "realtime.readme_app:create_app",
+        "tests.realtime.readme_app:create_app",
         factory=True,
-        app_dir=TESTS,
+        app_dir=PROJECT_DIR,
         env={**env, **target},
         health_path="/readyz",
     )

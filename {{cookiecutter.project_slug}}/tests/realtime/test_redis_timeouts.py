@@ -20,8 +20,8 @@ import pytest
 
 from {{ cookiecutter.package_name }}.realtime import BrokerState, BrokerUnavailable, RedisBroker
 
-from hardening.faults import CHUNK_BYTES, TcpProxy
-from processes import ProcessGroup, wait_until
+from ..hardening.faults import CHUNK_BYTES, TcpProxy
+from ..processes import ProcessGroup, wait_until
 
 COMMAND_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 0.5

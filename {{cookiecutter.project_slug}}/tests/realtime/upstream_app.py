@@ -1,7 +1,7 @@
 """A small app standing in for an app instance behind a proxy: it says who it is and what it received.
 
-Run as a process with `uvicorn --factory realtime.upstream_app:create_upstream_app --app-dir tests`
-(`INSTANCE_NAME` names it), or served in the test's event loop.
+Run as a process with `uvicorn --factory tests.realtime.upstream_app:create_upstream_app` from the project
+directory (`INSTANCE_NAME` names it), or served in the test's event loop.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -62,7 +63,8 @@ class Gateway:
             # Cookies belong to each end client: the shared client must never keep one.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
-        self.reverse_proxy = ReverseProxy(self.client, self.pool, timeout)
+        retry_after = math.ceil(self.settings.gateway_health_interval_seconds)
+        self.reverse_proxy = ReverseProxy(self.client, self.pool, timeout, retry_after)
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -108,7 +110,8 @@ class Gateway:
     async def _relay_websocket(self, websocket: WebSocket) -> None:
         """Relay to the next healthy upstream; one that cannot be reached is marked down, the next tried."""
         raw_path: bytes = websocket.scope.get("raw_path") or websocket.scope["path"].encode()
-        code, reason = CloseCode.TRY_AGAIN_LATER, "no healthy upstream"
+        # 1014 for any failure to reach an instance: 1013 means a client too slow everywhere else.
+        code, reason = CloseCode.BAD_GATEWAY, "no healthy upstream"
         for _attempt in range(len(self.pool.upstreams)):
             upstream = self.pool.choose()
             if upstream is None:

@@ -48,8 +48,8 @@ def end_to_end_headers(
     return [(name, value) for name, value in headers if name.decode("latin-1").lower() not in dropped]
 
 
-def problem(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code)
+def problem(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
 class ReverseProxy:
@@ -57,16 +57,20 @@ class ReverseProxy:
 
     An upstream that cannot be connected to is marked down in `pool` and the request goes to the next one:
     it never reached the first, so even a POST is safe to send again. `timeout` applies to each request
-    (connect, write, and the wait for each chunk of the response).
+    (connect, write, and the wait for each chunk of the response). The 503 of "no healthy upstream" says
+    in `Retry-After` when the health checks will have looked again.
     """
 
-    def __init__(self, client: httpx.AsyncClient, pool: UpstreamPool, timeout: httpx.Timeout) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, pool: UpstreamPool, timeout: httpx.Timeout, retry_after: int = 1
+    ) -> None:
         self.client = client
         self.pool = pool
         self.timeout = timeout
+        self.retry_after = retry_after
 
     async def __call__(self, request: Request) -> Response:
-        failure = problem(503, "no healthy upstream")
+        failure = problem(503, "no healthy upstream", {"Retry-After": str(self.retry_after)})
         for _attempt in range(len(self.pool.upstreams)):
             upstream = self.pool.choose()
             if upstream is None:

@@ -28,6 +28,8 @@ _RECORD_ATTRIBUTES = frozenset(
     | {"message", "asctime", "color_message"}
 )
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+# Asked every few seconds by orchestrators and the gateway: at INFO they would drown the requests of people.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/gateway/healthz", "/gateway/readyz"})
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -40,6 +42,21 @@ class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
+
+
+class QuietProbesFilter(logging.Filter):
+    """Log uvicorn's access lines for health probes at DEBUG: kept when `level` is DEBUG, else dropped."""
+
+    def __init__(self, level: int | str = logging.INFO) -> None:
+        super().__init__()
+        self.level = logging.getLevelName(level) if isinstance(level, str) else level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) < 3 or str(args[2]).split("?")[0] not in PROBE_PATHS:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return bool(self.level <= logging.DEBUG)
 
 
 class RedactingFilter(logging.Filter):
@@ -129,7 +146,11 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": RequestContextFilter}, "redact": {"()": RedactingFilter}},
+        "filters": {
+            "context": {"()": RequestContextFilter},
+            "redact": {"()": RedactingFilter},
+            "probes": {"()": QuietProbesFilter, "level": settings.log_level},
+        },
         "formatters": {"default": formatter},
         "handlers": {
             "default": {
@@ -142,6 +163,8 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "root": {"level": settings.log_level, "handlers": ["default"]},
         # uvicorn's own handlers would bypass the filters: its records go up to the root handler instead.
         "loggers": {
-            name: {"level": settings.log_level, "handlers": [], "propagate": True} for name in UVICORN_LOGGERS
+            name: {"level": settings.log_level, "handlers": [], "propagate": True}
+            | ({"filters": ["probes"]} if name == "uvicorn.access" else {})
+            for name in UVICORN_LOGGERS
         },
     }

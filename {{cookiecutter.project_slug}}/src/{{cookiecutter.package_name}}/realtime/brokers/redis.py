@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,6 +42,14 @@ logger = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (RedisError, OSError)
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+async def _close(pubsub: PubSub) -> None:
+    """Close a pub/sub connection: redis-py annotates `PubSub.aclose` only from 8.2, so type it here."""
+    aclose: Callable[[], Awaitable[None]] = pubsub.aclose
+    await aclose()
+
+
 _CONFIRMATIONS = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE"}
 # A command that failed on a closed connection is tried again on a new one after 10 ms, then 20 ms.
 _COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.005), 2, supported_errors=(RedisConnectionError,))
@@ -266,14 +274,14 @@ class RedisBroker(BrokerInterface):
                 self._pubsub = pubsub
                 self._state = BrokerState.CONNECTED
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # redis-py before 6 does not annotate it
+            await _close(pubsub)
             raise
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         self._release_waiters()
         if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # redis-py before 6 does not annotate it
+            await _close(pubsub)
 
     async def _read_forever(self) -> None:
         delay = self.reconnect_delay

@@ -7,11 +7,15 @@ import { RoomList, roomHref } from "./rooms.js";
 import { clearSession, loadSession, msUntilExpiry, saveSession } from "./session.js";
 import { ConnectionStatus, byId, show, toast } from "./ui.js";
 
-// A service generated without notifications ships no notifications module; the client goes without.
-const notificationsModule = import("./notifications.js").catch((error) => {
-  console.info("Notifications are not available:", error.message);
-  return null;
-});
+// The service's AsyncAPI document lists its WebSocket channels: the notifications module is loaded only
+// where the service offers them.
+const notificationsModule = fetch(new URL("asyncapi.json", document.baseURI))
+  .then((response) => (response.ok ? response.json() : { channels: {} }))
+  .then((spec) => ("notifications" in (spec.channels ?? {}) ? import("./notifications.js") : null))
+  .catch((error) => {
+    console.info("Notifications are not available:", error.message);
+    return null;
+  });
 
 const HOME = "#/";
 const ROOM_ROUTE = /^#\/rooms\/([^/]+)$/;
