@@ -14,13 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
 from .consumers.chat import announce_presence_change
-from .consumers.unsent import UnsentMessages
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .middleware import InstanceHeaderMiddleware
 from .observability.app import instrument_app
-from .realtime import WebSocketManager
+from .realtime import RecoveryOptions, WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
 from .security.passwords import PasswordHasher
@@ -63,6 +62,11 @@ def create_manager(settings: Settings) -> WebSocketManager:
         max_frame_bytes=settings.ws_max_message_bytes,
         presence_ttl=settings.ws_presence_ttl_seconds,
         on_presence_change=announce_presence_change,
+        recovery=RecoveryOptions(
+            max_replay=settings.ws_replay_limit,
+            gap_wait=settings.ws_gap_wait_seconds,
+            heal_interval=settings.ws_heal_interval_seconds,
+        ),
     )
 
 
@@ -75,10 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.manager = manager = create_manager(settings)
-        app.state.unsent = unsent = UnsentMessages(manager)
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
-            async with manager, unsent:
+            async with manager:
                 yield
         finally:
             await engine.dispose()
