@@ -1,4 +1,4 @@
-"""The chat WebSocket over a real server: auth, messages, replay and healing by seq, typing, limits, errors."""
+"""The chat WebSocket over a real server: auth, messages, replay and healing by seq, typing, errors."""
 
 from __future__ import annotations
 
