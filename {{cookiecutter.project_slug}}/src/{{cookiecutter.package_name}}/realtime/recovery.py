@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 REPLAY_PAGE_SIZE = 100
 WATCH_TICK_SECONDS = 0.05
 WS_1011_INTERNAL_ERROR = 1011
+
+T = TypeVar("T")
 
 
 class HistoryProvider(Protocol):
@@ -131,7 +133,7 @@ class Cursor:
         """Once the group's traffic reaches this instance, read the head and replay after `since`."""
         await joined.wait()
         try:
-            head = await self.provider.head(self.group)
+            head = await self.recovery.head(self.group, self.provider)
             self.sent = head if since is None else min(since, head)
             await self._replay(head)
         except Exception:
@@ -156,7 +158,7 @@ class Cursor:
             return
         await self._write_ahead()
         try:
-            head = await self.provider.head(self.group)
+            head = await self.recovery.head(self.group, self.provider)
             if head > self.sent:
                 await self._replay(head)
                 self.recovery.healed += 1
@@ -180,8 +182,8 @@ class Cursor:
             self.sent = oldest - 1
             self.recovery.truncated += 1
         while self.sent < head:
-            page = await self.provider.read(
-                self.group, after=self.sent, limit=min(REPLAY_PAGE_SIZE, head - self.sent)
+            page = await self.recovery.read(
+                self.group, self.provider, after=self.sent, limit=min(REPLAY_PAGE_SIZE, head - self.sent)
             )
             for frame in page:
                 seq = seq_of(frame)
@@ -203,9 +205,34 @@ class Cursor:
             self._gap_timer = asyncio.get_running_loop().call_later(self.options.gap_wait, self.request_heal)
 
 
+class _SharedCalls:
+    """Calls to a history provider that the cursors of a group share: a call asked for while an equal one
+    is due to start (not yet started) waits for that one, so that a group's members healing at once cost
+    one query, not one each."""
+
+    def __init__(self) -> None:
+        self._due: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+    async def call(self, key: tuple[Any, ...], function: Callable[[], Awaitable[T]]) -> T:
+        due = self._due.get(key)
+        if due is None:
+            due = self._due[key] = asyncio.ensure_future(self._start(key, function))
+        result: T = await asyncio.shield(due)
+        return result
+
+    async def _start(self, key: tuple[Any, ...], function: Callable[[], Awaitable[T]]) -> T:
+        del self._due[key]  # from now on, a new call starts a new query: this one may miss what follows
+        return await function()
+
+
 class Recovery:
     """The cursors of one manager's connections, and the task that heals them after broker reconnects and
-    while groups are quiet. It runs only while there are cursors."""
+    while groups are quiet. It runs only while there are cursors.
+
+    Reads of the history are shared by the cursors of a group that ask at once, and the latest events read
+    are kept per group (at most `max_replay`), so that a fault healed by every member of a large group
+    costs the history one read, not one per member. Stored events are taken never to change.
+    """
 
     def __init__(self, broker: BrokerInterface, options: RecoveryOptions | None = None) -> None:
         self.broker = broker
@@ -214,7 +241,30 @@ class Recovery:
         self.truncated = 0
         self._cursors: dict[str, set[Cursor]] = {}
         self._heads: dict[str, int] = {}
+        self._recent: dict[str, dict[int, Frame]] = {}
+        self._calls = _SharedCalls()
         self._task: asyncio.Task[None] | None = None
+
+    async def head(self, group: str, provider: HistoryProvider) -> int:
+        """The group's head, read from `provider` by one query for all the cursors asking at once."""
+        return await self._calls.call(("head", group), lambda: provider.head(group))
+
+    async def read(self, group: str, provider: HistoryProvider, *, after: int, limit: int) -> Sequence[Frame]:
+        """The group's events after `after`, from those read lately when they are all there, else from
+        `provider` (one query for the cursors asking the same at once)."""
+        recent = self._recent.setdefault(group, {})
+        kept = [recent[seq] for seq in range(after + 1, after + limit + 1) if seq in recent]
+        if len(kept) == limit:
+            return kept
+        page = await self._calls.call(
+            ("read", group, after, limit), lambda: provider.read(group, after=after, limit=limit)
+        )
+        for frame in page:
+            if (seq := seq_of(frame)) is not None and seq not in recent:
+                recent[seq] = frame
+        while len(recent) > self.options.max_replay:
+            del recent[min(recent)]
+        return page
 
     def cursor(self, connection: Connection, group: str, provider: HistoryProvider) -> Cursor:
         cursor = Cursor(self, connection, group, provider)
@@ -229,6 +279,7 @@ class Recovery:
         if not cursors:
             self._cursors.pop(cursor.group, None)
             self._heads.pop(cursor.group, None)
+            self._recent.pop(cursor.group, None)
         if not self._cursors and self._task is not None:
             self._task.cancel()
             self._task = None
@@ -249,7 +300,7 @@ class Recovery:
                 continue
             provider = next(iter(cursors)).provider
             try:
-                head = await provider.head(group)
+                head = await self.head(group, provider)
             except Exception as error:  # noqa: BLE001 - the history's own error; the next check tries again
                 logger.warning("could not read the head of group %r: %r", group, error)
                 continue
