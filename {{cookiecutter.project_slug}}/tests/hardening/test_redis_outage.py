@@ -200,10 +200,10 @@ async def test_instances_ride_out_a_redis_restart_and_no_stored_message_is_lost(
         f"within {max(echo_delays):.2f}s (median {statistics.median(echo_delays):.3f}s)"
     )
     print(
-        f"  healed from the history: heard by the {len(published_after_start)} other clients of the room on "
-        f"their sender's instance, {min(published_after_start):.2f} to {max(published_after_start):.2f}s after "
-        f"Redis started again (negative: before), and by {live_elsewhere} of {elsewhere} on the other instance "
-        "without reconnecting"
+        f"  healed from the history: heard by the {len(published_after_start)} other clients of the room "
+        f"on their sender's instance, {min(published_after_start):.2f} to {max(published_after_start):.2f}s "
+        f"after Redis started again (negative: before), and by {live_elsewhere} of {elsewhere} on the other "
+        "instance, without reconnecting"
     )
     print(f"  after recovery {len(after_recovery)} sent, all heard live by every client of their room")
     print(
