@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from .brokers import BrokerInterface, BrokerState
 from .connection import Connection
-from .message import Frame
+from .message import Frame, encode_frame
 
 __all__ = ["Cursor", "HistoryProvider", "HistoryTruncated", "Recovery", "RecoveryOptions"]
 
@@ -103,6 +103,7 @@ class Cursor:
         self.group = group
         self.provider = provider
         self.sent: int | None = None  # None until `start` has read the head
+        self.heard = 0  # live events that reached this cursor: while they flow, gaps show by themselves
         self._ahead: dict[int, str] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._heal_queued = False
@@ -113,6 +114,7 @@ class Cursor:
 
     def accept(self, event: Mapping[str, Any], frame: str) -> bool:
         """The event filter of the group's sequenced events: True to write this live one now."""
+        self.heard += 1
         seq = seq_of(event)
         if seq is None:
             return True
@@ -185,11 +187,10 @@ class Cursor:
             page = await self.recovery.read(
                 self.group, self.provider, after=self.sent, limit=min(REPLAY_PAGE_SIZE, head - self.sent)
             )
-            for frame in page:
-                seq = seq_of(frame)
-                if seq is None or seq <= self.sent:
+            for seq, frame in page:
+                if seq <= self.sent:
                     continue
-                await self.connection.send_json(frame)
+                await self.connection.send_text(frame)
                 self.sent = seq
             if not page:
                 break
@@ -241,7 +242,8 @@ class Recovery:
         self.truncated = 0
         self._cursors: dict[str, set[Cursor]] = {}
         self._heads: dict[str, int] = {}
-        self._recent: dict[str, dict[int, Frame]] = {}
+        self._heard: dict[str, int] = {}
+        self._recent: dict[str, dict[int, str]] = {}  # by group: frames read lately, encoded, by seq
         self._calls = _SharedCalls()
         self._task: asyncio.Task[None] | None = None
 
@@ -249,22 +251,30 @@ class Recovery:
         """The group's head, read from `provider` by one query for all the cursors asking at once."""
         return await self._calls.call(("head", group), lambda: provider.head(group))
 
-    async def read(self, group: str, provider: HistoryProvider, *, after: int, limit: int) -> Sequence[Frame]:
-        """The group's events after `after`, from those read lately when they are all there, else from
-        `provider` (one query for the cursors asking the same at once)."""
+    async def read(
+        self, group: str, provider: HistoryProvider, *, after: int, limit: int
+    ) -> list[tuple[int, str]]:
+        """The group's events after `after` with their seqs, encoded once for all the cursors: from those
+        read lately when they are all there, else from `provider` (one query for the cursors asking the
+        same at once)."""
         recent = self._recent.setdefault(group, {})
-        kept = [recent[seq] for seq in range(after + 1, after + limit + 1) if seq in recent]
-        if len(kept) == limit:
-            return kept
+        wanted = range(after + 1, after + limit + 1)
+        if all(seq in recent for seq in wanted):
+            return [(seq, recent[seq]) for seq in wanted]
         page = await self._calls.call(
             ("read", group, after, limit), lambda: provider.read(group, after=after, limit=limit)
         )
+        found = []
         for frame in page:
-            if (seq := seq_of(frame)) is not None and seq not in recent:
-                recent[seq] = frame
-        while len(recent) > self.options.max_replay:
-            del recent[min(recent)]
-        return page
+            if (seq := seq_of(frame)) is not None:
+                text = recent.get(seq)
+                if text is None:
+                    text = recent[seq] = encode_frame(frame)
+                found.append((seq, text))
+        if len(recent) > self.options.max_replay:
+            for seq in sorted(recent)[: len(recent) - self.options.max_replay]:
+                del recent[seq]
+        return found
 
     def cursor(self, connection: Connection, group: str, provider: HistoryProvider) -> Cursor:
         cursor = Cursor(self, connection, group, provider)
@@ -279,6 +289,7 @@ class Recovery:
         if not cursors:
             self._cursors.pop(cursor.group, None)
             self._heads.pop(cursor.group, None)
+            self._heard.pop(cursor.group, None)
             self._recent.pop(cursor.group, None)
         if not self._cursors and self._task is not None:
             self._task.cancel()
@@ -294,7 +305,10 @@ class Recovery:
 
     async def check(self, *, settled: bool) -> None:
         """Read each group's head and heal the members behind it: all of them (`settled=False`, right
-        after a reconnect) or those behind the head seen at the previous check (`settled=True`)."""
+        after a reconnect), or (`settled=True`) those behind the head seen at the previous check, when the
+        group is quiet (its head did not move since) or deaf (no live event reached it since, as while the
+        broker is down). While live events flow, a lost one shows as a gap before the next: healing then
+        would only race an instance that is behind the database (a busy listener) with reads of its own."""
         for group, cursors in list(self._cursors.items()):
             if not cursors:
                 continue
@@ -304,11 +318,18 @@ class Recovery:
             except Exception as error:  # noqa: BLE001 - the history's own error; the next check tries again
                 logger.warning("could not read the head of group %r: %r", group, error)
                 continue
-            behind = self._heads.get(group, 0) if settled else head
+            previous, heard = self._heads.get(group, 0), sum(cursor.heard for cursor in cursors)
+            flowing = head != previous and heard != self._heard.get(group)
             if group in self._cursors:
-                self._heads[group] = head
+                self._heads[group], self._heard[group] = head, heard
+            if settled and flowing:
+                continue
+            behind = previous if settled else head
             for cursor in list(cursors):
-                if cursor.sent is not None and cursor.sent < behind:
+                # In a periodic check, not one whose queue still holds frames: it is behind because its
+                # client is, and what it lacks may well be queued.
+                waiting = settled and cursor.connection.pending > 0
+                if cursor.sent is not None and cursor.sent < behind and not waiting:
                     cursor.request_heal()
 
     async def _watch(self) -> None:
