@@ -115,6 +115,10 @@ class Cursor:
     def accept(self, event: Mapping[str, Any], frame: str) -> bool:
         """The event filter of the group's sequenced events: True to write this live one now."""
         self.heard += 1
+        seq, sent = event.get("seq"), self.sent
+        if type(seq) is int and sent is not None and seq == sent + 1 and not self._ahead:
+            self.sent = seq  # the usual case, first: it runs for every member of every event
+            return True
         seq = seq_of(event)
         if seq is None:
             return True
