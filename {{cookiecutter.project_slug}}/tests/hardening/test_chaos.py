@@ -190,7 +190,6 @@ async def test_every_reader_gets_every_message_once_in_order_through_each_fault(
     broker_channel: str,
     redis_server: PrivateRedis,
     process_group: ProcessGroup,
-    tmp_path: Path,
 ) -> None:
     await create_tables(postgres_database_url)
     env = instance_env(
