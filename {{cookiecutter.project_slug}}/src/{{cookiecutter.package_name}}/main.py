@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from . import __version__
 from .consumers.base import AccountWatch
 from .consumers.chat import announce_presence_change
-from .consumers.unsent import UnsentMessages
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
@@ -28,7 +27,7 @@ from .http_limits import RequestLimitsMiddleware
 from .middleware import InstanceHeaderMiddleware
 from .observability import install_redaction
 from .observability.app import instrument_app
-from .realtime import WebSocketManager
+from .realtime import RecoveryOptions, WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
 from .security.attempts import AttemptCounter
@@ -92,6 +91,11 @@ def create_manager(settings: Settings) -> WebSocketManager:
         presence_ttl=settings.ws_presence_ttl_seconds,
         on_presence_change=announce_presence_change,
         **({} if settings.broker_url.startswith("memory:") else redis_options),
+        recovery=RecoveryOptions(
+            max_replay=settings.ws_replay_limit,
+            gap_wait=settings.ws_gap_wait_seconds,
+            heal_interval=settings.ws_heal_interval_seconds,
+        ),
     )
 
 
@@ -105,7 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.manager = manager = create_manager(settings)
-        app.state.unsent = unsent = UnsentMessages(manager)
         app.state.attempts = attempts = AttemptCounter.for_broker(
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
         )
@@ -114,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)
-            async with manager, unsent:
+            async with manager:
                 watching = asyncio.create_task(account_watch.watch_forever(), name="account-watch")
                 try:
                     yield

@@ -88,7 +88,12 @@ class MembershipPublic(BaseModel):
 class MessagePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: int = Field(description="Grows with every message; pages and replays start after one.", examples=[42])
+    id: int = Field(description="Unique among all the rooms' messages.", examples=[42])
+    seq: int = Field(
+        description="1, 2, 3... in each room, in the order the messages were stored; pages and replays "
+        "start after one.",
+        examples=[7],
+    )
     room: str = Field(validation_alias=AliasPath("room", "name"), examples=["lobby"])
     user: str = Field(validation_alias=AliasPath("user", "username"), examples=["alice"])
     text: str = Field(examples=["Hello, world"])

@@ -114,6 +114,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after which the users of an instance that died leave its rooms' presence.",
     )
+    ws_replay_limit: int = Field(
+        default=1000,
+        gt=0,
+        description="Most chat messages replayed to a connection at once; beyond, it gets history.truncated.",
+    )
+    ws_gap_wait_seconds: float = Field(
+        default=0.2, ge=0, description="Seconds a gap in a room's seqs may stay open before it is read."
+    )
+    ws_heal_interval_seconds: float = Field(
+        default=1.0, gt=0, description="Seconds between checks that every connection has its room's latest."
+    )
 {%- if cookiecutter.use_notifications == "y" %}
     ws_max_subscriptions_per_connection: int = Field(
         default=50, gt=0, description="Topic filters one notifications socket may hold; more: limit_exceeded."

@@ -1,4 +1,4 @@
-"""The chat WebSocket over a real server: auth, messages, replay after an id, typing, limits, bad frames."""
+"""The chat WebSocket over a real server: auth, messages, replay and healing by seq, typing, errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.consumers.chat import ChatMessagePublic, room_group
-from {{ cookiecutter.package_name }}.db import rooms, users
+from {{ cookiecutter.package_name }}.db import messages, rooms, users
 from {{ cookiecutter.package_name }}.db.models import Message
+from {{ cookiecutter.package_name }}.realtime import RecoveryOptions
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import wait_until
@@ -137,52 +138,110 @@ async def test_since_replays_the_history_then_live_messages_without_gap_or_dupli
     writers = [asyncio.create_task(write(token)) for token in (alice, bob)]
     async with asyncio.timeout(20):
         await wait_until(lambda: has_messages(session_factory, before_reader))
-        since = (await message_ids(session_factory))[before_reader // 2]
+        since = before_reader // 2
         async with connect_ws(url, carol, since=since) as reader:
             reader_joined.set()
             await asyncio.gather(*writers)
-            expected = [id_ for id_ in await message_ids(session_factory) if id_ > since]
+            expected = list(range(since + 1, len(await message_ids(session_factory)) + 1))
             received: list[int] = []
-            while len(set(received)) < len(expected):
-                received.append((await receive_type(reader, "chat.message"))["id"])
+            while len(received) < len(expected):
+                received.append((await receive_type(reader, "chat.message"))["seq"])
             await assert_silent(reader, "chat.message")
-    assert sorted(received) == expected, "a message was missed or sent twice"
-    assert len(expected) == 2 * per_writer - before_reader // 2 - 1
+    assert received == expected, "a message was missed, sent twice or out of order"
+    assert len(expected) == 2 * per_writer - since
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-async def test_a_message_committed_after_a_later_one_is_not_lost_after_the_replay(
+async def store_unpublished(
+    session_factory: async_sessionmaker[AsyncSession], room_name: str, author: str, text: str
+) -> ChatMessagePublic:
+    """Store a message as the consumer does, without publishing it: as if the publish was lost."""
+    async with session_factory() as session:
+        room = await rooms.get_room(session, name=room_name)
+        user = await users.get_user_by_username(session, username=author)
+        assert room is not None
+        assert user is not None
+        return ChatMessagePublic.model_validate(
+            await messages.create_message(session, room=room, user=user, text=text)
+        )
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_a_gap_in_the_live_seqs_is_filled_from_the_history_in_order(
     client: AsyncClient,
     auth_headers: AuthHeaders,
     app: FastAPI,
     ws_url: str,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    """On PostgreSQL ids are taken at insert and seen at commit: the replay may skip one it will get live."""
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+        await receive_type(websocket, "presence.state")
+        await store_unpublished(session_factory, "lobby", "alice", "lost")
+        published = await store_unpublished(session_factory, "lobby", "alice", "published")
+        await app.state.manager.group_send(room_group("lobby"), published)
+        await app.state.manager.group_send(room_group("lobby"), published)  # a duplicate is dropped
+        frames = [await receive_type(websocket, "chat.message") for _ in range(2)]
+        assert [(frame["seq"], frame["text"]) for frame in frames] == [(1, "lost"), (2, "published")]
+        await assert_silent(websocket, "chat.message")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_last_message_never_published_reaches_a_quiet_room(
+    client: AsyncClient,
+    auth_headers: AuthHeaders,
+    ws_url: str,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """No later message reveals the gap: the periodic check of the room's head does."""
     alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
     await create_room(client, alice, "lobby")
-    url = f"{ws_url}/ws/rooms/lobby"
-    async with session_factory() as slow_writer:
-        room = await rooms.get_room(slow_writer, name="lobby")
-        author = await users.get_user_by_username(slow_writer, username="alice")
-        assert room is not None
-        assert author is not None
-        slow = Message(room_id=room.id, user_id=author.id, text="committed late")
-        slow_writer.add(slow)
-        await slow_writer.flush()
-        async with connect_ws(url, alice) as alice_ws:
-            await send_json(alice_ws, {"type": "chat.message", "text": "committed first"})
-            fast = await receive_type(alice_ws, "chat.message")
-            async with connect_ws(url, bob, since=0) as bob_ws:
-                assert (await receive_type(bob_ws, "chat.message"))["id"] == fast["id"] > slow.id
-                await receive_type(bob_ws, "presence.state")
-                await slow_writer.commit()
-                await slow_writer.refresh(slow, ["room", "user"])
-                late = ChatMessagePublic.model_validate(slow)
-                await app.state.manager.group_send(room_group("lobby"), late)
-                assert (await receive_type(bob_ws, "chat.message"))["id"] == slow.id
-                await send_json(alice_ws, {"type": "chat.message", "text": "after"})
-                assert (await receive_type(bob_ws, "chat.message"))["text"] == "after"
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as websocket:
+        await receive_type(websocket, "presence.state")
+        lost = await store_unpublished(session_factory, "lobby", "alice", "never published")
+        async with asyncio.timeout(15):
+            frame = await receive_type(websocket, "chat.message")
+        assert frame == lost.model_dump(mode="json")
+        await assert_silent(websocket, "chat.message")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_replay_beyond_the_limit_is_truncated_to_the_most_recent(
+    client: AsyncClient, auth_headers: AuthHeaders, app: FastAPI, ws_url: str
+) -> None:
+    app.state.manager.recovery.options = RecoveryOptions(max_replay=2)
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+        for number in range(5):
+            await send_json(websocket, {"type": "chat.message", "text": f"message {number}"})
+            await receive_type(websocket, "chat.message")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since=1) as websocket:
+        frames = [await receive_json(websocket) for _ in range(4)]
+    assert frames[0] == {"type": "history.truncated", "oldest_seq": 4}
+    assert [frame.get("seq") for frame in frames[1:3]] == [4, 5]
+    assert frames[3]["type"] == "presence.state"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_since_id_resumes_a_client_that_kept_a_message_id(
+    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    await create_room(client, alice, "other")
+    sent = []
+    for room in ("lobby", "other", "lobby", "lobby"):
+        async with connect_ws(f"{ws_url}/ws/rooms/{room}", alice) as websocket:
+            await send_json(websocket, {"type": "chat.message", "text": room})
+            sent.append(await receive_type(websocket, "chat.message"))
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since_id=sent[1]["id"]) as websocket:
+        frames = [await receive_json(websocket) for _ in range(3)]
+    assert [(frame.get("id"), frame.get("seq")) for frame in frames[:2]] == [
+        (sent[2]["id"], 2),
+        (sent[3]["id"], 3),
+    ]
+    assert frames[2]["type"] == "presence.state"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -203,7 +262,7 @@ async def test_since_zero_replays_everything_in_order_before_the_presence(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("since", ["-1", "abc", "1.5", str(2**63)])
-async def test_a_since_that_is_not_a_message_id_closes_with_1008(
+async def test_a_since_that_is_not_a_seq_closes_with_1008(
     client: AsyncClient, auth_headers: AuthHeaders, ws_url: str, since: str
 ) -> None:
     alice = await token_for(auth_headers, "alice")

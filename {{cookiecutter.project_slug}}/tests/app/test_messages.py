@@ -1,4 +1,4 @@
-"""Message history: stored messages read back by id, a page at a time."""
+"""Message history: stored messages numbered 1, 2, 3... per room, read back by seq a page at a time."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from .support import AuthHeaders
 async def post_messages(
     session_factory: async_sessionmaker[AsyncSession], *, room: str, username: str, texts: list[str]
 ) -> list[int]:
-    """Store messages as the chat consumer does; their ids."""
+    """Store messages as the chat consumer does; their seqs."""
     async with session_factory() as session:
         found_room = await rooms.get_room(session, name=room)
         user = await session.scalar(select(User).where(User.username == username))
         assert found_room is not None
         assert user is not None
         return [
-            (await messages.create_message(session, room=found_room, user=user, text=text)).id
+            (await messages.create_message(session, room=found_room, user=user, text=text)).seq
             for text in texts
         ]
 
@@ -49,7 +49,7 @@ async def test_history_pages_forward_and_backward(
 ) -> None:
     texts = [f"message {number}" for number in range(7)]
     ids = await post_messages(session_factory, room="lobby", username="alice", texts=texts)
-    assert ids == sorted(ids)
+    assert ids == list(range(1, 8))
 
     assert await history(client, lobby) == texts
     assert await history(client, lobby, limit=3) == texts[4:]
@@ -89,7 +89,7 @@ async def test_history_holds_only_the_rooms_own_messages(
     assert await history(client, lobby) == ["here"]
 
 
-async def test_replay_reads_every_message_after_an_id(
+async def test_replay_reads_every_message_after_a_seq(
     lobby: dict[str, str], session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
     ids = await post_messages(
@@ -99,7 +99,7 @@ async def test_replay_reads_every_message_after_an_id(
         room = await rooms.get_room(session, name="lobby")
         assert room is not None
         replayed = await messages.list_messages(session, room=room, after=ids[9])
-    assert [message.id for message in replayed] == ids[10:]
+    assert [message.seq for message in replayed] == ids[10:]
 
 
 async def test_concurrent_sessions_store_messages_for_the_same_room_and_user_objects(
@@ -113,10 +113,10 @@ async def test_concurrent_sessions_store_messages_for_the_same_room_and_user_obj
 
     async def store(text: str) -> int:
         async with session_factory() as session:
-            return (await messages.create_message(session, room=room, user=user, text=text)).id
+            return (await messages.create_message(session, room=room, user=user, text=text)).seq
 
-    ids = await asyncio.gather(*(store(str(number)) for number in range(10)))
-    assert len(set(ids)) == 10
+    seqs = await asyncio.gather(*(store(str(number)) for number in range(10)))
+    assert sorted(seqs) == list(range(1, 11))
     async with session_factory() as session:
         stored = await messages.list_messages(session, room=room)
     assert sorted(message.text for message in stored) == sorted(str(number) for number in range(10))

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy import Connection, MetaData, inspect, text
 
 from {{ cookiecutter.package_name }}.db.models import Base
 from {{ cookiecutter.package_name }}.db.session import create_engine
@@ -103,6 +103,58 @@ def test_the_comparison_notices_a_model_the_migrations_lack(database_url: str) -
     assert [difference[1].name for difference in differences if difference[0] == "remove_table"] == [
         "messages"
     ]
+
+
+def test_existing_messages_are_numbered_per_room_and_the_numbers_go_on_downgrade(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "0001")
+
+    def say(connection: Connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, hashed_password, is_active, is_superuser, created_at) "
+                "VALUES (1, 'alice', 'x', true, false, CURRENT_TIMESTAMP)"
+            )
+        )
+        for room_id, name in ((1, "lobby"), (2, "other"), (3, "empty")):
+            connection.execute(
+                text(
+                    "INSERT INTO rooms (id, name, title, is_private, owner_id, created_at) "
+                    "VALUES (:id, :name, :name, false, 1, CURRENT_TIMESTAMP)"
+                ),
+                {"id": room_id, "name": name},
+            )
+        for message_id, room_id in enumerate([1, 2, 1, 1, 2], start=1):
+            connection.execute(
+                text(
+                    "INSERT INTO messages (id, room_id, user_id, text, created_at) "
+                    "VALUES (:id, :room_id, 1, :text, CURRENT_TIMESTAMP)"
+                ),
+                {"id": message_id, "room_id": room_id, "text": f"message {message_id}"},
+            )
+        connection.commit()
+
+    def numbered(connection: Connection) -> tuple[list[tuple[int, int, int]], list[tuple[str, int]]]:
+        messages = connection.execute(text("SELECT id, room_id, seq FROM messages ORDER BY id"))
+        rooms = connection.execute(text("SELECT name, last_seq FROM rooms ORDER BY name"))
+        return [tuple(row) for row in messages], [tuple(row) for row in rooms]
+
+    run_on(database_url, say)
+    command.upgrade(config, "head")
+    assert run_on(database_url, numbered) == (
+        [(1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 1, 3), (5, 2, 2)],
+        [("empty", 0), ("lobby", 3), ("other", 2)],
+    )
+    command.downgrade(config, "0001")
+
+    def columns(connection: Connection) -> tuple[set[str], int]:
+        names = {column["name"] for column in inspect(connection).get_columns("messages")}
+        count = connection.execute(text("SELECT count(*) FROM messages")).scalar_one()
+        return names, count
+
+    names, count = run_on(database_url, columns)
+    assert "seq" not in names
+    assert count == 5
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

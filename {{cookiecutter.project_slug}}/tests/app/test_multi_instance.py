@@ -50,8 +50,8 @@ async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
 
             # What is said on one instance reaches the other, both ways, with the same id.
             await send_json(alice_ws, {"type": "chat.message", "text": "from the first"})
-            first_id = (await receive_type(bob_ws, "chat.message"))["id"]
-            assert (await receive_type(alice_ws, "chat.message"))["id"] == first_id
+            first_seq = (await receive_type(bob_ws, "chat.message"))["seq"]
+            assert (await receive_type(alice_ws, "chat.message"))["seq"] == first_seq
             await send_json(bob_ws, {"type": "chat.message", "text": "from the second"})
             second_message = await receive_type(alice_ws, "chat.message")
             assert second_message["text"] == "from the second"
@@ -62,22 +62,22 @@ async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
             await assert_silent(bob_ws, "presence.join")
             await assert_silent(bob_ws, "presence.leave")
 
-            # A replay on one instance while the other one is being written to: every later id, once.
+            # A replay on one instance while the other is being written to: every later seq, once, in order.
             async def write() -> list[int]:
-                ids = []
+                seqs = []
                 for number in range(20):
                     await send_json(alice_ws, {"type": "chat.message", "text": f"live {number}"})
-                    ids.append((await receive_type(alice_ws, "chat.message"))["id"])
-                return ids
+                    seqs.append((await receive_type(alice_ws, "chat.message"))["seq"])
+                return seqs
 
             writing = asyncio.create_task(write())
-            async with connect_ws(on_second, carol, since=first_id) as carol_ws:
-                expected = sorted([second_message["id"], *await writing])
+            async with connect_ws(on_second, carol, since=first_seq) as carol_ws:
+                expected = [second_message["seq"], *await writing]
                 received = []
-                while len(set(received)) < len(expected):
-                    received.append((await receive_type(carol_ws, "chat.message"))["id"])
+                while len(received) < len(expected):
+                    received.append((await receive_type(carol_ws, "chat.message"))["seq"])
                 await assert_silent(carol_ws, "chat.message")
-            assert sorted(received) == expected
+            assert received == expected
             assert (await receive_type(bob_ws, "presence.leave"))["user"] == "carol"
 
             # The first instance dies without a word: the survivor announces that its users left, once their

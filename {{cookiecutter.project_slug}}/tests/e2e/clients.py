@@ -64,7 +64,8 @@ class RoomClient:
 
     @property
     def ids(self) -> list[int]:
-        return [message["id"] for message in self.messages]
+        """The seqs of the chat messages received, in order (`since` takes one)."""
+        return [message["seq"] for message in self.messages]
 
     def texts_from(self, user: str) -> list[str]:
         return [message["text"] for message in self.messages if message["user"] == user]

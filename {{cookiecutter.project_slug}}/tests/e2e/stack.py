@@ -107,7 +107,7 @@ async def seconds_after(since: float, waiting: Awaitable[None]) -> float:
 
 
 async def stored_ids(http: httpx.AsyncClient, token: str) -> list[int]:
-    """The ids of every message stored in the lobby, page by page."""
+    """The seqs of every message stored in the lobby, page by page."""
     ids: list[int] = []
     while True:
         response = await http.get(
@@ -116,7 +116,7 @@ async def stored_ids(http: httpx.AsyncClient, token: str) -> list[int]:
             headers={"Authorization": f"Bearer {token}"},
         )
         assert response.status_code == 200, response.text
-        page = [message["id"] for message in response.json()]
+        page = [message["seq"] for message in response.json()]
         ids += page
         if len(page) < HISTORY_PAGE:
             return ids

@@ -110,7 +110,7 @@ async def test_a_rolling_restart_loses_no_message(
         assert alice_ws.response is not None
         landed = alice_ws.response.headers["X-Instance"]
         await send_json(alice_ws, {"type": "chat.message", "text": "before the restart"})
-        last_seen = (await receive_type(alice_ws, "chat.message"))["id"]
+        last_seen = (await receive_type(alice_ws, "chat.message"))["seq"]
         [stopped] = [instance for instance in instances if instance.name == landed]
         stopped.process.terminate()
         assert await close_code(alice_ws) == 1012

@@ -48,8 +48,8 @@ class RoomClient:
             async for raw in self.websocket:
                 frame = json.loads(raw)
                 if frame["type"] == "chat.message":
-                    self.ids.append(frame["id"])
-                    self.received_at.setdefault(frame["id"], time.monotonic())
+                    self.ids.append(frame["seq"])
+                    self.received_at.setdefault(frame["seq"], time.monotonic())
                 elif frame["type"] == "error":
                     self.errors.append(frame["code"])
 
@@ -141,11 +141,11 @@ async def talk(talkers: list[RoomClient], said: Said, seconds: float) -> None:
 
 
 async def stored(database_url: str, rooms: list[str]) -> dict[str, dict[int, str]]:
-    """Each room's stored messages, text by id."""
+    """Each room's stored messages, text by seq."""
     connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
         rows = await connection.fetch(
-            "SELECT r.name, m.id, m.text FROM messages m JOIN rooms r ON r.id = m.room_id "
+            "SELECT r.name, m.seq, m.text FROM messages m JOIN rooms r ON r.id = m.room_id "
             "WHERE r.name = ANY($1)",
             rooms,
         )
@@ -153,7 +153,7 @@ async def stored(database_url: str, rooms: list[str]) -> dict[str, dict[int, str
         await connection.close()
     by_room: dict[str, dict[int, str]] = {room: {} for room in rooms}
     for row in rows:
-        by_room[row["name"]][row["id"]] = row["text"]
+        by_room[row["name"]][row["seq"]] = row["text"]
     return by_room
 
 
@@ -166,7 +166,7 @@ class Rejoin:
     closed_early: Counter[int | None] = field(default_factory=Counter)
 
     async def replay(self, url: str, token: str, since: int) -> list[int]:
-        """The ids replayed, which come before the presence that follows the replay."""
+        """The seqs replayed, which come before the presence that follows the replay."""
         headers = {"Authorization": f"Bearer {token}"}
         async with self.arrivals:
             for _ in range(REJOIN_ATTEMPTS):
@@ -176,7 +176,7 @@ class Rejoin:
                         async with asyncio.timeout(DELIVERY_TIMEOUT):
                             while (frame := json.loads(await websocket.recv()))["type"] != "presence.state":
                                 if frame["type"] == "chat.message":
-                                    ids.append(frame["id"])
+                                    ids.append(frame["seq"])
                     except ConnectionClosed:
                         self.closed_early[websocket.close_code] += 1
                         continue

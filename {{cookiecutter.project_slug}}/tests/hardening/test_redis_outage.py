@@ -6,13 +6,13 @@
 
 - `/readyz` of each instance answers 503, naming the broker, for as long as Redis is down, and 200 again
   once its listener has reconnected and subscribed again, by itself: no instance is restarted;
-- no message is refused: each is stored, and echoed at once to the connection that sent it, even while Redis
-  is down; the instance holds those it could not publish and publishes them once it is ready again, so
-  every client of the room on that instance hears them live (on the other instance, those that it had
-  subscribed again by then), and no client hears any message twice;
+- no message is refused: each is stored, and reaches the connection that sent it at once, even while Redis
+  is down; the rooms being recoverable groups, every client of the room, on both instances, gets those that
+  could not be published from the history (the instance's next check of the room), while staying connected,
+  and no client hears any message twice;
 - what is said once both are ready again reaches, live, every client of the room on both instances;
-- every client then reconnects with `since=<the last id it saw before the outage>` and is replayed exactly
-  the room's stored messages after that id, each once; with what it heard live, that is every message of
+- every client then reconnects with `since=<the last seq it saw before the outage>` and is replayed exactly
+  the room's stored messages after that seq, each once; with what it heard live, that is every message of
   the room: no stored message is missing from any client.
 """
 
@@ -166,8 +166,8 @@ async def test_instances_ride_out_a_redis_restart_and_no_stored_message_is_lost(
     outage = said.between(stopped_at, started_at)
     stored_texts = {text for found in messages.values() for text in found.values()}
     errors = Counter(code for client in talkers for code in client.errors)
-    # What was sent while Redis was down was stored, echoed at once to its sender, and published once the
-    # sender's instance was ready again: every client of the room on that instance heard it live.
+    # What was sent while Redis was down was stored, sent at once to its sender, and healed from the history
+    # to every other client of the room on that instance without a reconnection.
     assert outage
     assert outage <= stored_texts
     assert not errors, errors
@@ -199,10 +199,10 @@ async def test_instances_ride_out_a_redis_restart_and_no_stored_message_is_lost(
         f"within {max(echo_delays):.2f}s (median {statistics.median(echo_delays):.3f}s)"
     )
     print(
-        f"  held, then published once Redis was back: heard live by the {len(published_after_start)} other "
-        f"clients of the room on their sender's instance, {min(published_after_start):.2f}"
-        f"-{max(published_after_start):.2f}s after the start, and by {live_elsewhere} of {elsewhere} on the "
-        "other instance (the rest by the replay)"
+        f"  healed from the history: heard by the {len(published_after_start)} other clients of the room "
+        f"on their sender's instance, {min(published_after_start):.2f} to {max(published_after_start):.2f}s "
+        f"after Redis started again (negative: before), and by {live_elsewhere} of {elsewhere} on the other "
+        "instance, without reconnecting"
     )
     print(f"  after recovery {len(after_recovery)} sent, all heard live by every client of their room")
     print(

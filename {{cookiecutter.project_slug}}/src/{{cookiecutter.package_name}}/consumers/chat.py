@@ -1,40 +1,29 @@
-"""The chat consumer of `/ws/rooms/{room}`: messages, history replay, presence and typing in one room.
+"""The chat consumer of `/ws/rooms/{room}`: messages, presence and typing in one room.
 
-The client sends `chat.message` {text}, stored and then sent with its id to everyone in the room, the sender
-included, and `chat.typing`, relayed to the others and not stored. The server also sends `presence.state`
-(who is here, on arrival), `presence.join` and `presence.leave` (a user's first connection came, their last
-one went), across every instance. The users of an instance that dies leave once their presence expires, a
-TTL after its last heartbeat: `announce_presence_change` tells the rooms, from the instance that noticed.
+The client sends `chat.message` {text}, stored with the room's next `seq` and then sent to everyone in the
+room, the sender included, and `chat.typing`, relayed to the others and not stored. The server also sends
+`presence.state` (who is here, on arrival), `presence.join` and `presence.leave` (a user's first connection
+came, their last one went), across every instance; `announce_presence_change` tells the rooms of the users
+of an instance that died, once their presence expires.
+
+A room is a recoverable group (see `realtime.recovery`): each connection gets every stored message once, in
+seq order, also across broker faults, without reconnecting. With `?since=<seq>` the stored messages after
+it come first (at most `WS_REPLAY_LIMIT`; beyond it a `history.truncated` frame says where the replay
+starts); a client that kept a message id rather than a seq sends `?since_id=<id>` instead. A message that
+cannot be stored (the database is down) is answered with an `error` of code `unavailable`; one stored but
+not published (the broker is down) reaches the room from its history.
 
 The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
-exist or is private and the user is not a member, and when `since` is not a message id. A `chat.message`
-that cannot be stored (the database is down) is answered with an `error` of code `unavailable` instead of
-its echo, and is neither stored nor sent: the client may send it again. One stored but not sent on (the
-broker is down) is accepted all the same: its sender's connection gets the echo at once, and the instance
-holds the message and publishes it as soon as the broker is back (see `unsent`), so that the clients that
-stayed connected hear it then, the sender's other tabs included; the sender's connection skips that copy.
-Pub/sub keeps nothing: the clients of an instance not yet subscribed again then find it in the history.
-Typing notices are dropped while the broker is down: they would be stale.
-
-With `?since=<id>`, the stored messages after that id come first, then the live ones, with no gap and no
-duplicate: the connection joins the room before it reads the history, which it does in its writer task, so
-the live messages wait behind the replay; an event filter then skips those it sent or was to read, without
-encoding anything again. It remembers the ids it replayed rather than the largest one, because on PostgreSQL
-a message can commit after another with a larger id and arrive live after the replay. Without `since` there
-is nothing to filter, and the connection has no filter (the fan-out queues the frame itself) until it echoes
-a message held for the broker, whose live copy the filter then skips.
-
-Every frame to the room is encoded once for all its connections: typing and presence events leave out the
-user's own connections with `exclude` (connections are identified by their user's name).
+exist or is private and the user is not a member, and when `since` or `since_id` is not a non-negative
+integer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -42,29 +31,27 @@ from starlette.websockets import WebSocket
 
 from ..db import messages, rooms
 from ..db.errors import DATABASE_UNAVAILABLE
-from ..db.models import MAX_MESSAGE_ID, Room
+from ..db.models import MAX_SEQ, Room
 from ..realtime import (
     BrokerError,
-    Connection,
+    Frame,
+    HistoryTruncated,
     PresenceChange,
     WebSocketException,
     WebSocketManager,
-    event_filter,
     handler,
     reject,
 )
 from ..schemas import NO_NUL_PATTERN, MessagePublic
 from ..settings import Settings
 from .base import SessionEnded, UserConsumer
-from .unsent import UnsentMessages
+from .faults import crash_point
 
 logger = logging.getLogger(__name__)
 
-MAX_ID_DIGITS = len(str(MAX_MESSAGE_ID))  # a longer `since` is refused before it is parsed
+MAX_SEQ_DIGITS = len(str(MAX_SEQ))  # a longer `since` is refused before it is parsed
 
 ROOM_GROUP_PREFIX = "room:"
-REPLAY_PAGE_SIZE = 100
-WS_1011_INTERNAL_ERROR = 1011
 
 
 def room_group(room: str) -> str:
@@ -82,7 +69,7 @@ class ChatMessageCreate(BaseModel):
 
 
 class ChatMessagePublic(MessagePublic):
-    """A stored message: sent to everyone in the room, its sender included, and replayed after `since`."""
+    """A stored message: sent to everyone in the room, its sender included, once each, in seq order."""
 
     type: Literal["chat.message"] = "chat.message"
 
@@ -122,10 +109,39 @@ class PresenceLeave(BaseModel):
     user: str = Field(examples=["bob"])
 
 
+class RoomHistory:
+    """Where a room's messages are read from when a connection missed some: the database."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], room: Room) -> None:
+        self.session_factory = session_factory
+        self.room = room
+
+    async def head(self, group: str) -> int:
+        async with self.session_factory() as session:
+            return await messages.last_seq(session, room=self.room)
+
+    async def read(self, group: str, *, after: int, limit: int) -> Sequence[Frame]:
+        async with self.session_factory() as session:
+            page = await messages.list_messages(session, room=self.room, after=after, limit=limit)
+        return [ChatMessagePublic.model_validate(message) for message in page]
+
+    async def seq_after_id(self, message_id: int) -> int:
+        async with self.session_factory() as session:
+            return await messages.seq_after_id(session, room=self.room, message_id=message_id)
+
+
 class RoomConsumer(UserConsumer):
     """One connection to a chat room."""
 
-    sends = (ChatMessagePublic, ChatTypingPublic, PresenceState, PresenceJoin, PresenceLeave, SessionEnded)
+    sends = (
+        ChatMessagePublic,
+        HistoryTruncated,
+        ChatTypingPublic,
+        PresenceState,
+        PresenceJoin,
+        PresenceLeave,
+        SessionEnded,
+    )
     room: Room
 
     def __init__(
@@ -136,15 +152,10 @@ class RoomConsumer(UserConsumer):
         room: str,
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
-        unsent: UnsentMessages,
     ) -> None:
         super().__init__(websocket, manager, settings=settings, session_factory=session_factory)
         self.room_name = room
         self.group = room_group(room)
-        self.unsent = unsent
-        self.since: int | None = None
-        self.replay_after: int | None = None  # until the replay has run, the id it reads the messages after
-        self.replayed: set[int] = set()  # the ids sent by this connection itself: replayed, or echoed at once
 
     async def connect(self) -> None:
         self.user = await self.authenticate()
@@ -155,21 +166,24 @@ class RoomConsumer(UserConsumer):
         if room is None:
             await reject(self.websocket, "No such room, or it is private and you are not a member")
         self.room = room
-        since = self.websocket.query_params.get("since")
-        valid_since = since is None or (
-            since.isdecimal() and len(since) <= MAX_ID_DIGITS and int(since) <= MAX_MESSAGE_ID
-        )
-        if not valid_since:
-            await reject(self.websocket, "since must be the id of a message, a non-negative integer")
+        since, since_id = (self.websocket.query_params.get(name) for name in ("since", "since_id"))
+        for value in (since, since_id):
+            if value is not None and not (
+                value.isdecimal() and len(value) <= MAX_SEQ_DIGITS and int(value) <= MAX_SEQ
+            ):
+                await reject(self.websocket, "since and since_id must be non-negative integers")
+        history = RoomHistory(self.session_factory, room)
+        resume = int(since) if since is not None else None
+        if since_id is not None and resume is None:
+            resume = await history.seq_after_id(int(since_id))
         connection = await self.accept()
-        if since is not None:
-            self.since = self.replay_after = int(since)
-        else:
-            connection.event_filter = None  # nothing is replayed: live messages go out as they are
-        await self.group_add(self.group)  # before the history is read, so that nothing said can be missed
-        if self.since is not None:
-            self.queue_call(self._replay)  # the live messages wait behind it
-        await self._announce_arrival(connection)
+        await self.join_recoverable(self.group, history, event_type="chat.message", since=resume)
+        if await self.manager.presence_join(self.group, connection, self.user.username):
+            await self.group_send(
+                self.group, PresenceJoin(user=self.user.username), exclude=self.user.username
+            )
+        users = await self.manager.presence_members(self.group)
+        await self.send_json(PresenceState(users=sorted(users)))
 
     async def disconnect(self, code: int) -> None:
         # Not to the user's own connections: one still here would be a tab that opened as this one closed.
@@ -191,13 +205,8 @@ class RoomConsumer(UserConsumer):
             raise WebSocketException(
                 "the message could not be stored; send it again later", code="unavailable"
             ) from None
-        public = ChatMessagePublic.model_validate(stored)
-        try:
-            await self.group_send(self.group, public)
-        except BrokerError as error:
-            logger.warning("message %s held until the broker is back: %s", stored.id, error)
-            self.unsent.hold(self.group, stored.id, public)
-            self._echo_at_once(public)
+        crash_point("after-commit", message.text)
+        await self.group_send(self.group, ChatMessagePublic.model_validate(stored))
 
     @handler(sends=[ChatTypingPublic])
     async def on_chat_typing(self, message: ChatTyping) -> None:
@@ -205,57 +214,6 @@ class RoomConsumer(UserConsumer):
         typing = ChatTypingPublic(user=self.user.username, room=self.room.name)
         with contextlib.suppress(BrokerError):
             await self.group_send(self.group, typing, exclude=self.user.username)
-
-    @event_filter("chat.message")
-    def not_replayed(self, event: Mapping[str, Any], frame: str) -> bool:
-        """Whether the client gets a live message: not if the replay sent it or will read it, nor if this
-        connection echoed it at once, while it was held (`_echo_at_once`)."""
-        message_id = event.get("id")
-        if self.replay_after is not None:
-            return not (isinstance(message_id, int) and message_id > self.replay_after)
-        return message_id not in self.replayed
-
-    def _echo_at_once(self, message: ChatMessagePublic) -> None:
-        """Send a held message to its sender now, and have `not_replayed` skip it once it is published."""
-        # The filter is off on a connection without `since`: on again, for this live copy.
-        self._connected().event_filter = self._event_filter
-        self.queue_call(functools.partial(self._echo, message))  # behind the replay, which may have read it
-
-    async def _echo(self, message: ChatMessagePublic) -> None:
-        if message.id not in self.replayed:
-            self.replayed.add(message.id)
-            await self.send_json(message)
-
-    async def _announce_arrival(self, connection: Connection) -> None:
-        """Count the user present, tell the room if they just came, and tell them who is here."""
-        if await self.manager.presence_join(self.group, connection, self.user.username):
-            await self.group_send(
-                self.group, PresenceJoin(user=self.user.username), exclude=self.user.username
-            )
-        users = await self.manager.presence_members(self.group)
-        await self.send_json(PresenceState(users=sorted(users)))
-
-    async def _replay(self) -> None:
-        """Send the stored messages after `since`; the live ones queued behind it then pass `not_replayed`."""
-        after = self.since
-        try:
-            while True:
-                async with self.session_factory() as session:
-                    page = await messages.list_messages(
-                        session, room=self.room, after=after, limit=REPLAY_PAGE_SIZE
-                    )
-                for stored in page:
-                    await self.send_json(ChatMessagePublic.model_validate(stored))
-                    self.replayed.add(stored.id)
-                if len(page) < REPLAY_PAGE_SIZE:
-                    break
-                after = page[-1].id
-        except Exception:
-            # A partial replay would leave a gap; closed, the client reconnects and asks again.
-            logger.exception("could not replay room %r after message %s", self.room.name, self.since)
-            await self.close(WS_1011_INTERNAL_ERROR, "Could not read the history")
-            return
-        self.replay_after = None
 
 
 async def announce_presence_change(manager: WebSocketManager, change: PresenceChange) -> None:

@@ -1,8 +1,8 @@
-"""Chat messages: storing them, and reading a room's history by id."""
+"""Chat messages: storing them with the room's next seq, and reading a room's history by seq."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -10,17 +10,30 @@ from .models import Message, Room, User
 
 
 async def create_message(session: AsyncSession, *, room: Room, user: User, text: str) -> Message:
-    """Store and commit the message; its `id` is set and larger than that of every earlier message.
+    """Store and commit the message with the room's next `seq`.
 
-    `room` and `user` are referenced by id and never added to `session`, so objects loaded once (say, when
-    a WebSocket connects) can be passed here from any number of concurrent sessions.
+    The seq comes from incrementing the room's `last_seq` in the same transaction: the row lock this takes
+    makes concurrent messages of a room commit one after the other, so seqs are contiguous and a message
+    with a larger seq never commits before one with a smaller. `room` and `user` are referenced by id and
+    never added to `session`, so objects loaded once (say, when a WebSocket connects) can be passed here
+    from any number of concurrent sessions.
     """
-    message = Message(room_id=room.id, user_id=user.id, text=text)
+    seq = await session.scalar(
+        update(Room).where(Room.id == room.id).values(last_seq=Room.last_seq + 1).returning(Room.last_seq)
+    )
+    if seq is None:
+        raise LookupError(f"room {room.name!r} no longer exists")
+    message = Message(room_id=room.id, seq=seq, user_id=user.id, text=text)
     session.add(message)
     await session.commit()
     set_committed_value(message, "room", room)
     set_committed_value(message, "user", user)
     return message
+
+
+async def last_seq(session: AsyncSession, *, room: Room) -> int:
+    """The seq of the room's latest stored message, 0 if it has none."""
+    return await session.scalar(select(Room.last_seq).where(Room.id == room.id)) or 0
 
 
 async def list_messages(
@@ -31,18 +44,25 @@ async def list_messages(
     before: int | None = None,
     limit: int | None = None,
 ) -> list[Message]:
-    """Messages of `room` with an id strictly between `after` and `before`, oldest first.
+    """Messages of `room` with a seq strictly between `after` and `before`, oldest first.
 
-    With `after`, the `limit` oldest of them, so that paging forward (or replaying from an id) continues
+    With `after`, the `limit` oldest of them, so that paging forward (or replaying from a seq) continues
     from there; without it, the `limit` newest, so that paging backward with `before` reads older history.
     No `limit` means all of them.
     """
     query = select(Message).where(Message.room_id == room.id)
     if after is not None:
-        query = query.where(Message.id > after)
+        query = query.where(Message.seq > after)
     if before is not None:
-        query = query.where(Message.id < before)
+        query = query.where(Message.seq < before)
     newest_first = after is None
-    query = query.order_by(Message.id.desc() if newest_first else Message.id).limit(limit)
+    query = query.order_by(Message.seq.desc() if newest_first else Message.seq).limit(limit)
     found = list(await session.scalars(query))
     return found[::-1] if newest_first else found
+
+
+async def seq_after_id(session: AsyncSession, *, room: Room, message_id: int) -> int:
+    """The seq to resume after for a client that gives the id of the last message it has (the protocol
+    before seqs): the largest seq among the room's messages with an id up to it."""
+    query = select(func.max(Message.seq)).where(Message.room_id == room.id, Message.id <= message_id)
+    return await session.scalar(query) or 0

@@ -6,7 +6,18 @@ import enum
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -84,6 +95,8 @@ class Room(Base):
     is_private: Mapped[bool] = mapped_column(default=False)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # The seq of the room's latest message: storing one increments it, so seqs are contiguous per room.
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     owner: Mapped[User] = relationship(lazy="joined")
 
@@ -104,18 +117,23 @@ class Membership(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
-# Message ids are BIGINT: an id given by a client (`after`, `since`) beyond this cannot exist.
-MAX_MESSAGE_ID = 2**63 - 1
+# Message ids and seqs are BIGINT: one given by a client (`after`, `since`) beyond this cannot exist.
+MAX_MESSAGE_ID = MAX_SEQ = 2**63 - 1
 
 
 class Message(Base):
     __tablename__ = "messages"
-    # History is read as "messages of a room after (or before) an id"; AUTOINCREMENT keeps SQLite from
-    # reusing the id of a deleted last row, so ids only grow, as the replay after a given id requires.
-    __table_args__ = (Index("ix_messages_room_id_id", "room_id", "id"), {"sqlite_autoincrement": True})
+    # History is read as "messages of a room after (or before) a seq": 1, 2, 3... in each room, in the
+    # order their transactions committed. AUTOINCREMENT keeps SQLite from reusing the id of a deleted row.
+    __table_args__ = (
+        Index("ix_messages_room_id_id", "room_id", "id"),
+        UniqueConstraint("room_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)

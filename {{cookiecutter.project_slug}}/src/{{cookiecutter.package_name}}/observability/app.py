@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from ..consumers.unsent import UnsentMessages
 from ..realtime import BrokerState, Stats, WebSocketManager
 from .context import RequestIdMiddleware
 from .metrics import MetricsMiddleware, TrafficMetrics, metrics_endpoint, new_registry
@@ -125,30 +124,15 @@ class RealtimeCollector(Collector):
             "Times the broker connection was lost and restored, subscriptions included",
             value=broker.reconnects,
         )
-
-
-class UnsentCollector(Collector):
-    """The chat messages stored while the broker was down, held to be published once it is back."""
-
-    def __init__(self, unsent: Callable[[], UnsentMessages | None]) -> None:
-        self.unsent = unsent
-
-    def collect(self) -> Iterator[Metric]:
-        unsent = self.unsent()
-        if unsent is None:
-            return
-        yield GaugeMetricFamily(
-            "chat_unsent_messages", "Stored chat messages held until the broker is back", value=len(unsent)
+        yield CounterMetricFamily(
+            "realtime_recovery_heals",
+            "Times a connection of a recoverable group was sent what it missed live, from the history",
+            value=manager.recovery.healed,
         )
         yield CounterMetricFamily(
-            "chat_unsent_published",
-            "Held chat messages published once the broker was back",
-            value=unsent.published,
-        )
-        yield CounterMetricFamily(
-            "chat_unsent_dropped",
-            "Held chat messages dropped unpublished, over the limit held; they are in the history",
-            value=unsent.dropped,
+            "realtime_recovery_truncated",
+            "Replays cut to the most recent window (the client got history.truncated)",
+            value=manager.recovery.truncated,
         )
 
 
@@ -183,7 +167,6 @@ def instrument_app(app: FastAPI) -> None:
     """Serve `/metrics` (out of the OpenAPI schema), give each request an id, and measure the traffic."""
     registry = new_registry()
     registry.register(RealtimeCollector(lambda: getattr(app.state, "manager", None)))
-    registry.register(UnsentCollector(lambda: getattr(app.state, "unsent", None)))
     registry.register(DatabasePoolCollector(lambda: getattr(app.state, "engine", None)))
     app.add_middleware(MetricsMiddleware, metrics=TrafficMetrics(registry))
     # Added last, so it runs first: every log line of the request, middleware included, has the id.

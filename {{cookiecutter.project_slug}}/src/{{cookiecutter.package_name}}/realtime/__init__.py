@@ -78,6 +78,8 @@ The pieces, from the bottom:
   `listening`, `stats` (`Stats`: broker messages, fan-out sizes by kind, frames dropped, queue high water);
   `on_presence_change` hears of the `PresenceChange`s nobody announced (an instance died).
 - `Consumer`, `JsonConsumer`, `handler`, `event_filter`, `RateLimit`: the Channels-style layer.
+- `HistoryProvider`, `RecoveryOptions`, `HistoryTruncated`: recoverable groups (`Consumer.join_recoverable`):
+  every member gets each sequenced event once, in order, missed ones read from the group's history.
 - `WebSocketOAuth2PasswordBearer`, `reject`, `token_from`: bearer tokens on WebSockets.
 - `WebSocketProxy(client, server_endpoint)`: relays a client WebSocket to an upstream one (the gateway's).
 
@@ -123,6 +125,7 @@ from .message import Frame, Message
 from .presence import PresenceChange
 from .proxy import WebSocketProxy
 from .ratelimit import RateLimit
+from .recovery import HistoryProvider, HistoryTruncated, RecoveryOptions
 from .stats import FanoutSizes, Stats
 from .topics import (
     TopicIndex,
@@ -151,6 +154,8 @@ __all__ = [
     "FanoutSizes",
     "Frame",
     "HandlerSpec",
+    "HistoryProvider",
+    "HistoryTruncated",
     "InMemoryBroker",
     "InvalidMessage",
     "InvalidSubscription",
@@ -162,6 +167,7 @@ __all__ = [
     "PresenceChange",
     "PresenceDelta",
     "RateLimit",
+    "RecoveryOptions",
     "RedisBroker",
     "Stats",
     "TopicIndex",

@@ -17,6 +17,8 @@ or has a method named after it (`chat.typing` -> `chat_typing(event)`): see `eve
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -31,8 +33,9 @@ from .events import collect_event_filters, event_method
 from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
 from .handlers import HandlerSpec, collect_handlers, describe_validation_error
 from .manager import WebSocketManager
-from .message import Frame, Message, loads
+from .message import Frame, Message, frame_type, loads
 from .ratelimit import RateLimit, TokenBucket, Verdict
+from .recovery import Cursor, HistoryProvider
 
 __all__ = ["Consumer", "JsonConsumer", "RateLimit"]
 
@@ -75,6 +78,7 @@ class Consumer:
         self.manager = manager
         self.conn_id = conn_id
         self._connection: Connection | None = None
+        self._cursors: dict[str, Cursor] = {}  # by event type: those of the recoverable groups joined
         if rate_limit is not None:
             self.rate_limit = rate_limit
         self._bucket = TokenBucket(self.rate_limit) if self.rate_limit is not None else None
@@ -158,6 +162,23 @@ class Consumer:
     async def group_add(self, group: str) -> None:
         await self.manager.group_add(group, self._connected())
 
+    async def join_recoverable(
+        self, group: str, history: HistoryProvider, *, event_type: str, since: int | None = None
+    ) -> None:
+        """Join `group` and get each of its `event_type` events (which carry a `seq`) once, in seq order,
+        with the stored ones after `since` first and any missed live read from `history` (see `recovery`).
+        One recoverable group per event type."""
+        if event_type in self._cursors:
+            raise ValueError(f"{type(self).__name__} already has a recoverable group of {event_type!r}")
+        connection = self._connected()
+        cursor = self._cursors[event_type] = self.manager.recovery.cursor(connection, group, history)
+        joined = asyncio.Event()
+        self.queue_call(functools.partial(cursor.start, since, joined))  # live events wait behind it
+        try:
+            await self.group_add(group)
+        finally:
+            joined.set()
+
     async def group_discard(self, group: str) -> None:
         await self.manager.group_discard(group, self._connected())
 
@@ -169,8 +190,18 @@ class Consumer:
         await self._connected().unsubscribe(topic_filter)
 
     async def group_send(self, group: str, event: Frame, *, exclude: str | Iterable[str] = ()) -> None:
-        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`."""
-        await self.manager.group_send(group, event, exclude=exclude)
+        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`.
+
+        An event of a recoverable group that cannot be published (the broker is down) is not an error: it
+        is stored, so the group's members here are healed from its history at once, and elsewhere by the
+        next check of their instance."""
+        try:
+            await self.manager.group_send(group, event, exclude=exclude)
+        except BrokerError as error:
+            cursor = self._cursors.get(frame_type(event) or "")
+            if cursor is None or cursor.group != group or not self.manager.recovery.heal_group(group):
+                raise
+            logger.warning("could not publish to %r, healing from its history: %s", group, error)
 
     async def run(self) -> None:
         """The whole life of the connection; returns when it is over."""
@@ -233,6 +264,8 @@ class Consumer:
                 await self.send_json(error_frame("internal_error", "the server could not handle this frame"))
 
     async def _end(self, connection: Connection, code: int) -> None:
+        for cursor in self._cursors.values():
+            cursor.close()
         try:
             await self.disconnect(code)
         except Exception:
@@ -252,6 +285,8 @@ class Consumer:
         return getattr(self, name) if name is not None else None
 
     def _event_filter(self, event_type: str) -> EventFilter | None:
+        if (cursor := self._cursors.get(event_type)) is not None:
+            return cursor.accept
         name = self._event_filters.get(event_type)
         return getattr(self, name) if name is not None else None
 

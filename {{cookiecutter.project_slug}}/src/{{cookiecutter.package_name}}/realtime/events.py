@@ -5,9 +5,9 @@ recipients. A consumer changes that for an event type in one of two ways:
 
 - an event filter, a plain method marked `@event_filter("chat.message")`, that takes the event (decoded
   once for all recipients: read it, do not change it) and the frame encoded for all of them, and returns
-  whether this connection's client gets it. It runs in the connection's writer task when the frame's turn
-  comes, so it sees what the calls queued before the frame did (`Consumer.queue_call`). It costs no
-  encoding, and is what to use to leave out some recipients;
+  whether this connection's client gets it. It runs when the frame's turn comes (in the connection's
+  writer task, or at once when nothing is queued), so it sees what the calls queued before the frame did
+  (`Consumer.queue_call`). It costs no encoding, and is what to use to leave out some recipients;
 - an event method named after the type (`chat.typing` -> `chat_typing(event)`), a coroutine that gets its
   own copy of the event and sends what it likes. It runs in the writer task too, but whatever it sends is
   encoded again for each connection: keep it for frames that really differ per recipient.

@@ -29,6 +29,7 @@ from .connection import Connection
 from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
 from .message import Envelope, Frame, Message, encode_frame, frame_type
 from .presence import Presence, PresenceChange
+from .recovery import Recovery, RecoveryOptions
 from .routing import Router
 from .stats import Stats
 from .topics import handle_subscription_message, validate_topic
@@ -61,6 +62,7 @@ class WebSocketManager:
         close_timeout: float = 5.0,
         presence_ttl: float = 30.0,
         on_presence_change: Callable[[WebSocketManager, PresenceChange], Awaitable[None]] | None = None,
+        recovery: RecoveryOptions | None = None,
         **broker_options: Any,
     ) -> None:
         self.broker_channel = broker_channel
@@ -81,6 +83,8 @@ class WebSocketManager:
         self._topic_messages = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        # Recoverable groups (see `recovery`): their members' cursors, healed after broker reconnects.
+        self.recovery = Recovery(self.broker, recovery)
 
     async def __aenter__(self) -> Self:
         await self.startup()

@@ -9,7 +9,8 @@ writer waits for it before writing anything queued after it. On 3.11, or when th
 are queued. When the queue is full the client is not keeping up: the queue is dropped and the socket closed
 with 1013 (try again later). A callable on the queue (a group event for a consumer method) runs in the
 writer task; whatever it sends is written at once, so frames keep their order. A `Filtered` frame is
-written only if its filter, called in the writer task when the frame's turn comes, accepts it.
+written only if its filter, called when the frame's turn comes (in the writer task, or in the sender's when
+the connection is idle), accepts it.
 
 The queue is a deque and a future that the idle writer awaits, which the next frame queued completes:
 each connection holds one deque rather than the four of an `asyncio.Queue`. docs/PERFORMANCE.md has the
@@ -160,12 +161,30 @@ class Outbox:
             await asyncio.wait({self._writer})
 
     def _write_now(self, item: Outbound) -> bool:
-        """Write a frame at once if the writer is idle; True if it was written, or begun (see the module)."""
+        """Write a frame in the caller's task if the writer is idle; True if it was written, or begun (the
+        writer then finishes it: see the module), or filtered out. A `Filtered` frame's turn is now: its
+        filter runs here, and a call it queues goes after the frame."""
         ready = self._ready
-        if ready is None or ready.done() or not isinstance(item, str | bytes):
+        if ready is None or ready.done():
             return False
-        if eager_task_factory is None:
+        if isinstance(item, Filtered):
+            try:
+                accepted = item.accept(item.event, item.frame)
+            except Exception:
+                logger.exception("an event filter of %s failed", self.name)
+                self._push(self._failed)  # the error frame is written by the writer
+                return True
+            if not accepted:
+                return True
+            if self._ready is not ready:  # the filter queued something: the frame goes first
+                self._queue.appendleft(item.frame)
+                return True
+            item = item.frame
+        elif not isinstance(item, str | bytes):
             return False
+        if eager_task_factory is None:  # 3.11: the writer writes it (the filter, if any, has run)
+            self._push(item)
+            return True
         write: asyncio.Task[None] = eager_task_factory(
             asyncio.get_running_loop(), self._write(item), name=f"websocket-write-{self.name}"
         )

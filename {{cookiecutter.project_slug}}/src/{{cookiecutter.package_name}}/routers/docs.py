@@ -37,9 +37,13 @@ frame, and the connection stays open unless it is closed with one of these codes
 ROOMS_DESCRIPTION = """\
 A chat room: its messages, who is here, and who is typing, across every instance of the service.
 
-With `?since=<id>` (the last message id the client has), every stored message after it comes first, then the
-live ones, with no gap and no duplicate: reconnecting clients lose nothing. Closed with 1008 when the room
-does not exist, or is private and the user is not a member, or `since` is not a message id.
+Every `chat.message` carries its room's `seq` (1, 2, 3... in the order messages were stored). Each
+connection gets every stored message of the room once, in seq order, also across broker faults, without
+reconnecting. With `?since=<seq>` (the last seq the client has), the stored messages after it come first, at
+most a window of them (`WS_REPLAY_LIMIT`): beyond it a `history.truncated` frame gives the first seq that
+follows, and older ones can be paged with `GET /rooms/{room}/messages?before=`. A client that kept a message
+id rather than a seq sends `?since_id=<id>`. Closed with 1008 when the room does not exist, or is private and
+the user is not a member, or `since` or `since_id` is not a non-negative integer.
 """
 {%- if cookiecutter.use_notifications == "y" %}
 
@@ -56,7 +60,13 @@ class RoomQuery(BaseModel):
     since: int | SkipJsonSchema[None] = Field(
         default=None,
         ge=0,
-        description="Replay the stored messages after this id before the live ones.",
+        description="Replay the stored messages after this seq before the live ones.",
+        examples=[7],
+    )
+    since_id: int | SkipJsonSchema[None] = Field(
+        default=None,
+        ge=0,
+        description="For clients that kept a message id: replay the stored messages after that message.",
         examples=[42],
     )
 

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, WebSocket
+from fastapi import APIRouter, WebSocket
 
 from ..consumers.chat import RoomConsumer
 {%- if cookiecutter.use_notifications == "y" %}
 from ..consumers.notifications import NotificationConsumer
 {%- endif %}
-from ..consumers.unsent import UnsentMessages
 from ..deps import ManagerDep, SessionFactoryDep, SettingsDep
 
 router = APIRouter(tags=["realtime"])
-
-
-def get_unsent_messages(websocket: WebSocket) -> UnsentMessages:
-    """The instance's chat messages stored but not yet published, held until the broker is back."""
-    unsent: UnsentMessages = websocket.app.state.unsent
-    return unsent
-
-
-UnsentDep = Annotated[UnsentMessages, Depends(get_unsent_messages)]
 
 
 @router.websocket("/ws/rooms/{room}")
@@ -32,12 +20,9 @@ async def chat_room(
     manager: ManagerDep,
     settings: SettingsDep,
     session_factory: SessionFactoryDep,
-    unsent: UnsentDep,
 ) -> None:
-    """A chat room; `?since=<id>` replays the messages after that id first."""
-    consumer = RoomConsumer(
-        websocket, manager, room=room, settings=settings, session_factory=session_factory, unsent=unsent
-    )
+    """A chat room; `?since=<seq>` replays the messages after that seq first."""
+    consumer = RoomConsumer(websocket, manager, room=room, settings=settings, session_factory=session_factory)
     await consumer.run()
 {%- if cookiecutter.use_notifications == "y" %}
 

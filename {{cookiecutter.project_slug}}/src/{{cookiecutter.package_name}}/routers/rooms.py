@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from ..db import messages, rooms, users
 from ..db.errors import AlreadyExistsError
-from ..db.models import MAX_MESSAGE_ID, Room
+from ..db.models import MAX_SEQ, Room
 from ..deps import CurrentUser, SessionDep
 from ..schemas import (
     NO_NUL_PATTERN,
@@ -122,16 +122,16 @@ async def list_messages(
         int | None,
         Query(
             ge=0,
-            le=MAX_MESSAGE_ID,
-            description="Only messages with a larger id; the page starts right after it.",
+            le=MAX_SEQ,
+            description="Only messages with a larger seq; the page starts right after it.",
         ),
     ] = None,
     before: Annotated[
         int | None,
         Query(
             ge=0,
-            le=MAX_MESSAGE_ID,
-            description="Only messages with a smaller id; the page ends right before it.",
+            le=MAX_SEQ,
+            description="Only messages with a smaller seq; the page ends right before it.",
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="At most this many messages.")] = 50,

@@ -88,8 +88,8 @@ export class ChatRoom {
     }
     if (this.closed) return;
     this.socket = new ReconnectingSocket({
-      // Resume after the newest message shown: the server replays everything after it, then goes live.
-      url: () => webSocketUrl(`ws/rooms/${encodeURIComponent(this.name)}`, { since: this.messages.newestId ?? 0 }),
+      // Resume after the newest seq shown: the server replays everything after it, then goes live.
+      url: () => webSocketUrl(`ws/rooms/${encodeURIComponent(this.name)}`, { since: this.messages.newestSeq ?? 0 }),
       protocols: () => bearerProtocols(this.session.token),
       onOpen: ({ resumed }) => this.connected(resumed),
       onFrame: (frame) => this.receive(frame),
@@ -150,6 +150,8 @@ export class ChatRoom {
     switch (frame.type) {
       case "chat.message":
         return this.receiveMessage(frame);
+      case "history.truncated":
+        return this.messages.markTruncated(frame.oldest_seq);
       case "chat.typing":
         return frame.user !== this.username && this.typing.start(frame.user);
       case "presence.state":

@@ -1,5 +1,5 @@
-// The message list of the open room: ordered by id, each message shown once, older pages loaded on
-// scrolling up, and the view kept at the bottom while the user is reading the latest.
+// The message list of the open room: ordered by seq (1, 2, 3... in each room), each message shown once,
+// older pages loaded on scrolling up, and the view kept at the bottom while the user is reading the latest.
 
 import { avatar, byId, el, show, timeElement } from "./ui.js";
 
@@ -18,8 +18,8 @@ export class MessageList {
     this.historyStart = byId("history-start");
     this.jumpButton = byId("jump-to-latest");
     this.items = new Map();
-    this.oldestId = null;
-    this.newestId = null;
+    this.oldestSeq = null;
+    this.newestSeq = null;
     this.loading = null;
     this.exhausted = false;
 
@@ -71,7 +71,7 @@ export class MessageList {
   }
 
   async fetchOlder() {
-    const page = await this.loadPage({ before: this.oldestId ?? undefined, limit: PAGE_SIZE });
+    const page = await this.loadPage({ before: this.oldestSeq ?? undefined, limit: PAGE_SIZE });
     // Keep what the user was looking at in place while content grows above it.
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
     for (const message of page) this.insert(message);
@@ -123,25 +123,40 @@ export class MessageList {
 
   // Returns false for a message already shown (a replay overlapping what history returned).
   insert(message) {
-    if (this.items.has(message.id)) return false;
+    const seq = message.seq;
+    if (this.items.has(seq)) return false;
     const item = this.render(message);
-    this.items.set(message.id, item);
-    if (this.newestId === null || message.id > this.newestId) {
+    this.items.set(seq, item);
+    if (this.newestSeq === null || seq > this.newestSeq) {
       this.list.append(item);
     } else {
-      const next = [...this.list.children].find((candidate) => Number(candidate.dataset.id) > message.id);
+      const next = [...this.list.children].find((candidate) => Number(candidate.dataset.seq) > seq);
       this.list.insertBefore(item, next ?? null);
     }
-    this.newestId = Math.max(this.newestId ?? message.id, message.id);
-    this.oldestId = Math.min(this.oldestId ?? message.id, message.id);
+    this.newestSeq = Math.max(this.newestSeq ?? seq, seq);
+    this.oldestSeq = Math.min(this.oldestSeq ?? seq, seq);
     return true;
+  }
+
+  // The server skipped the messages before `oldestSeq` that this list lacks (more than a replay sends):
+  // say so where they would be. The room's history still has them.
+  markTruncated(oldestSeq) {
+    const skipped = oldestSeq - (this.newestSeq ?? 0) - 1;
+    if (skipped <= 0) return;
+    const notice = el(
+      "li",
+      { class: "history-truncated muted", "data-testid": "history-truncated", dataset: { seq: oldestSeq - 0.5 } },
+      `History truncated: ${skipped} earlier message${skipped === 1 ? " was" : "s were"} not loaded.`,
+    );
+    this.list.append(notice);
+    this.newestSeq = oldestSeq - 1;
   }
 
   render(message) {
     const mine = message.user === this.username;
     return el(
       "li",
-      { class: mine ? "message mine" : "message", "data-testid": "message", dataset: { id: message.id, user: message.user } },
+      { class: mine ? "message mine" : "message", "data-testid": "message", dataset: { id: message.id, seq: message.seq, user: message.user } },
       avatar(message.user),
       el(
         "div",

@@ -1,0 +1,355 @@
+"""Recoverable groups: each member gets every sequenced event of the group once, in order, while connected.
+
+Pub/sub is at-most-once: a message published while an instance was not subscribed (the broker restarted,
+or dropped a lagging subscriber) never reaches it. A group whose events carry a contiguous `seq` (1, 2,
+3... assigned where they are stored) and whose consumer names a `HistoryProvider` for it closes that gap.
+Each member connection has a `Cursor`, the seq it last wrote to its client, and in its writer task:
+
+- on joining, reads the group's head after the group's traffic reaches the instance, then replays what
+  follows `since` (or nothing without it), before any live event is written: nothing stored during the
+  handshake is missed;
+- lets a live event through when its seq is the next one, drops it when it was sent already, and keeps it
+  aside when it is ahead of a gap; a gap still open after `gap_wait` seconds is filled from the provider;
+- replays at most `max_replay` events: beyond that the client gets a `history.truncated` frame with the
+  first seq that follows, and can page older ones from wherever the provider reads them.
+
+The `Recovery` of the manager watches the broker: after it reconnected (and so resubscribed), and every
+`heal_interval` seconds, it reads the head of each recoverable group with local members and heals every
+member behind it (the periodic check waits for a head seen one interval earlier, so that it does not race
+the live copy of a message just stored). This also covers the loss of a group's *last* message, which no
+later event would reveal as a gap. A cursor holds one integer and at most `max_ahead` frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, Field
+
+from .brokers import BrokerInterface, BrokerState
+from .connection import Connection
+from .message import Frame, encode_frame
+
+__all__ = ["Cursor", "HistoryProvider", "HistoryTruncated", "Recovery", "RecoveryOptions"]
+
+logger = logging.getLogger(__name__)
+
+REPLAY_PAGE_SIZE = 100
+WATCH_TICK_SECONDS = 0.05
+WS_1011_INTERNAL_ERROR = 1011
+
+T = TypeVar("T")
+
+
+class HistoryProvider(Protocol):
+    """Where a recoverable group's events are stored: each is a frame with an int `seq`, 1, 2, 3..."""
+
+    async def head(self, group: str) -> int:
+        """The seq of the group's latest stored event, 0 if there is none."""
+        ...
+
+    async def read(self, group: str, *, after: int, limit: int) -> Sequence[Frame]:
+        """At most `limit` stored events of the group with a seq larger than `after`, in seq order."""
+        ...
+
+
+class HistoryTruncated(BaseModel):
+    """More was missed than a replay sends: the events before `oldest_seq` were skipped (page them from
+    the history if needed); what follows comes from `oldest_seq` on, then the live ones."""
+
+    type: Literal["history.truncated"] = "history.truncated"
+    oldest_seq: int = Field(description="The first seq sent after this frame.", examples=[1001])
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryOptions:
+    """`max_replay`: most events replayed at once; `gap_wait`: seconds a gap may stay open before it is
+    read from the provider; `heal_interval`: seconds between checks of the groups' heads;
+    `max_ahead`: most live events a connection keeps aside while a gap is open."""
+
+    max_replay: int = 1000
+    gap_wait: float = 0.2
+    heal_interval: float = 1.0
+    max_ahead: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_replay < 1 or self.max_ahead < 1:
+            raise ValueError("max_replay and max_ahead must be at least 1")
+        if self.gap_wait < 0 or self.heal_interval <= 0:
+            raise ValueError("gap_wait must be >= 0 and heal_interval > 0")
+
+
+def seq_of(frame: Frame | Mapping[str, Any]) -> int | None:
+    seq = frame.get("seq") if isinstance(frame, Mapping) else getattr(frame, "seq", None)
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+class Cursor:
+    """What one connection of a recoverable group was sent; all of it runs in the connection's writer."""
+
+    def __init__(
+        self,
+        recovery: Recovery,
+        connection: Connection,
+        group: str,
+        provider: HistoryProvider,
+    ) -> None:
+        self.recovery = recovery
+        self.connection = connection
+        self.group = group
+        self.provider = provider
+        self.sent: int | None = None  # None until `start` has read the head
+        self.heard = 0  # live events that reached this cursor: while they flow, gaps show by themselves
+        self._ahead: dict[int, str] = {}
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._heal_queued = False
+
+    @property
+    def options(self) -> RecoveryOptions:
+        return self.recovery.options
+
+    def accept(self, event: Mapping[str, Any], frame: str) -> bool:
+        """The event filter of the group's sequenced events: True to write this live one now."""
+        self.heard += 1
+        seq, sent = event.get("seq"), self.sent
+        if type(seq) is int and sent is not None and seq == sent + 1 and not self._ahead:
+            self.sent = seq  # the usual case, first: it runs for every member of every event
+            return True
+        seq = seq_of(event)
+        if seq is None:
+            return True
+        if self.sent is not None and seq <= self.sent:
+            return False
+        if self.sent is not None and seq == self.sent + 1:
+            self.sent = seq
+            if self._ahead:
+                self.request_heal()  # what was kept aside may follow on now
+            return True
+        if len(self._ahead) < self.options.max_ahead:
+            self._ahead[seq] = frame
+        if self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(self.options.gap_wait, self.request_heal)
+        return False
+
+    async def start(self, since: int | None, joined: asyncio.Event) -> None:
+        """Once the group's traffic reaches this instance, read the head and replay after `since`."""
+        await joined.wait()
+        try:
+            head = await self.recovery.head(self.group, self.provider)
+            self.sent = head if since is None else min(since, head)
+            await self._replay(head)
+        except Exception:
+            # A partial replay would leave a gap; closed, the client reconnects and asks again.
+            logger.exception("could not replay group %r after %s", self.group, since)
+            await self.connection.close(WS_1011_INTERNAL_ERROR, "Could not read the history")
+            return
+        await self._write_ahead()
+
+    def request_heal(self) -> None:
+        """Queue a heal in the writer, behind what is queued already (once, however often asked)."""
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        if not self._heal_queued:
+            self._heal_queued = self.connection.deliver(self.heal)
+
+    async def heal(self) -> None:
+        """Write what was kept aside that follows on, then read from the provider what is still missing."""
+        self._heal_queued = False
+        if self.sent is None:
+            return
+        await self._write_ahead()
+        try:
+            head = await self.recovery.head(self.group, self.provider)
+            if head > self.sent:
+                await self._replay(head)
+                self.recovery.healed += 1
+        except Exception as error:  # noqa: BLE001 - the history's own error (say, its database is down)
+            logger.warning("could not heal group %r yet: %r", self.group, error)
+            return  # the next check asks again
+        await self._write_ahead()
+
+    def close(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self._ahead.clear()
+        self.recovery.forget(self)
+
+    async def _replay(self, head: int) -> None:
+        assert self.sent is not None
+        if head - self.sent > self.options.max_replay:
+            oldest = head - self.options.max_replay + 1
+            await self.connection.send_json(HistoryTruncated(oldest_seq=oldest))
+            self.sent = oldest - 1
+            self.recovery.truncated += 1
+        while self.sent < head:
+            page = await self.recovery.read(
+                self.group, self.provider, after=self.sent, limit=min(REPLAY_PAGE_SIZE, head - self.sent)
+            )
+            for seq, frame in page:
+                if seq <= self.sent:
+                    continue
+                await self.connection.send_text(frame)
+                self.sent = seq
+            if not page:
+                break
+        self._ahead = {seq: frame for seq, frame in self._ahead.items() if seq > self.sent}
+
+    async def _write_ahead(self) -> None:
+        assert self.sent is not None
+        while (frame := self._ahead.pop(self.sent + 1, None)) is not None:
+            await self.connection.send_text(frame)
+            self.sent += 1
+        self._ahead = {seq: frame for seq, frame in self._ahead.items() if seq > self.sent}
+        if self._ahead and self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(self.options.gap_wait, self.request_heal)
+
+
+class _SharedCalls:
+    """Calls to a history provider that the cursors of a group share: a call asked for while an equal one
+    is due to start (not yet started) waits for that one, so that a group's members healing at once cost
+    one query, not one each."""
+
+    def __init__(self) -> None:
+        self._due: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+    async def call(self, key: tuple[Any, ...], function: Callable[[], Awaitable[T]]) -> T:
+        due = self._due.get(key)
+        if due is None:
+            due = self._due[key] = asyncio.ensure_future(self._start(key, function))
+        result: T = await asyncio.shield(due)
+        return result
+
+    async def _start(self, key: tuple[Any, ...], function: Callable[[], Awaitable[T]]) -> T:
+        del self._due[key]  # from now on, a new call starts a new query: this one may miss what follows
+        return await function()
+
+
+class Recovery:
+    """The cursors of one manager's connections, and the task that heals them after broker reconnects and
+    while groups are quiet. It runs only while there are cursors.
+
+    Reads of the history are shared by the cursors of a group that ask at once, and the latest events read
+    are kept per group (at most `max_replay`), so that a fault healed by every member of a large group
+    costs the history one read, not one per member. Stored events are taken never to change.
+    """
+
+    def __init__(self, broker: BrokerInterface, options: RecoveryOptions | None = None) -> None:
+        self.broker = broker
+        self.options = options or RecoveryOptions()
+        self.healed = 0
+        self.truncated = 0
+        self._cursors: dict[str, set[Cursor]] = {}
+        self._heads: dict[str, int] = {}
+        self._heard: dict[str, int] = {}
+        self._recent: dict[str, dict[int, str]] = {}  # by group: frames read lately, encoded, by seq
+        self._calls = _SharedCalls()
+        self._task: asyncio.Task[None] | None = None
+
+    async def head(self, group: str, provider: HistoryProvider) -> int:
+        """The group's head, read from `provider` by one query for all the cursors asking at once."""
+        return await self._calls.call(("head", group), lambda: provider.head(group))
+
+    async def read(
+        self, group: str, provider: HistoryProvider, *, after: int, limit: int
+    ) -> list[tuple[int, str]]:
+        """The group's events after `after` with their seqs, encoded once for all the cursors: from those
+        read lately when they are all there, else from `provider` (one query for the cursors asking the
+        same at once)."""
+        recent = self._recent.setdefault(group, {})
+        wanted = range(after + 1, after + limit + 1)
+        if all(seq in recent for seq in wanted):
+            return [(seq, recent[seq]) for seq in wanted]
+        page = await self._calls.call(
+            ("read", group, after, limit), lambda: provider.read(group, after=after, limit=limit)
+        )
+        found = []
+        for frame in page:
+            if (seq := seq_of(frame)) is not None:
+                text = recent.get(seq)
+                if text is None:
+                    text = recent[seq] = encode_frame(frame)
+                found.append((seq, text))
+        if len(recent) > self.options.max_replay:
+            for seq in sorted(recent)[: len(recent) - self.options.max_replay]:
+                del recent[seq]
+        return found
+
+    def cursor(self, connection: Connection, group: str, provider: HistoryProvider) -> Cursor:
+        cursor = Cursor(self, connection, group, provider)
+        self._cursors.setdefault(group, set()).add(cursor)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._watch(), name="recoverable-groups")
+        return cursor
+
+    def forget(self, cursor: Cursor) -> None:
+        cursors = self._cursors.get(cursor.group, set())
+        cursors.discard(cursor)
+        if not cursors:
+            self._cursors.pop(cursor.group, None)
+            self._heads.pop(cursor.group, None)
+            self._heard.pop(cursor.group, None)
+            self._recent.pop(cursor.group, None)
+        if not self._cursors and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def heal_group(self, group: str) -> bool:
+        """Heal the local members of `group` now (say, an event of it could not be published); False if
+        it has none here."""
+        cursors = self._cursors.get(group)
+        for cursor in cursors or ():
+            cursor.request_heal()
+        return bool(cursors)
+
+    async def check(self, *, settled: bool) -> None:
+        """Read each group's head and heal the members behind it: all of them (`settled=False`, right
+        after a reconnect), or (`settled=True`) those behind the head seen at the previous check, when the
+        group is quiet (its head did not move since) or deaf (no live event reached it since, as while the
+        broker is down). While live events flow, a lost one shows as a gap before the next: healing then
+        would only race an instance that is behind the database (a busy listener) with reads of its own."""
+        for group, cursors in list(self._cursors.items()):
+            if not cursors:
+                continue
+            provider = next(iter(cursors)).provider
+            try:
+                head = await self.head(group, provider)
+            except Exception as error:  # noqa: BLE001 - the history's own error; the next check tries again
+                logger.warning("could not read the head of group %r: %r", group, error)
+                continue
+            previous, heard = self._heads.get(group, 0), sum(cursor.heard for cursor in cursors)
+            flowing = head != previous and heard != self._heard.get(group)
+            if group in self._cursors:
+                self._heads[group], self._heard[group] = head, heard
+            if settled and flowing:
+                continue
+            behind = previous if settled else head
+            for cursor in list(cursors):
+                # In a periodic check, not one whose queue still holds frames: it is behind because its
+                # client is, and what it lacks may well be queued.
+                waiting = settled and cursor.connection.pending > 0
+                if cursor.sent is not None and cursor.sent < behind and not waiting:
+                    cursor.request_heal()
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        reconnects = self.broker.reconnects
+        was_connected = self.broker.state is BrokerState.CONNECTED
+        next_check = loop.time() + self.options.heal_interval
+        while True:
+            await asyncio.sleep(WATCH_TICK_SECONDS)
+            connected = self.broker.state is BrokerState.CONNECTED
+            resubscribed = connected and (not was_connected or self.broker.reconnects != reconnects)
+            reconnects, was_connected = self.broker.reconnects, connected
+            if not resubscribed and loop.time() < next_check:
+                continue
+            try:
+                await self.check(settled=not resubscribed)
+            except Exception:  # the watcher must outlive any surprise
+                logger.exception("could not check the recoverable groups")
+            next_check = loop.time() + self.options.heal_interval

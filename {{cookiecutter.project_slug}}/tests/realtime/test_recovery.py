@@ -1,0 +1,107 @@
+"""Recoverable groups, on the engine alone: a history kept in a list, events published (or not) by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from {{ cookiecutter.package_name }}.realtime import Frame, JsonConsumer, RecoveryOptions, WebSocketManager
+
+from .support import receive_json, serve
+
+
+class ListHistory:
+    """A group's events in memory: `store` assigns the next seq, as a database would."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.reads = 0
+
+    def store(self, text: str) -> dict[str, Any]:
+        event = {"type": "note", "seq": len(self.events) + 1, "text": text}
+        self.events.append(event)
+        return event
+
+    async def head(self, group: str) -> int:
+        return len(self.events)
+
+    async def read(self, group: str, *, after: int, limit: int) -> Sequence[Frame]:
+        self.reads += 1
+        return self.events[after : after + limit]
+
+
+def recoverable_endpoint(manager: WebSocketManager, history: ListHistory) -> Any:
+    class NotesConsumer(JsonConsumer):
+        async def connect(self) -> None:
+            await self.accept()
+            since = self.websocket.query_params.get("since")
+            await self.join_recoverable(
+                "notes", history, event_type="note", since=int(since) if since is not None else None
+            )
+            await self.send_json({"type": "joined"})
+
+    return NotesConsumer.as_endpoint(manager)
+
+
+async def seqs(client: ClientConnection, count: int) -> list[int]:
+    return [(await receive_json(client))["seq"] for _ in range(count)]
+
+
+async def test_gaps_are_filled_duplicates_dropped_and_what_was_kept_aside_stays_bounded(
+    manager: WebSocketManager,
+) -> None:
+    manager.recovery.options = RecoveryOptions(gap_wait=0.05, max_ahead=2)
+    history = ListHistory()
+    async with (
+        serve({"/ws": recoverable_endpoint(manager, history)}) as url,
+        connect(f"{url}/ws") as client,
+    ):
+        assert (await receive_json(client))["type"] == "joined"
+        lost = [history.store(f"lost {number}") for number in range(3)]
+        published = [history.store(f"published {number}") for number in range(4)]
+        for event in [*published, published[0], lost[1]]:  # ahead of a gap, then duplicates
+            await manager.group_send("notes", event)
+        assert await seqs(client, 7) == [1, 2, 3, 4, 5, 6, 7]
+        await manager.group_send("notes", history.store("next"))
+        assert await seqs(client, 1) == [8]
+
+
+async def test_a_replay_beyond_the_window_is_truncated_then_live_events_follow(
+    manager: WebSocketManager,
+) -> None:
+    manager.recovery.options = RecoveryOptions(max_replay=3)
+    history = ListHistory()
+    for number in range(10):
+        history.store(str(number))
+    async with (
+        serve({"/ws": recoverable_endpoint(manager, history)}) as url,
+        connect(f"{url}/ws?since=2") as client,
+    ):
+        assert await receive_json(client) == {"type": "history.truncated", "oldest_seq": 8}
+        assert await seqs(client, 3) == [8, 9, 10]
+        assert (await receive_json(client))["type"] == "joined"
+        await manager.group_send("notes", history.store("live"))
+        assert await seqs(client, 1) == [11]
+
+
+async def test_members_healing_at_once_share_one_read_and_a_lost_last_event_arrives(
+    manager: WebSocketManager,
+) -> None:
+    manager.recovery.options = RecoveryOptions(heal_interval=0.1)
+    history = ListHistory()
+    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
+        clients = [await connect(f"{url}/ws") for _ in range(5)]
+        try:
+            for client in clients:
+                assert (await receive_json(client))["type"] == "joined"
+            history.store("never published")  # the last one: no later event shows the gap
+            async with asyncio.timeout(10):
+                received = [await seqs(client, 1) for client in clients]
+            assert received == [[1]] * 5
+            assert history.reads == 1
+        finally:
+            for client in clients:
+                await client.close()
