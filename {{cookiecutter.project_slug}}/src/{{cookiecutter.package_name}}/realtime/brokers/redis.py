@@ -240,14 +240,14 @@ class RedisBroker(BrokerInterface):
                 self._pubsub = pubsub
                 self._state = BrokerState.CONNECTED
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py does not annotate it
+            await pubsub.aclose()
             raise
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         self._release_waiters()
         if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py does not annotate it
+            await pubsub.aclose()
 
     async def _read_forever(self) -> None:
         delay = self.reconnect_delay
