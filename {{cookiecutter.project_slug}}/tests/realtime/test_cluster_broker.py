@@ -15,6 +15,7 @@ from {{ cookiecutter.package_name }}.realtime import (
     BrokerMessage,
     BrokerState,
     BrokerUnavailable,
+    PresenceDelta,
     RedisClusterBroker,
 )
 from {{ cookiecutter.package_name }}.realtime.brokers.cluster_patterns import PATTERN_CHANNEL_PREFIX
@@ -136,6 +137,27 @@ async def test_a_message_matching_an_exact_and_wildcard_subscription_arrives_onc
     assert sorted((message.pattern or "") for message in copies) == sorted(["", *wildcards])
     with pytest.raises(TimeoutError):
         await next_message(listener, 0.3)
+
+
+async def test_presence_keys_share_a_slot_and_expire_with_their_latest_deadline(
+    brokers: tuple[RedisClusterBroker, RedisClusterBroker], broker_channel: str, redis_cluster: LocalCluster
+) -> None:
+    first, second = brokers
+    key = f"{broker_channel}:presence:lobby"
+    joined = await first.presence_update(key, add={"c1": "alice"}, ttl=0.5)
+    assert joined == PresenceDelta(frozenset({"alice"}))
+    joined = await second.presence_update(key, add={"c2": "alice", "c3": "bob"}, ttl=30)
+    assert joined == PresenceDelta(frozenset({"bob"}))
+    assert await first.presence_members(key) == {"alice", "bob"}
+    tagged = "{" + key + "}"  # the hash tag that puts both keys in one slot
+    entries, members = f"{tagged}:entries", f"{tagged}:members"
+    assert redis_cluster.keyslot(entries) == redis_cluster.keyslot(members)
+    node = redis.asyncio.Redis(host="127.0.0.1", port=redis_cluster.owner(redis_cluster.keyslot(entries)))
+    try:
+        for name in (entries, members):
+            assert 29_000 < await node.pttl(name) <= 30_000
+    finally:
+        await node.aclose()
 
 
 async def test_an_unreachable_cluster_is_reported_and_sending_raises_broker_unavailable() -> None:
