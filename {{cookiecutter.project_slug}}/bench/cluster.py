@@ -96,14 +96,13 @@ async def pubsub_work(nodes: list[ClusterNode]) -> dict[str, int]:
     """Per primary: (S)PUBLISH commands served plus messages forwarded to it by other nodes."""
     work = {}
     for node in nodes:
-        client = redis.asyncio.Redis(host=node.host, port=node.port)
+        client = redis.asyncio.Redis(host=node.host, port=int(node.port))
         try:
             stats = await client.info("commandstats")
-            cluster_info = (await client.execute_command("CLUSTER", "INFO")).decode()
+            fields = await client.cluster("INFO")  # parsed by redis-py into a dict
         finally:
             await client.aclose()
         calls = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("publish", "spublish"))
-        fields = dict(line.split(":", 1) for line in cluster_info.splitlines() if ":" in line)
         forwarded = sum(
             int(fields.get(f"cluster_stats_messages_{kind}_received", 0))
             for kind in ("publish", "publishshard")
@@ -163,7 +162,7 @@ async def classic(
     url: str, rooms: list[str], instances: int, messages: int, window: int, primaries: list[ClusterNode]
 ) -> Figures:
     """Plain PUBLISH / SUBSCRIBE on the cluster: listeners on one node each, publishes on every node."""
-    clients = [redis.asyncio.Redis(host=node.host, port=node.port) for node in primaries]
+    clients = [redis.asyncio.Redis(host=node.host, port=int(node.port)) for node in primaries]
     pubsubs = [clients[index % len(clients)].pubsub() for index in range(instances)]
     latencies = Latencies(messages * instances)
     try:
