@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -229,6 +230,11 @@ class Traffic:
         ]
         return min(later) if later else None
 
+    def longest_silence(self, channel: str) -> float:
+        """The longest time between two arrivals on `channel`, in seconds."""
+        arrivals = sorted(self.received[channel].values())
+        return max((later - earlier for earlier, later in itertools.pairwise(arrivals)), default=0.0)
+
     def lost(self) -> int:
         return sum(
             1
@@ -273,8 +279,9 @@ async def test_delivery_resumes_after_a_primary_is_killed_and_its_replica_takes_
             await eventually(lambda: all(traffic.resumed_after(c, recovered_at) for c in doomed + spared))
         print(
             f"\nfailover: replica promoted {promoted_at - killed_at:.2f}s after SIGKILL, delivery resumed "
-            f"{resumed - killed_at:.2f}s after SIGKILL; {traffic.lost()} message(s) lost, "
-            f"{traffic.refused} refused"
+            f"{resumed - killed_at:.2f}s after SIGKILL (longest silence on a channel of the killed node "
+            f"{max(traffic.longest_silence(channel) for channel in doomed):.2f}s); "
+            f"{traffic.lost()} message(s) lost, {traffic.refused} refused"
         )
         assert listener.reconnects >= 1
         late = [
@@ -313,7 +320,8 @@ async def test_delivery_resumes_when_a_live_channels_slot_moves_to_another_prima
             resumed = traffic.resumed_after(moving, started) or 0.0
         print(
             f"\nreshard: slot {slot} moved in {moved_at - started:.2f}s, delivery resumed "
-            f"{resumed - started:.2f}s after the move began; {traffic.lost()} message(s) lost"
+            f"{resumed - started:.2f}s after the move began (longest silence on its channel "
+            f"{traffic.longest_silence(moving):.2f}s); {traffic.lost()} message(s) lost"
         )
         assert moving in (await shard_channels(own_cluster))[destination]
         late = [
