@@ -377,10 +377,12 @@ class RedisClusterBroker(BrokerInterface):
     async def publish(self, channel: str, data: bytes) -> None:
         frame = Frame.new(channel, data).encode()
         client = self._commands()
+        targets = self._publish_targets(channel)
         with _as_broker_errors():
-            await asyncio.gather(
-                *(client.spublish(target, frame) for target in self._publish_targets(channel))
-            )
+            if len(targets) == 1:  # no wildcard matches: the common case, without a task per target
+                await client.spublish(channel, frame)
+            else:
+                await asyncio.gather(*(client.spublish(target, frame) for target in targets))
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()
