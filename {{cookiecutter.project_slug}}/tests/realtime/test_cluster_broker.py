@@ -77,6 +77,8 @@ async def test_channels_spread_over_the_primaries_with_one_reader_each(
     assert sum(per_node.values()) == 96
     assert all(16 <= count <= 48 for count in per_node.values()), per_node
     assert len(listener._readers) == 3  # one pub/sub connection per primary, whatever the number of rooms
+    # Opening the readers of more nodes is no loss of the connection.
+    assert (listener.state, listener.reconnects) == (BrokerState.CONNECTED, 0)
 
     for room in rooms:
         await publisher.publish(room, room.encode())

@@ -551,8 +551,9 @@ class RedisClusterBroker(BrokerInterface):
     def _update_state(self) -> None:
         if self._cluster is None:
             return
-        live = self._topology_known and all(
-            reader.connected for reader in self._readers.values() if reader.channels
+        # A reader still opening its first connection is not a loss; one whose connection failed is.
+        live = self._topology_known and not any(
+            reader.failing for reader in self._readers.values() if reader.channels
         )
         if not live:
             self._state = BrokerState.RECONNECTING
