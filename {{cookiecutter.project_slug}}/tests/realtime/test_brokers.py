@@ -159,6 +159,11 @@ def test_create_broker_chooses_by_scheme() -> None:
     assert (cluster.options["username"], cluster.options["password"]) == ("user", "p@ss")
     with pytest.raises(ValueError, match="at least one node"):
         create_broker("redis+cluster:///")
+    with_query = create_broker("redis+cluster://node1:7000/?client_name=chat&socket_timeout=2")
+    assert isinstance(with_query, RedisClusterBroker)
+    assert (with_query.options["client_name"], with_query.options["socket_timeout"]) == ("chat", 2.0)
+    with pytest.raises(ValueError, match="only database 0"):
+        create_broker("redis+cluster://node1:7000/3")
     with pytest.raises(ValueError, match="unsupported broker URL scheme 'amqp'"):
         create_broker("amqp://localhost")
     with pytest.raises(ValueError, match="takes no options"):

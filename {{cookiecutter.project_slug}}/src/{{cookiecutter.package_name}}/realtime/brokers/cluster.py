@@ -34,6 +34,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -84,13 +85,17 @@ def _as_broker_errors() -> Iterator[None]:
 
 
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
-    """The startup nodes of a `redis+cluster://` or `rediss+cluster://` URL, and its connection options
-    (credentials, TLS). Any one reachable node is enough: the others are discovered."""
+    """The startup nodes of a `redis+cluster://` or `rediss+cluster://` URL, and its connection options:
+    credentials, TLS, and query options as in a `redis://` URL (`?ssl_cert_reqs=none&client_name=chat`).
+    Any one reachable node is enough: the others are discovered."""
     parts = urlsplit(url)
     if parts.scheme not in CLUSTER_SCHEMES:
         raise ValueError(f"not a Redis Cluster URL: {parts.scheme!r}")
     credentials, _, hosts = parts.netloc.rpartition("@")
-    options: dict[str, Any] = {}
+    query: dict[str, Any] = parse_url(f"redis://localhost/?{parts.query}")  # type: ignore[no-untyped-call]
+    options = {name: value for name, value in query.items() if name not in ("host", "port")}
+    if options.pop("db", 0) != 0 or parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0")
     if credentials:
         username, _, password = credentials.partition(":")
         options["username"] = unquote(username) or None
