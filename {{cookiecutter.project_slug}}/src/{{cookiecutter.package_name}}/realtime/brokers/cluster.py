@@ -520,7 +520,7 @@ class RedisClusterBroker(BrokerInterface):
         delay = self.reconnect_delay
         while True:
             # While a node's channels are not delivered, look often whether a replica took its slots over.
-            interval = self.health_check_interval if self._state is BrokerState.CONNECTED else 0.5
+            interval = self.health_check_interval if self._state is BrokerState.CONNECTED else 0.2
             try:
                 async with asyncio.timeout(interval):
                     await self._topology_stale.wait()
