@@ -127,10 +127,6 @@ class _NodeReader:
         self.client = Redis(host=host, port=port, **{**broker.node_options, "retry": Retry(NoBackoff(), 0)})
         self.task = asyncio.create_task(self._run(), name=f"redis-cluster-reader-{self.name}")
 
-    @property
-    def connected(self) -> bool:
-        return self.pubsub is not None
-
     async def add(self, channel: str) -> None:
         self.channels.add(channel)
         if self.pubsub is not None:
