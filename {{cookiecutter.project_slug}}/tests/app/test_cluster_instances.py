@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from {{ cookiecutter.package_name }}.consumers.chat import room_group
 
 from processes import ProcessGroup
-from realtime.cluster import LocalCluster
+from realtime.cluster import LocalCluster, local_cluster
 
 from .support import create_tables
 from .ws_support import connect_ws, instance_env, log_in, receive_json, receive_type, send_json
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgr
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "cluster") as started:
+    with local_cluster(tmp_path / "cluster") as started:
         yield started
 
 

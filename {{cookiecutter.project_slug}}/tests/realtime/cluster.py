@@ -1,6 +1,6 @@
 """A Redis Cluster of the test's own: six `redis-server --cluster-enabled yes` on free loopback ports.
 
-    with LocalCluster(tmp_path) as cluster:          # 3 primaries, 3 replicas; `cluster_state:ok` on all
+    with local_cluster(tmp_path) as cluster:         # 3 primaries, 3 replicas; `cluster_state:ok` on all
         cluster.url                                   # redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,...
         cluster.kill(port)                            # SIGKILL one node (its replica takes over)
         cluster.move_slot(slot, to_port)              # migrate a slot, keys included
@@ -13,15 +13,18 @@ second or two.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import pytest
 import redis
 
 NODES = 6
@@ -47,6 +50,20 @@ def free_cluster_port() -> int:
             port: int = sock.getsockname()[1]
         if port + BUS_PORT_OFFSET < 65536 and _bindable(port + BUS_PORT_OFFSET):
             return port
+
+
+@contextlib.contextmanager
+def local_cluster(directory: Path) -> Iterator[LocalCluster]:
+    """A started `LocalCluster`; the test is skipped without `redis-server` and `redis-cli`, unless
+    `REQUIRE_SERVICES=1`, where it fails."""
+    try:
+        cluster = LocalCluster(directory)
+    except FileNotFoundError as error:
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
+        pytest.skip(str(error))
+    with cluster:
+        yield cluster
 
 
 class LocalCluster:

@@ -8,7 +8,7 @@ import pytest
 
 from {{ cookiecutter.package_name }}.realtime import WebSocketManager
 
-from .cluster import LocalCluster
+from .cluster import LocalCluster, local_cluster
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -28,5 +28,5 @@ async def manager(broker_url: str, broker_channel: str) -> AsyncIterator[WebSock
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A Redis Cluster shared by the tests that neither kill nor move anything in it."""
-    with LocalCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+    with local_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster

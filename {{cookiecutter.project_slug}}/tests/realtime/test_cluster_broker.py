@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.realtime import (
 from {{ cookiecutter.package_name }}.realtime.brokers.cluster_patterns import PATTERN_CHANNEL_PREFIX
 from {{ cookiecutter.package_name }}.realtime.topics import escape_glob, filter_to_glob
 
-from .cluster import LocalCluster
+from .cluster import LocalCluster, local_cluster
 from .support import eventually
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ async def brokers(
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster of the test's own, for the tests that kill a node or move a slot."""
-    with LocalCluster(tmp_path / "cluster") as cluster:
+    with local_cluster(tmp_path / "cluster") as cluster:
         yield cluster
 
 
