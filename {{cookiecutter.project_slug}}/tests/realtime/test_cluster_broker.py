@@ -121,6 +121,12 @@ async def test_wildcards_reach_another_instance_and_exact_topics_stay_one_channe
 
     await listener.punsubscribe(wildcard)
     await eventually(lambda: wildcard not in publisher._registered_patterns, seconds=10)
+    # An instance that stops takes its globs out of the registry at once.
+    await listener.psubscribe(wildcard)
+    await eventually(lambda: wildcard in publisher._registered_patterns, seconds=10)
+    await listener.disconnect()
+    await eventually(lambda: wildcard not in publisher._registered_patterns, seconds=10)
+    await listener.connect()
     await publisher.publish(f"{topic_prefix}rooms/lobby/messages", b"late")
     with pytest.raises(TimeoutError):
         await next_message(listener, 0.3)

@@ -19,13 +19,13 @@ share a slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -74,7 +74,7 @@ _CLUSTER_ONLY_OPTIONS = frozenset(
 _TARGETS_CACHED = 4096
 
 
-@contextmanager
+@contextlib.contextmanager
 def _as_broker_errors() -> Iterator[None]:
     try:
         yield
@@ -322,6 +322,12 @@ class RedisClusterBroker(BrokerInterface):
         await self._await_confirmations(waiters, "subscribe")
 
     async def disconnect(self) -> None:
+        wildcards = {pattern for pattern in self._patterns if glob_literal(pattern) is None}
+        if wildcards and self._cluster is not None:
+            # Publishers stop sending to this instance's globs now rather than when their lease ends.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._register(remove=wildcards)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
