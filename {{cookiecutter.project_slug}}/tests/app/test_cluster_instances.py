@@ -4,8 +4,9 @@ notifications, wildcard filters included{% endif %}."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -96,71 +97,94 @@ async def test_instances_on_different_nodes_of_a_cluster_chat_and_notify(
 {%- endif %}
 
 
-async def test_a_room_keeps_talking_while_the_primary_of_its_channel_is_killed(
-    database_url: str, broker_channel: str, process_group: ProcessGroup, cluster: LocalCluster
-) -> None:
+async def talk_through(
+    disrupt: Callable[[], None],
+    database_url: str,
+    broker_channel: str,
+    process_group: ProcessGroup,
+    cluster: LocalCluster,
+    avoid: int | None = None,
+) -> tuple[float, int]:
+    """Two instances, on nodes other than `avoid`; alice says 60 things in the lobby, one every 50 ms, and
+    `disrupt()` runs (in a thread) after the tenth. Returns when bob first heard a message sent after it,
+    counted from its start, and how many messages he missed live; fails unless the last one was heard live
+    and a replay with `since` has every one."""
     await create_tables(database_url)
-    victim = cluster.owner(cluster.keyslot(f"{broker_channel}:group:{room_group('lobby')}"))
-    survivors = [port for port in cluster.ports if port != victim]
-    env = instance_env(database_url, cluster.url, broker_channel)
+    nodes = [port for port in cluster.ports if port != avoid]
+    env = instance_env(database_url, cluster.url, broker_channel, ws_rate_limit_per_second="100")
     first, second = (
         process_group.start_app(name, env={**env, "BROKER_URL": f"redis+cluster://127.0.0.1:{port}"})
-        for name, port in (("app1", survivors[0]), ("app2", survivors[1]))
+        for name, port in (("app1", nodes[0]), ("app2", nodes[1]))
     )
-    messages = 60
     async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
         alice, bob = [await log_in(http, name) for name in ("alice", "bob")]
         created = await http.post(
             "/rooms", json={"name": "lobby", "title": "Lobby"}, headers={"Authorization": f"Bearer {alice}"}
         )
         assert created.status_code == 201
-        heard: dict[str, float] = {}
+    heard: dict[str, float] = {}
 
-        async def listen(websocket: ClientConnection) -> None:
-            while True:
-                frame = await receive_json(websocket, within=60)
-                if frame.get("type") == "chat.message":
-                    heard.setdefault(frame["text"], time.monotonic())
+    async def listen(websocket: ClientConnection) -> None:
+        while True:
+            frame = await receive_json(websocket, within=60)
+            if frame.get("type") == "chat.message":
+                heard.setdefault(frame["text"], time.monotonic())
 
-        async with (
-            connect_ws(f"{first.ws_url}/ws/rooms/lobby", alice) as alice_ws,
-            connect_ws(f"{second.ws_url}/ws/rooms/lobby", bob) as bob_ws,
-        ):
-            await receive_type(alice_ws, "presence.state")
-            await receive_type(bob_ws, "presence.state")
-            listening = asyncio.create_task(listen(bob_ws))
-            ids: dict[str, int] = {}
-            killing: asyncio.Future[None] | None = None
-            for number in range(messages):
-                text = f"message {number}"
-                await send_json(alice_ws, {"type": "chat.message", "text": text})
-                while (echo := await receive_type(alice_ws, "chat.message", within=30))["text"] != text:
-                    pass
-                ids[text] = echo["id"]
-                if number == 10:
-                    killed_at = time.monotonic()
-                    killing = asyncio.ensure_future(asyncio.to_thread(cluster.kill, victim))
-                await asyncio.sleep(0.05)
-            assert killing is not None
-            await killing
-            texts = list(ids)
-            try:
-                async with asyncio.timeout(30):
-                    while not set(texts) <= set(heard):  # noqa: ASYNC110 - arrivals come from the listener task
-                        await asyncio.sleep(0.05)
-            except TimeoutError:
+    async with (
+        connect_ws(f"{first.ws_url}/ws/rooms/lobby", alice) as alice_ws,
+        connect_ws(f"{second.ws_url}/ws/rooms/lobby", bob) as bob_ws,
+    ):
+        await receive_type(alice_ws, "presence.state")
+        await receive_type(bob_ws, "presence.state")
+        listening = asyncio.create_task(listen(bob_ws))
+        ids: dict[str, int] = {}
+        disrupting: asyncio.Future[None] | None = None
+        disrupted_at = 0.0
+        for number in range(60):
+            text = f"message {number}"
+            await send_json(alice_ws, {"type": "chat.message", "text": text})
+            while (echo := await receive_type(alice_ws, "chat.message", within=30))["text"] != text:
                 pass
-            listening.cancel()
-            live_lost = [text for text in texts if text not in heard]
-            after_kill = [heard[text] for text in texts[11:] if text in heard]
-            resumed = min(after_kill) - killed_at if after_kill else float("nan")
+            ids[text] = echo["id"]
+            if number == 10:
+                disrupted_at = time.monotonic()
+                disrupting = asyncio.ensure_future(asyncio.to_thread(disrupt))
+            await asyncio.sleep(0.05)
+        assert disrupting is not None
+        await disrupting
+        texts = list(ids)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                while not set(texts) <= set(heard):  # noqa: ASYNC110 - arrivals come from the listener task
+                    await asyncio.sleep(0.05)
+        listening.cancel()
+    missed = [text for text in texts if text not in heard]
+    after = [heard[text] for text in texts[11:] if text in heard]
+    assert texts[-1] in heard  # live delivery resumed
 
-        # Whatever a client missed live, it gets back from the history when it reconnects with `since`.
-        async with connect_ws(f"{second.ws_url}/ws/rooms/lobby", bob, since=ids[texts[0]]) as bob_again:
-            replayed = {(await receive_type(bob_again, "chat.message", within=10))["text"] for _ in texts[1:]}
-        print(
-            f"\nroom on a killed primary: first message heard {resumed:.2f}s after SIGKILL, "
-            f"{len(live_lost)} of {messages} missed live, 0 after replay"
-        )
-        assert replayed == set(texts[1:])
-        assert texts[-1] in heard  # live delivery resumed after the failover
+    # Whatever a client missed live, it gets back from the history when it reconnects with `since`.
+    async with connect_ws(f"{second.ws_url}/ws/rooms/lobby", bob, since=ids[texts[0]]) as bob_again:
+        replayed = {(await receive_type(bob_again, "chat.message", within=10))["text"] for _ in texts[1:]}
+    assert replayed == set(texts[1:])
+    return min(after) - disrupted_at, len(missed)
+
+
+async def test_a_room_keeps_talking_while_the_primary_of_its_channel_is_killed(
+    database_url: str, broker_channel: str, process_group: ProcessGroup, cluster: LocalCluster
+) -> None:
+    victim = cluster.owner(cluster.keyslot(f"{broker_channel}:group:{room_group('lobby')}"))
+    resumed, missed = await talk_through(
+        lambda: cluster.kill(victim), database_url, broker_channel, process_group, cluster, avoid=victim
+    )
+    print(f"\nroom on a killed primary: heard again {resumed:.2f}s after SIGKILL, {missed}/60 missed live")
+
+
+async def test_a_room_keeps_talking_while_its_channels_slot_moves(
+    database_url: str, broker_channel: str, process_group: ProcessGroup, cluster: LocalCluster
+) -> None:
+    slot = cluster.keyslot(f"{broker_channel}:group:{room_group('lobby')}")
+    destination = next(port for port in cluster.primaries() if port != cluster.owner(slot))
+    resumed, missed = await talk_through(
+        lambda: cluster.move_slot(slot, destination), database_url, broker_channel, process_group, cluster
+    )
+    print(f"\nroom's slot moved: heard again {resumed:.2f}s after the move began, {missed}/60 missed")

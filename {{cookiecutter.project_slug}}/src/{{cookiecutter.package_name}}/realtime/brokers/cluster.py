@@ -268,6 +268,7 @@ class RedisClusterBroker(BrokerInterface):
         self._changes_channel = f"{pattern_registry}:changed"
         self._instance = os.urandom(8).hex()
         self._cluster: RedisCluster | None = None
+        self._topology: RedisCluster | None = None
         self._presence: RedisPresence | None = None
         self._readers: dict[str, _NodeReader] = {}
         self._placement: dict[str, _NodeReader] = {}
@@ -305,10 +306,13 @@ class RedisClusterBroker(BrokerInterface):
             return
         startup = [ClusterNode(host, port) for host, port in self.startup_nodes]
         self._cluster = RedisCluster(startup_nodes=startup, **self.options)
+        # The slot map the readers follow, refreshed by the topology task; a client of its own, which runs
+        # no command, so that refreshing it never races with the command client's own refreshes.
+        self._topology = RedisCluster(startup_nodes=startup, **self.options)
         self._presence = RedisPresence(self._cluster, hash_tags=True)
         self._state = BrokerState.RECONNECTING
         try:
-            await self._cluster.initialize()
+            await self._topology.initialize()
             self._topology_known = True
         except _FAILURES as error:
             self._record_failure(error)
@@ -335,9 +339,10 @@ class RedisClusterBroker(BrokerInterface):
         readers, self._readers = list(self._readers.values()), {}
         for reader in readers:
             await reader.close()
-        if self._cluster is not None:
-            await self._cluster.aclose()
-        self._cluster = self._presence = None
+        for client in (self._cluster, self._topology):
+            if client is not None:
+                await client.aclose()
+        self._cluster = self._topology = self._presence = None
         self._placement.clear()
         self._wanted.clear()
         self._channels.clear()
@@ -489,7 +494,7 @@ class RedisClusterBroker(BrokerInterface):
     async def _place(self, channel: str) -> None:
         """Put `channel` on the reader of the primary serving its slot, as far as the topology is known."""
         try:
-            node = self._commands().get_node_from_key(channel)
+            node = self._slot_map().get_node_from_key(channel)
         except _FAILURES:
             self.topology_changed()
             return
@@ -530,7 +535,7 @@ class RedisClusterBroker(BrokerInterface):
                 pass
             self._topology_stale.clear()
             try:
-                await self._commands().nodes_manager.initialize()
+                await self._slot_map().nodes_manager.initialize()
                 self._topology_known = True
                 async with self.lock:
                     await self._place_all()
@@ -636,6 +641,11 @@ class RedisClusterBroker(BrokerInterface):
         if self._cluster is None:
             raise RuntimeError("the Redis Cluster broker is not connected; call connect() first")
         return self._cluster
+
+    def _slot_map(self) -> RedisCluster:
+        if self._topology is None:
+            raise RuntimeError("the Redis Cluster broker is not connected; call connect() first")
+        return self._topology
 
     def _presence_sets(self) -> RedisPresence:
         if self._presence is None:
