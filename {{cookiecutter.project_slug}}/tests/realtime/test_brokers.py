@@ -1,4 +1,7 @@
-"""Both brokers behave alike: channels, patterns (one copy per matching pattern), presence with expiry."""
+"""The brokers behave alike: channels, patterns (one copy per matching pattern), presence with expiry.
+
+The contract runs on `memory://`, on the real Redis, and on a local Redis Cluster (sharded pub/sub).
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,24 @@ from {{ cookiecutter.package_name }}.realtime import (
     InMemoryBroker,
     PresenceDelta,
     RedisBroker,
+    RedisClusterBroker,
     create_broker,
 )
 from {{ cookiecutter.package_name }}.realtime.brokers.memory import glob_match
 from {{ cookiecutter.package_name }}.realtime.topics import escape_glob, filter_to_glob
+
+from .cluster import LocalCluster
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    url: str = request.getfixturevalue("redis_url")
+    return url
 
 
 @pytest.fixture
@@ -135,6 +152,18 @@ def test_create_broker_chooses_by_scheme() -> None:
         created = create_broker(url, client_name="svc")
         assert isinstance(created, RedisBroker)
         assert created.url == url
+    cluster = create_broker("rediss+cluster://user:p%40ss@10.0.0.1:7000,[::1]:7001,node3/", client_name="svc")
+    assert isinstance(cluster, RedisClusterBroker)
+    assert cluster.startup_nodes == [("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379)]
+    assert cluster.options["ssl"] is True
+    assert (cluster.options["username"], cluster.options["password"]) == ("user", "p@ss")
+    with pytest.raises(ValueError, match="at least one node"):
+        create_broker("redis+cluster:///")
+    with_query = create_broker("redis+cluster://node1:7000/?client_name=chat&socket_timeout=2")
+    assert isinstance(with_query, RedisClusterBroker)
+    assert (with_query.options["client_name"], with_query.options["socket_timeout"]) == ("chat", 2.0)
+    with pytest.raises(ValueError, match="only database 0"):
+        create_broker("redis+cluster://node1:7000/3")
     with pytest.raises(ValueError, match="unsupported broker URL scheme 'amqp'"):
         create_broker("amqp://localhost")
     with pytest.raises(ValueError, match="takes no options"):

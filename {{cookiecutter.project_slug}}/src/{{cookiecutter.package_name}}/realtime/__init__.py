@@ -70,7 +70,8 @@ The pieces, from the bottom:
 - `topics`: MQTT filters, `validate_filter`, `topic_matches`, `matches(topic, patterns)`, `TopicIndex`.
 - `Message(type, topic=None, conn_id=None, data=None)`: the library's pub/sub protocol (`subscribe`,
   `unsubscribe`, `broadcast`, `send`, `send_by_conn_id`), `from_client_message`, `__serialize__`.
-- `create_broker(url)`: `InMemoryBroker` (`memory://`), `RedisBroker` (`redis://`, `rediss://`, `unix://`);
+- `create_broker(url)`: `InMemoryBroker` (`memory://`), `RedisBroker` (`redis://`, `rediss://`, `unix://`),
+  `RedisClusterBroker` (`redis+cluster://host:port,...`, `rediss+cluster://`: sharded pub/sub);
   while Redis cannot be reached, sending raises `BrokerUnavailable` (a `BrokerError`): nothing was sent.
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
@@ -99,6 +100,7 @@ from .brokers import (
     InMemoryBroker,
     PresenceDelta,
     RedisBroker,
+    RedisClusterBroker,
     create_broker,
 )
 from .brokers.adapter import MinimalBrokerAdapter
@@ -169,6 +171,7 @@ __all__ = [
     "RateLimit",
     "RecoveryOptions",
     "RedisBroker",
+    "RedisClusterBroker",
     "Stats",
     "TopicIndex",
     "TopicSet",

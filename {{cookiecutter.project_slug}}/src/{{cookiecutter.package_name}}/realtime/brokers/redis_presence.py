@@ -7,6 +7,8 @@ adding the first two entries of a member at once are served one after the other,
 hears that the member joined, and the same goes for the last two leaving. Deadlines are in milliseconds
 of the Redis server's clock, so the instances' clocks do not matter. Both keys expire with their latest
 deadline, so a set whose instances all died goes away. Scripts need Redis 7 or later (`PEXPIRE NX|GT`).
+On a Redis Cluster the two keys are `{<key>}:entries` and `{<key>}:members`: the hash tag puts them in one
+slot, as a script touching both needs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 from collections.abc import Mapping
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from .base import PresenceDelta
 
@@ -78,24 +81,30 @@ def _entries(entries: Mapping[str, str]) -> list[str]:
 
 
 class RedisPresence:
-    """The presence sets of one Redis client (the broker's command client)."""
+    """The presence sets of one Redis client (the broker's command client); `hash_tags` on a cluster."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, hash_tags: bool = False) -> None:
         self._update = client.register_script(_UPDATE)
         self._live_entries = client.register_script(_LIVE_ENTRIES)
+        self._hash_tags = hash_tags
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        base = f"{{{key}}}" if self._hash_tags else key
+        return f"{base}:entries", f"{base}:members"
 
     async def update(
         self, key: str, add: Mapping[str, str], remove: Mapping[str, str], ttl: float
     ) -> PresenceDelta:
         removed, added = _entries(remove), _entries(add)
         lifetime = max(1, math.ceil(ttl * 1000))
-        keys = [f"{key}:entries", f"{key}:members"]
-        joined, left = await self._update(keys=keys, args=[lifetime, len(removed), *removed, *added])
+        joined, left = await self._update(
+            keys=list(self._keys(key)), args=[lifetime, len(removed), *removed, *added]
+        )
         return PresenceDelta(
             joined=frozenset(member.decode() for member in joined),
             left=frozenset(member.decode() for member in left),
         )
 
     async def members(self, key: str) -> set[str]:
-        live = await self._live_entries(keys=[f"{key}:entries"])
+        live = await self._live_entries(keys=[self._keys(key)[0]])
         return {entry.decode().partition(":")[2] for entry in live}

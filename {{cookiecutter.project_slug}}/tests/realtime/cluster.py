@@ -1,0 +1,260 @@
+"""A Redis Cluster of the test's own: six `redis-server --cluster-enabled yes` on free loopback ports.
+
+    with local_cluster(tmp_path) as cluster:         # 3 primaries, 3 replicas; `cluster_state:ok` on all
+        cluster.url                                   # redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,...
+        cluster.kill(port)                            # SIGKILL one node (its replica takes over)
+        cluster.move_slot(slot, to_port)              # migrate a slot, keys included
+
+Nothing is persisted; each node has its own directory, and every process is killed on exit, even when
+starting failed half-way. A node is declared failed after `NODE_TIMEOUT_MS`, so a failover takes about a
+second or two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+import redis
+
+NODES = 6
+NODE_TIMEOUT_MS = 1000
+START_TIMEOUT = 30.0
+BUS_PORT_OFFSET = 10000
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + BUS_PORT_OFFSET < 65536 and _bindable(port + BUS_PORT_OFFSET):
+            return port
+
+
+@contextlib.contextmanager
+def local_cluster(directory: Path) -> Iterator[LocalCluster]:
+    """A started `LocalCluster`; the test is skipped without `redis-server` and `redis-cli`, unless
+    `REQUIRE_SERVICES=1`, where it fails."""
+    try:
+        cluster = LocalCluster(directory)
+    except FileNotFoundError as error:
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
+        pytest.skip(str(error))
+    with cluster:
+        yield cluster
+
+
+class LocalCluster:
+    """Three primaries with one replica each, on 127.0.0.1, in `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise FileNotFoundError("redis-server and redis-cli are needed for a local cluster")
+        self.binary, self.cli = binary, cli
+        self.directory = directory
+        self.ports: list[int] = []
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        while len(self.ports) < NODES:
+            port = free_cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
+        for port in self.ports:
+            self._start_node(port)
+        for port in self.ports:
+            self._wait_answers(port)
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+        )
+        self.wait_ok()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        self.processes.clear()
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def cluster_info(self, port: int) -> dict[str, str]:
+        with self.client(port) as node:
+            raw: bytes = node.execute_command("CLUSTER", "INFO")
+        return dict(line.split(":", 1) for line in raw.decode().splitlines() if ":" in line)
+
+    def running_ports(self) -> list[int]:
+        return [port for port, process in self.processes.items() if process.poll() is None]
+
+    def wait_ok(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once every running node says `cluster_state:ok` and agrees on who owns each slot, and
+        every replica is in sync with its primary (so that it can take over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = {self.cluster_info(port)["cluster_state"] for port in self.running_ports()}
+                owners = {self._slot_owners(port) for port in self.running_ports()}
+                if states == {"ok"} and len(owners) == 1 and self._replicas_in_sync():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the local Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def primaries(self) -> list[int]:
+        """The ports of the running primaries."""
+        found = []
+        for port in self.running_ports():
+            with self.client(port) as node:
+                if node.info("replication")["role"] == "master":
+                    found.append(port)
+        return found
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary serving `slot`."""
+        with self.client(self.running_ports()[0]) as node:
+            for start, end, primary, *_ in node.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(primary[1])
+        raise LookupError(f"slot {slot} is not served")
+
+    def keyslot(self, key: str) -> int:
+        with self.client(self.running_ports()[0]) as node:
+            slot: int = node.execute_command("CLUSTER", "KEYSLOT", key)
+            return slot
+
+    def node_id(self, port: int) -> str:
+        with self.client(port) as node:
+            node_id: bytes = node.execute_command("CLUSTER", "MYID")
+            return node_id.decode()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on `port`, as in a crash, and return once no slot is served by it any more."""
+        self.processes[port].send_signal(signal.SIGKILL)
+        self.processes[port].wait(timeout=10)
+        deadline = time.monotonic() + START_TIMEOUT
+        while any(owner == port for *_, owner in self._slot_owners(self.running_ports()[0])):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica took over from the node on port {port}")
+            time.sleep(0.05)
+        self.wait_ok()
+
+    def move_slot(self, slot: int, to_port: int) -> None:
+        """Migrate `slot` and its keys to the primary on `to_port`, as `redis-cli --cluster reshard` does."""
+        from_port = self.owner(slot)
+        source, target = self.node_id(from_port), self.node_id(to_port)
+        with self.client(to_port) as destination, self.client(from_port) as origin:
+            destination.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source)
+            origin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target)
+            while keys := origin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                origin.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+            others = [port for port in self.primaries() if port not in (to_port, from_port)]
+            for port in (to_port, from_port, *others):
+                with self.client(port) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+        self.wait_ok()
+
+    def _replicas_in_sync(self) -> bool:
+        for port in self.running_ports():
+            with self.client(port) as node:
+                replication = node.info("replication")
+            if replication["role"] != "slave" or int(replication["master_port"]) not in self.running_ports():
+                continue
+            if replication.get("master_link_status") != "up":
+                return False
+        return True
+
+    def _slot_owners(self, port: int) -> tuple[tuple[int, int, int], ...]:
+        with self.client(port) as node:
+            slots = node.execute_command("CLUSTER", "SLOTS")
+        return tuple(sorted((int(start), int(end), int(primary[1])) for start, end, primary, *_ in slots))
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self.directory / f"node-{port}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            self.binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(node_dir / "nodes.conf"),
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(node_dir),
+            "--logfile",
+            str(node_dir / "redis.log"),
+        ]
+        self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _wait_answers(self, port: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with self.client(port) as node:
+                    node.ping()
+                    return
+            except redis.ConnectionError:
+                if self.processes[port].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
