@@ -18,9 +18,10 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 # file of the test's own, never in the generated files.
 # - The network of image builds, where the default bridge cannot reach the package index: `host`.
 BUILD_NETWORK = os.environ.get("DOCKER_BUILD_NETWORK", "")
-# - The DNS server Docker's embedded DNS forwards unknown names to, where the host's cannot be reached from
-#   the containers: there a lookup of a stopped service's name waits 10 s instead of failing at once, and a
-#   Redis restart would look like a long partition. `127.0.0.1` refuses at once, as a real resolver does.
+# - Where the containers reach no DNS server, Docker's embedded DNS leaves a name it does not know (a stopped
+#   service's) unanswered and each lookup waits 2 x 5 s instead of failing at once as with a real resolver;
+#   such lookups fill the thread pool of asyncio's getaddrinfo, and a Redis restart or a stopped instance
+#   then stalls everything. With a DNS server given here, lookups also get one attempt of one second.
 CONTAINER_DNS = os.environ.get("DOCKER_CONTAINER_DNS", "")
 
 
@@ -60,7 +61,7 @@ class ComposeStack:
             if BUILD_NETWORK and "build" in service:
                 override.setdefault(name, {})["build"] = {"network": BUILD_NETWORK}
             if CONTAINER_DNS:
-                override.setdefault(name, {})["dns"] = [CONTAINER_DNS]
+                override.setdefault(name, {}).update(dns=[CONTAINER_DNS], dns_opt=["timeout:1", "attempts:1"])
         if not override:
             return ["-f", "docker-compose.yml"]
         override_file = self.project_dir / "machine.override.yml"
