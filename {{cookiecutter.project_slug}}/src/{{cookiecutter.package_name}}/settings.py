@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite+aiosqlite:///./{{ cookiecutter.package_name }}.db"
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="Put in DATABASE_URL in place of its password, quoted, so that any character works.",
+    )
     broker_url: str = "memory://"
     broker_channel: str = Field(
         default="{{ cookiecutter.project_slug }}",
@@ -163,6 +167,15 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Longest wait for an upstream's response or its next chunk, then 504."
     )
 {%- endif %}
+
+    @model_validator(mode="after")
+    def _put_the_database_password_in_the_url(self) -> Settings:
+        if self.database_password is not None:
+            from sqlalchemy.engine import make_url  # only here: the gateway never loads SQLAlchemy
+
+            url = make_url(self.database_url).set(password=self.database_password.get_secret_value())
+            self.database_url = url.render_as_string(hide_password=False)
+        return self
 
     @model_validator(mode="after")
     def _refuse_weak_secret_outside_development(self) -> Settings:
