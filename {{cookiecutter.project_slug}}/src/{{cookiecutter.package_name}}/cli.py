@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+{%- if cookiecutter.use_gateway == "y" %}
 import os
+{%- endif %}
 from collections.abc import Sequence
 
 import uvicorn
