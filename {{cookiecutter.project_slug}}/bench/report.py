@@ -49,6 +49,8 @@ class RunFigures:
     generator_cpu_percent: list[float]
     """Each load generator's CPU use during the run, in percent of one core."""
     connect_seconds: float
+    proxy_cpu_us_per_frame: float | None = None
+    """CPU time of the proxy between clients and servers (all its processes) per frame it relayed."""
 
     @property
     def lost(self) -> int:
@@ -73,6 +75,7 @@ COLUMNS = (
     ("RSS KB/conn", 11),
     ("CPU ms/1k", 9),
     ("gen CPU %", 10),
+    ("proxy µs/frame", 14),
 )
 
 
@@ -90,6 +93,7 @@ def table(runs: Sequence[RunFigures]) -> str:
             f"{run.server_cpu_ms_per_1000:.1f}",
             "/".join(f"{percent:.0f}" for percent in run.generator_cpu_percent)
             + ("!" if run.generator_saturated else ""),
+            "-" if run.proxy_cpu_us_per_frame is None else f"{run.proxy_cpu_us_per_frame:.1f}",
         ]
         lines.append(_row(cells))
     return "\n".join(lines)
@@ -122,6 +126,22 @@ def ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:
             f" {_ratio(run.rss_per_connection_kb, baseline.rss_per_connection_kb):>9}"
             f" {_ratio(run.server_cpu_ms_per_1000, baseline.server_cpu_ms_per_1000):>8}"
         )
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def proxy_ratio_table(runs: Sequence[RunFigures], anchor: str) -> str:
+    """Each proxy's CPU per relayed frame divided by that of the `anchor` scenario's proxy, mode by mode."""
+    by_key = {(run.scenario, run.mode): run for run in runs}
+    lines = [f"{'proxy CPU per frame, ratio':34} {'to ' + anchor:>12}"]
+    for run in runs:
+        reference = by_key.get((anchor, run.mode))
+        if run.scenario == anchor or reference is None or reference.proxy_cpu_us_per_frame is None:
+            continue
+        if run.proxy_cpu_us_per_frame is not None:
+            lines.append(
+                f"{f'{run.scenario} {run.mode}':34}"
+                f" {_ratio(run.proxy_cpu_us_per_frame, reference.proxy_cpu_us_per_frame):>12}"
+            )
     return "\n".join(lines) if len(lines) > 1 else ""
 
 

@@ -25,9 +25,9 @@ from time import perf_counter
 from . import profiling
 from .driver import Generator, call_all
 from .loadgen import raise_open_files_limit
-from .report import RunFigures, percentile, ratio_table, saturation_note, table
+from .report import RunFigures, percentile, proxy_ratio_table, ratio_table, saturation_note, table
 from .scenarios import SCENARIOS, RunConfig, Scenario
-from .servers import cpu_seconds, rss_bytes
+from .servers import cpu_seconds, rss_bytes, tree_cpu_seconds
 
 WARM_UP_MESSAGES = 5
 LOG_TAIL_LINES = 30
@@ -61,13 +61,19 @@ class PhaseOutcome:
     seconds: float
     latencies_ms: list[float]
     server_cpu_seconds: float
+    proxy_cpu_seconds: float
     generator_cpu_percent: list[float]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 clients, a few messages")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: %(default)s")
+    available = [name for name, scenario in SCENARIOS.items() if scenario.available]
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(available),
+        help=f"comma-separated, of: {','.join(SCENARIOS)} (default: those whose tools are installed)",
+    )
     parser.add_argument("--clients", type=int, default=1000, help="N, the publisher included")
     parser.add_argument("--users", type=int, help="users the clients sign in as (default: clients / 10)")
     parser.add_argument("--messages", type=int, default=200, help="M, sent flat out")
@@ -143,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if ratios:
         print(f"\n{ratios}", file=sys.stderr)
+    if proxies := proxy_ratio_table(runs, anchor="nginx"):
+        print(f"\n{proxies}", file=sys.stderr)
     if note := saturation_note(runs):
         print(f"\n{note}", file=sys.stderr)
     inconsistent = [run for run in runs if not 0 <= run.delivered <= run.expected or run.duplicates]
@@ -182,10 +190,11 @@ async def run_scenario(
         )
         try:
             pids = [server.pid for server in deployment.servers]
+            proxy_pids = [proxy.pid for proxy in deployment.proxies]
             publisher, *others = [asdict(endpoint) for endpoint in deployment.endpoints]
             options = {"concurrency": plan.connect_concurrency, "compression": plan.compression}
             await generators[0].call("connect", clients=[publisher], **options)
-            await run_phase(generators, pids, "warm-up-1", WARM_UP_MESSAGES, plan.rate, plan)
+            await run_phase(generators, pids, proxy_pids, "warm-up-1", WARM_UP_MESSAGES, plan.rate, plan)
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
             memory_before = sum(map(rss_bytes, pids))
             started = perf_counter()
@@ -199,14 +208,14 @@ async def run_scenario(
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
             print(f"  {config.clients} clients in {connect_seconds:.1f}s", file=sys.stderr)
-            await run_phase(generators, pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)
+            await run_phase(generators, pids, proxy_pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)
             runs = []
             for mode, count, rate in (
                 ("flat", plan.messages, None),
                 ("paced", plan.paced_messages, plan.rate),
             ):
                 async with profiled(plan, pids[0], f"{scenario.name}-{mode}"):
-                    outcome = await run_phase(generators, pids, mode, count, rate, plan)
+                    outcome = await run_phase(generators, pids, proxy_pids, mode, count, rate, plan)
                 run = RunFigures(
                     scenario=scenario.name,
                     instances=scenario.instances,
@@ -231,6 +240,12 @@ async def run_scenario(
                         outcome.server_cpu_seconds * 1e6 / max(1, outcome.delivered), 2
                     ),
                     generator_cpu_percent=outcome.generator_cpu_percent,
+                    proxy_cpu_us_per_frame=(
+                        # Each delivery is a frame relayed to a client; each message one relayed upstream.
+                        round(outcome.proxy_cpu_seconds * 1e6 / max(1, outcome.delivered + count), 2)
+                        if proxy_pids
+                        else None
+                    ),
                     connect_seconds=round(connect_seconds, 2),
                 )
                 print(f"  {mode}: {run.deliveries_per_second:,.0f} deliveries/s", file=sys.stderr)
@@ -245,12 +260,19 @@ async def run_scenario(
 
 
 async def run_phase(
-    generators: list[Generator], server_pids: list[int], name: str, count: int, rate: float | None, plan: Plan
+    generators: list[Generator],
+    server_pids: list[int],
+    proxy_pids: list[int],
+    name: str,
+    count: int,
+    rate: float | None,
+    plan: Plan,
 ) -> PhaseOutcome:
     """The publisher sends `count` messages (flat out if `rate` is None); every client counts its arrivals."""
     await call_all(generators, "expect", phase=name, count=count)
     generator_pids = [generator.pid for generator in generators]
     cpu_before = [cpu_seconds(pid) for pid in server_pids + generator_pids]
+    proxy_cpu_before = sum(map(tree_cpu_seconds, proxy_pids))
     started = perf_counter()
     sent = await generators[0].call(
         "publish",
@@ -269,6 +291,7 @@ async def run_phase(
         cpu_seconds(pid) - before
         for pid, before in zip(server_pids + generator_pids, cpu_before, strict=True)
     ]
+    proxy_cpu = sum(map(tree_cpu_seconds, proxy_pids)) - proxy_cpu_before
     last_arrival = max((part["last_arrival"] or sent["first_send"]) for part in collected)
     closes: Counter[str] = Counter()
     for part in collected:
@@ -281,6 +304,7 @@ async def run_phase(
         seconds=max(last_arrival - sent["first_send"], 1e-9),
         latencies_ms=sorted(latency for part in collected for latency in part["latencies_ms"]),
         server_cpu_seconds=sum(cpu[: len(server_pids)]),
+        proxy_cpu_seconds=proxy_cpu,
         generator_cpu_percent=[round(100 * seconds / wall) for seconds in cpu[len(server_pids) :]],
     )
 

@@ -4,6 +4,14 @@
 - `redis-relay` (baseline, 2 processes and Redis): `bench.baselines.redis_relay`.
 - `app` (1 instance): the service on a SQLite file and the `memory://` broker, as it runs out of the box.
 - `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.
+{%- if cookiecutter.use_gateway == "y" %}
+- `gateway`, `gateway-2w` (2 instances): the same, every client through the gateway with 1 or 2 workers.
+{%- endif %}
+- `nginx` (2 instances): the same through nginx with deploy/nginx.conf and one worker, the anchor proxy
+  (run only where nginx is installed).
+
+Behind a proxy, the servers measured are the app instances (their CPU per delivery compares with
+`app-redis`'s); the proxy's CPU, all its workers together, is reported per relayed frame.
 
 The service's users register over HTTP and log in for their tokens. By default there are fewer users than
 clients (`--users`), as when people have several tabs or devices open: each user's first connection is
@@ -20,10 +28,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+{%- if cookiecutter.use_gateway == "y" %}
+from functools import partial
+{%- endif %}
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +45,9 @@ import httpx
 from .servers import PROJECT_DIR, Server, ServerGroup
 
 APP = "{{ cookiecutter.package_name }}.main:create_app"
+{%- if cookiecutter.use_gateway == "y" %}
+GATEWAY = "{{ cookiecutter.package_name }}.gateway:create_gateway"
+{%- endif %}
 ROOM = "bench"
 SIGN_UP_CONCURRENCY = 16
 
@@ -68,6 +83,8 @@ class Deployment:
     servers: list[Server]
     endpoints: list[Endpoint]
     """One per client, the publisher's first, spread over the servers in turn."""
+    proxies: list[Server] = field(default_factory=list)
+    """Between the clients and the servers, when the clients go through one."""
 
 
 Deploy = Callable[[AsyncExitStack, RunConfig], Awaitable[Deployment]]
@@ -80,6 +97,12 @@ class Scenario:
     summary: str
     deploy: Deploy
     baseline: str | None = None
+    requires: str | None = None
+    """An executable the scenario needs; without it on PATH the scenario is left out of a default run."""
+
+    @property
+    def available(self) -> bool:
+        return self.requires is None or shutil.which(self.requires) is not None
 
 
 async def deploy_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
@@ -112,6 +135,50 @@ async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig) -> Deployme
     return await deploy_service(stack, config, database_url, config.redis_url, instances=2)
 
 
+{% if cookiecutter.use_gateway == "y" -%}
+async def deploy_gateway(stack: AsyncExitStack, config: RunConfig, *, workers: int) -> Deployment:
+    apps = await deploy_app_redis(stack, config)
+    group = stack.enter_context(ServerGroup(config.log_dir))
+    env = {
+        "LOG_LEVEL": "WARNING",
+        "GATEWAY_UPSTREAMS": ",".join(server.base_url for server in apps.servers),
+        "GATEWAY_WORKERS": str(workers),
+    }
+    # As `gateway --workers N` runs it: clients are not offered compression.
+    options = [*config.uvicorn_options, "--workers", str(workers), "--ws-per-message-deflate", "false"]
+    gateway = await asyncio.to_thread(
+        group.start_uvicorn,
+        f"gateway-{workers}w",
+        GATEWAY,
+        options=options,
+        env=env,
+        ready_path="/gateway/readyz",
+        factory=True,
+    )
+    return behind(apps, gateway)
+
+
+GATEWAY_1W = partial(deploy_gateway, workers=1)
+GATEWAY_2W = partial(deploy_gateway, workers=2)
+
+
+{% endif -%}
+async def deploy_nginx(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    apps = await deploy_app_redis(stack, config)
+    group = stack.enter_context(ServerGroup(config.log_dir))
+    upstreams = [urlsplit(server.base_url).netloc for server in apps.servers]
+    nginx = await asyncio.to_thread(group.start_nginx, "nginx", upstreams, workers=1)
+    return behind(apps, nginx)
+
+
+def behind(apps: Deployment, proxy: Server) -> Deployment:
+    """`apps` with every client going through `proxy` instead."""
+    endpoints = [
+        Endpoint(proxy.ws_url + urlsplit(endpoint.url).path, endpoint.token) for endpoint in apps.endpoints
+    ]
+    return Deployment(apps.servers, endpoints, proxies=[proxy])
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in [
@@ -119,6 +186,11 @@ SCENARIOS = {
         Scenario("redis-relay", 2, "bare Redis pub/sub relay", deploy_redis_relay),
         Scenario("app", 1, "the service, SQLite + memory://", deploy_app, baseline="relay"),
         Scenario("app-redis", 2, "the service, PostgreSQL + Redis", deploy_app_redis, baseline="redis-relay"),
+{%- if cookiecutter.use_gateway == "y" %}
+        Scenario("gateway", 2, "app-redis behind the gateway, 1 worker", GATEWAY_1W, "app-redis"),
+        Scenario("gateway-2w", 2, "app-redis behind the gateway, 2 workers", GATEWAY_2W, "app-redis"),
+{%- endif %}
+        Scenario("nginx", 2, "app-redis behind nginx, 1 worker", deploy_nginx, "app-redis", requires="nginx"),
     ]
 }
 

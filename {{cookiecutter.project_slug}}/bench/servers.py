@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +47,53 @@ def cpu_seconds(pid: int) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / CLOCK_TICKS
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its living descendants: a server's workers."""
+    pids = [pid]
+    for parent in pids:  # grows as children are found
+        with contextlib.suppress(OSError):  # exited meanwhile
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                pids.extend(int(child) for child in (task / "children").read_text().split())
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by `pid` and its living descendants (a pre-fork server's workers)."""
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
+NGINX_CONF = PROJECT_DIR / "deploy" / "nginx.conf"
+NGINX_UPSTREAM_SERVER = re.compile(r"^(\s*)server app\d+:8000 (.*);$", re.MULTILINE)
+
+
+def nginx_config(upstreams: Sequence[str], port: int, prefix: Path, *, workers: int | None = None) -> str:
+    """deploy/nginx.conf with `upstreams` (`host:port`) as its instances, listening on 127.0.0.1:`port`.
+
+    Every file nginx writes goes under `prefix`, so that it runs unprivileged and beside another nginx.
+    """
+    template = NGINX_CONF.read_text()
+    found = NGINX_UPSTREAM_SERVER.findall(template)
+    if not found:
+        raise ValueError(f"{NGINX_CONF} has no `server appN:8000 ...;` line in its upstream")
+    indent, parameters = found[0]
+    servers = "\n".join(f"{indent}server {address} {parameters};" for address in upstreams)
+    config = NGINX_UPSTREAM_SERVER.sub("", template, count=len(found) - 1)
+    config = NGINX_UPSTREAM_SERVER.sub(lambda _match: servers, config, count=1)
+    config = config.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    if workers is not None:
+        config = config.replace("worker_processes auto;", f"worker_processes {workers};")
+    temp_paths = "".join(
+        f"    {kind}_temp_path {prefix / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "scgi", "uwsgi")
+    )
+    config = config.replace("http {\n", "http {\n" + temp_paths, 1)
+    return f"pid {prefix / 'nginx.pid'};\nerror_log stderr warn;\n{config}"
 
 
 @dataclass
@@ -135,6 +184,28 @@ class ServerGroup:
                 server.wait_ready(ready_path)
             except RuntimeError:
                 # Another process may take the port between free_port() and uvicorn's bind.
+                if attempts_left and "address already in use" in server.output().lower():
+                    continue
+                raise
+            return server
+
+    def start_nginx(self, name: str, upstreams: Sequence[str], *, workers: int | None = None) -> Server:
+        """nginx with deploy/nginx.conf in front of `upstreams` (`host:port`), serving once it answers."""
+        executable = shutil.which("nginx") or "/usr/sbin/nginx"
+        attempts_left = PORT_ATTEMPTS
+        while True:
+            attempts_left -= 1
+            port = free_port()
+            prefix = self.log_dir / f"{name}-{port}"
+            prefix.mkdir()
+            config_path = prefix / "nginx.conf"
+            config_path.write_text(nginx_config(upstreams, port, prefix, workers=workers))
+            configuration = ["-p", str(prefix), "-c", str(config_path), "-e", "stderr"]
+            command = [executable, *configuration, "-g", "daemon off;"]
+            server = self._spawn(name, command, port, {})
+            try:
+                server.wait_ready("/healthz")
+            except RuntimeError:
                 if attempts_left and "address already in use" in server.output().lower():
                     continue
                 raise

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+{%- if cookiecutter.use_gateway == "y" %}
+import os
+{%- endif %}
 from collections.abc import Sequence
 
 import uvicorn
@@ -49,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = commands.add_parser("gateway", help="run the gateway in front of the app instances")
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8000)
+    gateway.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port; each WebSocket stays on one"
+    )
 {%- endif %}
     return parser
 
@@ -63,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve("{{ cookiecutter.package_name }}.main:create_app", args.host, args.port, workers=args.workers)
 {%- if cookiecutter.use_gateway == "y" %}
     elif args.command == "gateway":
-        serve("{{ cookiecutter.package_name }}.gateway:create_gateway", args.host, args.port)
+        serve_gateway(args.host, args.port, workers=args.workers)
 {%- endif %}
     elif args.command == "create-superuser":
         return create_superuser(args.username)
@@ -82,7 +88,9 @@ def configuration_problems(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
+def serve(
+    factory: str, host: str, port: int, *, workers: int = 1, ws_per_message_deflate: bool = True
+) -> None:
     """Run the app `factory` with uvicorn, logging as configured, until SIGTERM or Ctrl-C.
 
     On SIGTERM uvicorn stops accepting, closes WebSockets with 1012 (service restart) so that clients
@@ -100,6 +108,7 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
         host=host,
         port=port,
         workers=workers,
+        ws_per_message_deflate=ws_per_message_deflate,
         log_config=logging_config(settings),
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         http=BoundedH11Protocol,
@@ -108,6 +117,21 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
     )
 
 
+{% if cookiecutter.use_gateway == "y" -%}
+def serve_gateway(host: str, port: int, *, workers: int) -> None:
+    """Run the gateway; its workers share the port and split the upstreams' health checks between them."""
+    os.environ["GATEWAY_WORKERS"] = str(workers)  # read by each worker's settings
+    settings = get_settings()
+    serve(
+        "{{ cookiecutter.package_name }}.gateway:create_gateway",
+        host,
+        port,
+        workers=workers,
+        ws_per_message_deflate=settings.gateway_ws_compression == "deflate",
+    )
+
+
+{% endif -%}
 def create_superuser(username: str | None) -> int:
     settings = get_settings()
     try:

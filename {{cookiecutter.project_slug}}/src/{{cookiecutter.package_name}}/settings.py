@@ -160,11 +160,24 @@ class Settings(BaseSettings):
     gateway_health_path: str = Field(
         default="/healthz", description="Polled on each upstream; anything but 200 takes it out of rotation."
     )
-    gateway_health_interval_seconds: float = Field(default=2.0, gt=0)
+    gateway_health_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the gateway as a whole polls each upstream: each of its workers polls "
+        "every interval x workers seconds, at staggered times.",
+    )
+    gateway_workers: int = Field(
+        default=1, ge=1, description="Set by `gateway --workers N` for its workers; not to be set by hand."
+    )
     gateway_health_timeout_seconds: float = Field(default=1.0, gt=0)
     gateway_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     gateway_upstream_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Longest wait for an upstream's response or its next chunk, then 504."
+    )
+    gateway_ws_compression: Literal["off", "deflate"] = Field(
+        default="off",
+        description="permessage-deflate between clients and the gateway (never between gateway and app): "
+        "`deflate` saves clients' bandwidth at the gateway's CPU cost on every frame.",
     )
 {%- endif %}
 

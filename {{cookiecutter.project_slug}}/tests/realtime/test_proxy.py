@@ -140,6 +140,8 @@ async def test_query_credentials_and_forwarding_headers_reach_the_upstream() -> 
     assert received["x-forwarded-proto"] == "http"
     assert received["x-forwarded-host"] == proxy.removeprefix("http://")
     assert "x-not-forwarded" not in received
+    # The client offered permessage-deflate (the websockets default); the private hop never does.
+    assert "sec-websocket-extensions" not in received
 
 
 async def test_upstream_handshake_headers_reach_the_client(servers: Servers) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -70,14 +71,24 @@ class Gateway:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         async with self.client:
             await self.pool.check(self.client)
-            interval = self.settings.gateway_health_interval_seconds
-            watcher = asyncio.create_task(self.pool.watch(self.client, interval), name="gateway-health")
+            interval = self.health_interval
+            watcher = asyncio.create_task(
+                self.pool.watch(self.client, interval, first_delay=random.uniform(0, interval)),
+                name="gateway-health",
+            )
             try:
                 yield
             finally:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+
+    @property
+    def health_interval(self) -> float:
+        """Each worker's polling interval: N workers polling at staggered times every N intervals probe
+        each upstream once per interval between them, as one process would. A worker that fails to
+        connect to an upstream still takes it out of its own rotation at once."""
+        return self.settings.gateway_health_interval_seconds * self.settings.gateway_workers
 
     async def healthz(self, _request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

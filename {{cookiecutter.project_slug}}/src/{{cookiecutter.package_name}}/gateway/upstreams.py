@@ -77,11 +77,18 @@ class UpstreamPool:
         """Poll every upstream once, concurrently; each poll is bounded by `health_timeout`."""
         await asyncio.gather(*(self._check(client, upstream) for upstream in self.upstreams))
 
-    async def watch(self, client: httpx.AsyncClient, interval: float) -> None:
-        """Poll every `interval` seconds until cancelled."""
+    async def watch(
+        self, client: httpx.AsyncClient, interval: float, *, first_delay: float | None = None
+    ) -> None:
+        """Poll every `interval` seconds, the first time after `first_delay` (default: `interval`).
+
+        Runs until cancelled. Workers of one gateway each start at a random `first_delay` so that their
+        polls are spread over the interval rather than arriving together.
+        """
+        await asyncio.sleep(interval if first_delay is None else first_delay)
         while True:
-            await asyncio.sleep(interval)
             await self.check(client)
+            await asyncio.sleep(interval)
 
     async def _check(self, client: httpx.AsyncClient, upstream: Upstream) -> None:
         try:
