@@ -22,6 +22,8 @@ SCHEMAS = {
 # How a CI file may provide each program the generated tests start, beside the Redis and PostgreSQL services.
 PROVISIONS = {
     "redis-server": [r"apt-get install [^\n]*\bredis-server\b"],
+    "redis-cli": [r"apt-get install [^\n]*\bredis-server\b"],  # redis-server's package depends on redis-tools
+    "nginx": [r"apt-get install [^\n]*\bnginx(?:-light)?\b"],
     "chromium": [r"apt-get install [^\n]*\bchromium\b", r"playwright install [^\n]*\bchromium\b"],
 }
 # Where the generated tests name a program they start: `shutil.which("redis-server")`, a command list

@@ -111,7 +111,8 @@ def test_the_gateway_spreads_over_two_named_app_instances(stack: Stack) -> None:
     assert [environment["INSTANCE_NAME"] for environment in environments] == ["app1", "app2"]
     assert environments[0] | {"INSTANCE_NAME": "app2"} == environments[1]
     gateway = stack.services["gateway"]
-    assert gateway["command"] == ["chat-service", "gateway", "--host", "0.0.0.0", "--port", "8000"]
+    assert gateway["command"][:6] == ["chat-service", "gateway", "--host", "0.0.0.0", "--port", "8000"]
+    assert gateway["command"][6:] == ["--workers", "${GATEWAY_WORKERS:-2}"]
     assert gateway["environment"]["GATEWAY_UPSTREAMS"] == "http://app1:8000,http://app2:8000"
     assert "/gateway/readyz" in gateway["healthcheck"]["test"][-1]
     assert gateway["restart"] == "unless-stopped"
