@@ -88,7 +88,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connect-concurrency", type=int, default=10, help="handshakes at once, per load generator"
     )
-    parser.add_argument("--compression", action="store_true", help="clients offer permessage-deflate")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="browser-like clients: they offer permessage-deflate, as Chromium does",
+    )
+    parser.add_argument(
+        "--server-compression",
+        default="off",
+        choices=["off", "deflate"],
+        help="the servers' WS_COMPRESSION: off declines permessage-deflate, deflate negotiates it",
+    )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each scenario's first server")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument(
@@ -131,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             users=args.users,
             ws=args.ws,
             loop=args.loop,
+            compression=args.server_compression,
             redis_url=args.redis_url,
             postgres_url=args.postgres_url,
             log_dir=Path(log_dir),

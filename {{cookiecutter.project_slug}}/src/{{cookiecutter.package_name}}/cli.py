@@ -91,7 +91,8 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
     Bytes are bounded where they arrive: a WebSocket frame over `WS_MAX_MESSAGE_BYTES` (counted after
     permessage-deflate decompression) is never buffered whole, and HTTP goes through `BoundedH11Protocol`,
     which answers 431 to a request head over `HTTP_MAX_HEADER_BYTES` and closes a connection whose head is
-    not in after `HTTP_HEADER_TIMEOUT_SECONDS`.
+    not in after `HTTP_HEADER_TIMEOUT_SECONDS`. permessage-deflate is negotiated only with
+    `WS_COMPRESSION=deflate`: compressed again for every connection, a frame costs far more to fan out.
     """
     settings = get_settings()
     uvicorn.run(
@@ -105,6 +106,7 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
         http=BoundedH11Protocol,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,
         ws_max_size=settings.ws_max_message_bytes,
+        ws_per_message_deflate=settings.ws_compression == "deflate",
     )
 
 
