@@ -200,16 +200,22 @@ async def run_scenario(
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
             memory_before = sum(map(rss_bytes, pids))
             started = perf_counter()
-            await asyncio.gather(
+            connected = await asyncio.gather(
                 *(
                     generator.call("connect", clients=others[index :: len(generators)], **options)
                     for index, generator in enumerate(generators)
                 )
             )
             connect_seconds = perf_counter() - started
+            handshakes_ms = sorted(latency for reply in connected for latency in reply["handshakes_ms"])
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
-            print(f"  {config.clients} clients in {connect_seconds:.1f}s", file=sys.stderr)
+            print(
+                f"  {config.clients} clients in {connect_seconds:.1f}s:"
+                f" {len(others) / connect_seconds:,.0f} handshakes/s,"
+                f" p99 {percentile(handshakes_ms, 0.99):.0f} ms",
+                file=sys.stderr,
+            )
             await run_phase(generators, pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)
             runs = []
             for mode, count, rate in (
@@ -243,6 +249,8 @@ async def run_scenario(
                     ),
                     generator_cpu_percent=outcome.generator_cpu_percent,
                     connect_seconds=round(connect_seconds, 2),
+                    handshakes_per_second=round(len(others) / connect_seconds, 1),
+                    handshake_p99_ms=percentile(handshakes_ms, 0.99),
                 )
                 print(f"  {mode}: {run.deliveries_per_second:,.0f} deliveries/s", file=sys.stderr)
                 runs.append(run)
