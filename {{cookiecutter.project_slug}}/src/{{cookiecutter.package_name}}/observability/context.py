@@ -45,7 +45,8 @@ class RequestIdMiddleware:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         current = incoming_request_id(headers) or uuid.uuid4().hex
         header = (REQUEST_ID_HEADER, current.encode())
-        scope = {**scope, "headers": [*(item for item in headers if item[0] != REQUEST_ID_HEADER), header]}
+        # In place: a copy of the scope would live as long as the connection (about 2 KB for a WebSocket).
+        headers[:] = [*(item for item in headers if item[0] != REQUEST_ID_HEADER), header]
 
         def answer_with_request_id(message: Message) -> None:
             # An upstream behind the gateway answered with the same id: keep a single header.

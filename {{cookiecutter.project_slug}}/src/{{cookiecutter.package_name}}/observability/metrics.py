@@ -253,6 +253,7 @@ class _CountingWebSocketSend:
     def _accepted(self) -> None:
         metrics = self.metrics
         self.route = route = route_template(self.scope, self.original)
+        self.original = {}  # the route is known: no copy of the scope kept for the connection's life
         self.counts = metrics.websocket_frames.route(route)
         metrics.websocket_accepted.labels(route).inc()
         self.open = metrics.websocket_open.labels(route)
