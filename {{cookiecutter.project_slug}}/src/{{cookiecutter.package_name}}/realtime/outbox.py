@@ -6,9 +6,10 @@ sender's task, the listener's in a fan-out: the socket's buffer almost always ta
 finishes before `put` returns and no task is woken. A write that has to wait goes on in that task, in the
 context it started in (a middleware wrapping `send` may set and reset context variables around it), and the
 writer waits for it before writing anything queued after it. On 3.11, or when the writer is busy, frames
-are queued. A frame the connection's own task sends (`send`, a consumer answering its client) to an idle
-connection is awaited right there, in that task and its context, with no task made or woken; frames
-queued meanwhile wait for it. When the queue is full the client is not keeping up: the queue is dropped
+are queued. A frame the connection's own task (the one that opened the outbox: a consumer answering its
+client) sends to an idle connection is awaited right there, in that task and its context, with no task
+made or woken; frames queued meanwhile wait for it, and a socket that makes it wait holds up only its own
+connection's task. When the queue is full the client is not keeping up: the queue is dropped
 and the socket closed with 1013 (try again later). A callable on the queue (a group event for a consumer
 method) runs in the writer task; whatever it sends is written at once, so frames keep their order. A
 `Filtered` frame is written only if its filter, called in the writer task when the frame's turn comes,
@@ -104,6 +105,8 @@ class Outbox:
         """What the writer awaits while the queue is empty; the next item queued completes it."""
         self._outside: asyncio.Task[None] | None = None
         """A write begun at once for an idle connection that had to wait: the writer waits for it first."""
+        self._owner = asyncio.current_task()
+        """The connection's own task: its `send`s to an idle connection are written in it."""
         self._direct = False
         """A `send` is writing in its caller's task: frames queued meanwhile wait for it."""
         self._direct_done: asyncio.Future[None] | None = None
@@ -137,7 +140,7 @@ class Outbox:
     async def send(self, frame: str | bytes) -> None:
         if self.in_writer():
             await self._write(frame)
-        elif self._idle():
+        elif self._idle() and asyncio.current_task() is self._owner:
             await self._write_direct(frame)
         else:
             self.put(frame)
