@@ -1,17 +1,19 @@
-"""WebSocket routes: each connection is served by a consumer of `consumers/`."""
+"""WebSocket routes: each connection is served by a consumer of `consumers/`.
+
+What a consumer needs comes from the app's state rather than from dependencies: FastAPI keeps what it
+solved for a WebSocket's dependencies, and their bookkeeping, for as long as the socket lives.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, WebSocket
+from fastapi import APIRouter, WebSocket
 
 from ..consumers.chat import RoomConsumer
 {%- if cookiecutter.use_notifications == "y" %}
 from ..consumers.notifications import NotificationConsumer
 {%- endif %}
 from ..consumers.unsent import UnsentMessages
-from ..deps import ManagerDep, SessionFactoryDep, SettingsDep
+from ..deps import get_app_settings, get_manager, get_session_factory
 
 router = APIRouter(tags=["realtime"])
 
@@ -22,31 +24,29 @@ def get_unsent_messages(websocket: WebSocket) -> UnsentMessages:
     return unsent
 
 
-UnsentDep = Annotated[UnsentMessages, Depends(get_unsent_messages)]
-
-
 @router.websocket("/ws/rooms/{room}")
-async def chat_room(
-    websocket: WebSocket,
-    room: str,
-    manager: ManagerDep,
-    settings: SettingsDep,
-    session_factory: SessionFactoryDep,
-    unsent: UnsentDep,
-) -> None:
+async def chat_room(websocket: WebSocket, room: str) -> None:
     """A chat room; `?since=<id>` replays the messages after that id first."""
     consumer = RoomConsumer(
-        websocket, manager, room=room, settings=settings, session_factory=session_factory, unsent=unsent
+        websocket,
+        get_manager(websocket),
+        room=room,
+        settings=get_app_settings(websocket),
+        session_factory=get_session_factory(websocket),
+        unsent=get_unsent_messages(websocket),
     )
     await consumer.run()
 {%- if cookiecutter.use_notifications == "y" %}
 
 
 @router.websocket("/ws/notifications")
-async def notifications(
-    websocket: WebSocket, manager: ManagerDep, settings: SettingsDep, session_factory: SessionFactoryDep
-) -> None:
+async def notifications(websocket: WebSocket) -> None:
     """The user's notifications, and MQTT-style topics."""
-    consumer = NotificationConsumer(websocket, manager, settings=settings, session_factory=session_factory)
+    consumer = NotificationConsumer(
+        websocket,
+        get_manager(websocket),
+        settings=get_app_settings(websocket),
+        session_factory=get_session_factory(websocket),
+    )
     await consumer.run()
 {%- endif %}
