@@ -4,7 +4,8 @@
 is answered with one JSON line on stdout (`{"error": ...}` if it failed):
 
 - `connect` {clients: [{url, token}], concurrency, compression}: open the clients, `concurrency` handshakes
-  at a time, each with `Authorization: Bearer <token>` when it has a token -> {connected}.
+  at a time, each with `Authorization: Bearer <token>` when it has a token -> {connected,
+  handshakes_ms}, each handshake's time from its TCP connect to the server's 101.
 - `settle` {quiet, within}: return once no frame has arrived for `quiet` seconds (or after `within`).
 - `expect` {phase, count}: from now on, count the messages of `phase` (sequence numbers 0 to count - 1).
 - `publish` {phase, count, rate, window, size, quiet}: the first client of this process sends the messages,
@@ -100,18 +101,16 @@ class LoadGenerator:
 
     async def connect(self, clients: list[dict[str, str | None]], concurrency: int, compression: bool) -> Any:
         slots = asyncio.Semaphore(concurrency)
+        handshakes_ms: list[float] = []
 
         async def open_client(url: str, token: str | None) -> ClientConnection:
             headers = {"Authorization": f"Bearer {token}"} if token else None
             async with slots:
-                return await connect(
-                    url,
-                    additional_headers=headers,
-                    compression="deflate" if compression else None,
-                    max_size=MAX_FRAME_BYTES,
-                    open_timeout=60,
-                    ping_interval=None,
-                )
+                started = perf_counter()
+                try:
+                    return await self._open(url, headers, compression)
+                finally:
+                    handshakes_ms.append(round((perf_counter() - started) * 1000, 3))
 
         opened = await asyncio.gather(*(open_client(str(c["url"]), c["token"]) for c in clients))
         for websocket in opened:
@@ -119,7 +118,18 @@ class LoadGenerator:
             self.readers.add(reader)
             reader.add_done_callback(self.readers.discard)
             self.clients.append(websocket)
-        return {"connected": len(opened)}
+        return {"connected": len(opened), "handshakes_ms": handshakes_ms}
+
+    @staticmethod
+    async def _open(url: str, headers: dict[str, str] | None, compression: bool) -> ClientConnection:
+        return await connect(
+            url,
+            additional_headers=headers,
+            compression="deflate" if compression else None,
+            max_size=MAX_FRAME_BYTES,
+            open_timeout=60,
+            ping_interval=None,
+        )
 
     async def settle(self, quiet: float, within: float) -> Any:
         deadline = perf_counter() + within

@@ -49,6 +49,11 @@ class RunFigures:
     generator_cpu_percent: list[float]
     """Each load generator's CPU use during the run, in percent of one core."""
     connect_seconds: float
+    """The time for the N - 1 clients other than the publisher to connect, `--connect-concurrency` each
+    load generator in flight: a reconnect storm when that is high."""
+    handshakes_per_second: float
+    handshake_p99_ms: float
+    """From a client's TCP connect to the server's 101, authentication and room join included."""
     proxy_cpu_us_per_frame: float | None = None
     """CPU time of the proxy between clients and servers (all its processes) per frame it relayed."""
 
@@ -75,6 +80,8 @@ COLUMNS = (
     ("RSS KB/conn", 11),
     ("CPU ms/1k", 9),
     ("gen CPU %", 10),
+    ("handshakes/s", 12),
+    ("hs p99 ms", 9),
     ("proxy µs/frame", 14),
 )
 
@@ -93,6 +100,8 @@ def table(runs: Sequence[RunFigures]) -> str:
             f"{run.server_cpu_ms_per_1000:.1f}",
             "/".join(f"{percent:.0f}" for percent in run.generator_cpu_percent)
             + ("!" if run.generator_saturated else ""),
+            f"{run.handshakes_per_second:,.0f}",
+            f"{run.handshake_p99_ms:.0f}",
             "-" if run.proxy_cpu_us_per_frame is None else f"{run.proxy_cpu_us_per_frame:.1f}",
         ]
         lines.append(_row(cells))

@@ -94,7 +94,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connect-concurrency", type=int, default=10, help="handshakes at once, per load generator"
     )
-    parser.add_argument("--compression", action="store_true", help="clients offer permessage-deflate")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="browser-like clients: they offer permessage-deflate, as Chromium does",
+    )
+    parser.add_argument(
+        "--server-compression",
+        default="off",
+        choices=["off", "deflate"],
+        help="the servers' WS_COMPRESSION: off declines permessage-deflate, deflate negotiates it",
+    )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each scenario's first server")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument(
@@ -137,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             users=args.users,
             ws=args.ws,
             loop=args.loop,
+            compression=args.server_compression,
             redis_url=args.redis_url,
             postgres_url=args.postgres_url,
             log_dir=Path(log_dir),
@@ -198,16 +209,22 @@ async def run_scenario(
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
             memory_before = sum(map(rss_bytes, pids))
             started = perf_counter()
-            await asyncio.gather(
+            connected = await asyncio.gather(
                 *(
                     generator.call("connect", clients=others[index :: len(generators)], **options)
                     for index, generator in enumerate(generators)
                 )
             )
             connect_seconds = perf_counter() - started
+            handshakes_ms = sorted(latency for reply in connected for latency in reply["handshakes_ms"])
             await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
-            print(f"  {config.clients} clients in {connect_seconds:.1f}s", file=sys.stderr)
+            print(
+                f"  {config.clients} clients in {connect_seconds:.1f}s:"
+                f" {len(others) / connect_seconds:,.0f} handshakes/s,"
+                f" p99 {percentile(handshakes_ms, 0.99):.0f} ms",
+                file=sys.stderr,
+            )
             await run_phase(generators, pids, proxy_pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)
             runs = []
             for mode, count, rate in (
@@ -247,6 +264,8 @@ async def run_scenario(
                         else None
                     ),
                     connect_seconds=round(connect_seconds, 2),
+                    handshakes_per_second=round(len(others) / connect_seconds, 1),
+                    handshake_p99_ms=percentile(handshakes_ms, 0.99),
                 )
                 print(f"  {mode}: {run.deliveries_per_second:,.0f} deliveries/s", file=sys.stderr)
                 runs.append(run)

@@ -61,6 +61,8 @@ class RunConfig:
     """The service's clients sign in as this many users, in turn: a user with several tabs or devices."""
     ws: str
     loop: str
+    compression: str
+    """The servers' `WS_COMPRESSION`: `off` declines permessage-deflate, `deflate` negotiates it."""
     redis_url: str
     postgres_url: str
     log_dir: Path
@@ -69,7 +71,8 @@ class RunConfig:
 
     @property
     def uvicorn_options(self) -> list[str]:
-        return ["--ws", self.ws, "--loop", self.loop]
+        deflate = "True" if self.compression == "deflate" else "False"
+        return ["--ws", self.ws, "--loop", self.loop, "--ws-per-message-deflate", deflate]
 
 
 @dataclass(frozen=True)

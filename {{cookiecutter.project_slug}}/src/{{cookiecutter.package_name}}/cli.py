@@ -88,9 +88,7 @@ def configuration_problems(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def serve(
-    factory: str, host: str, port: int, *, workers: int = 1, ws_per_message_deflate: bool = True
-) -> None:
+def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
     """Run the app `factory` with uvicorn, logging as configured, until SIGTERM or Ctrl-C.
 
     On SIGTERM uvicorn stops accepting, closes WebSockets with 1012 (service restart) so that clients
@@ -99,7 +97,8 @@ def serve(
     Bytes are bounded where they arrive: a WebSocket frame over `WS_MAX_MESSAGE_BYTES` (counted after
     permessage-deflate decompression) is never buffered whole, and HTTP goes through `BoundedH11Protocol`,
     which answers 431 to a request head over `HTTP_MAX_HEADER_BYTES` and closes a connection whose head is
-    not in after `HTTP_HEADER_TIMEOUT_SECONDS`.
+    not in after `HTTP_HEADER_TIMEOUT_SECONDS`. permessage-deflate is negotiated with clients only with
+    `WS_COMPRESSION=deflate`: compressed again for every connection, a frame costs far more to fan out.
     """
     settings = get_settings()
     uvicorn.run(
@@ -108,12 +107,12 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        ws_per_message_deflate=ws_per_message_deflate,
         log_config=logging_config(settings),
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         http=BoundedH11Protocol,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,
         ws_max_size=settings.ws_max_message_bytes,
+        ws_per_message_deflate=settings.ws_compression == "deflate",
     )
 
 
@@ -121,14 +120,7 @@ def serve(
 def serve_gateway(host: str, port: int, *, workers: int) -> None:
     """Run the gateway; its workers share the port and split the upstreams' health checks between them."""
     os.environ["GATEWAY_WORKERS"] = str(workers)  # read by each worker's settings
-    settings = get_settings()
-    serve(
-        "{{ cookiecutter.package_name }}.gateway:create_gateway",
-        host,
-        port,
-        workers=workers,
-        ws_per_message_deflate=settings.gateway_ws_compression == "deflate",
-    )
+    serve("{{ cookiecutter.package_name }}.gateway:create_gateway", host, port, workers=workers)
 
 
 {% endif -%}

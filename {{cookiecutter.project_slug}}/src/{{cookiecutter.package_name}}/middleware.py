@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-RESPONSE_START_MESSAGES = frozenset(
-    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
-)
+from .observability.handshake import HandshakeSend
 
 
 class InstanceHeaderMiddleware:
     """Name the serving instance in every response, WebSocket handshakes included (`X-Instance`).
 
     Behind a load balancer this is how operators and tests see where a request or a connection landed.
+    The header is added to the response start; a WebSocket's frames go through untouched.
     """
 
     def __init__(self, app: ASGIApp, instance: str) -> None:
@@ -24,9 +23,7 @@ class InstanceHeaderMiddleware:
             await self.app(scope, receive, send)
             return
 
-        async def send_naming_instance(message: Message) -> None:
-            if message["type"] in RESPONSE_START_MESSAGES:
-                message["headers"] = [*message.get("headers", ()), self.header]
-            await send(message)
+        await self.app(scope, receive, HandshakeSend(send, self._name_instance))
 
-        await self.app(scope, receive, send_naming_instance)
+    def _name_instance(self, message: Message) -> None:
+        message["headers"] = [*message.get("headers", ()), self.header]

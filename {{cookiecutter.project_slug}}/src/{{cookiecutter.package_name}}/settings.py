@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         description="Largest WebSocket frame, after decompression; the server stops reading a larger one "
         "and closes with 1009.",
     )
+    ws_compression: Literal["off", "deflate"] = Field(
+        default="off",
+        description="permessage-deflate for WebSockets (what browsers offer): `off` declines it, `deflate` "
+        "compresses each frame again for every connection it goes to, at about half as much CPU again per "
+        "delivery (docs/PERFORMANCE.md).",
+    )
     ws_outbound_queue_size: int = Field(default=256, gt=0)
     ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
     ws_rate_limit_burst: int = Field(default=20, gt=0)
@@ -173,11 +179,6 @@ class Settings(BaseSettings):
     gateway_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     gateway_upstream_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Longest wait for an upstream's response or its next chunk, then 504."
-    )
-    gateway_ws_compression: Literal["off", "deflate"] = Field(
-        default="off",
-        description="permessage-deflate between clients and the gateway (never between gateway and app): "
-        "`deflate` saves clients' bandwidth at the gateway's CPU cost on every frame.",
     )
 {%- endif %}
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
@@ -44,4 +45,45 @@ async def test_frames_written_while_the_client_stops_reading_all_arrive_in_order
                 received = [json.loads(await client.recv())["data"][0] for _ in range(FRAMES)]
             assert received == list(range(FRAMES))
             assert connection.close_code is None
+            assert manager.stats.frames_dropped == 0
+
+
+async def test_frames_a_connection_sends_itself_while_its_socket_stalls_keep_their_order(
+    broker_url: str, broker_channel: str
+) -> None:
+    """The connection's own task writes to its idle socket itself; frames that others queue while that write
+    waits for the socket come after it, and the sender of another connection is never held up."""
+    sent_own = asyncio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        connection = await manager.new_connection(websocket, websocket.query_params.get("id"))
+        for number in range(0, FRAMES, 2):
+            await connection.send_json({"type": "n", "data": [number, FILLER]})
+        sent_own.set()
+        async for message in connection.iter_json():
+            await manager.receive(connection, message)
+        await manager.remove_connection(connection)
+
+    async with (
+        WebSocketManager(broker_channel, broker_url, queue_size=FRAMES + 10, close_timeout=10) as manager,
+        serve({"/ws": endpoint}) as url,
+    ):
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        async with connect(
+            f"{url}/ws?id=paused", sock=raw, max_queue=1, max_size=None, compression=None
+        ) as client:
+            await eventually(lambda: len(manager) == 1)
+            # Another task's frames are queued at once, whatever the socket does.
+            for number in range(1, FRAMES, 2):
+                async with asyncio.timeout(5):
+                    await manager.send_by_conn_id(Message(type="n", conn_id="paused", data=[number, FILLER]))
+            async with asyncio.timeout(30):
+                received = [json.loads(await client.recv())["data"][0] for _ in range(FRAMES)]
+                await sent_own.wait()
+            own = [number for number in received if number % 2 == 0]
+            others = [number for number in received if number % 2 == 1]
+            assert own == list(range(0, FRAMES, 2))
+            assert others == list(range(1, FRAMES, 2))
             assert manager.stats.frames_dropped == 0

@@ -5,6 +5,7 @@
   `install_redaction()`, which the app and the gateway call so that any launch redacts.
 - `redaction`: `redact(text)`, which takes bearer tokens, JWTs and passwords out of a line.
 - `metrics`: `TrafficMetrics` and `MetricsMiddleware` (HTTP and WebSocket traffic), shared with the gateway.
+- `handshake`: `HandshakeSend`, how these middlewares act on a WebSocket's handshake and let its frames by.
 - `app`: `instrument_app(app)`, with the collectors of the realtime engine and the database pool.
 
 This package imports only `settings` and, in `app`, the engine and SQLAlchemy: the gateway uses the rest.

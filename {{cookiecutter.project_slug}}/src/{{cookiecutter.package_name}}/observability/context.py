@@ -14,12 +14,11 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .handshake import HandshakeSend
+
 REQUEST_ID_HEADER = b"x-request-id"
 # Ids of tracing systems and load balancers: UUIDs, hex, base64url; nothing that could forge a log line.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-RESPONSE_START_MESSAGES = frozenset(
-    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
-)
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -46,17 +45,16 @@ class RequestIdMiddleware:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         current = incoming_request_id(headers) or uuid.uuid4().hex
         header = (REQUEST_ID_HEADER, current.encode())
-        scope = {**scope, "headers": [*(item for item in headers if item[0] != REQUEST_ID_HEADER), header]}
+        # In place: a copy of the scope would live as long as the connection (about 2 KB for a WebSocket).
+        headers[:] = [*(item for item in headers if item[0] != REQUEST_ID_HEADER), header]
 
-        async def send_with_request_id(message: Message) -> None:
-            if message["type"] in RESPONSE_START_MESSAGES:
-                # An upstream behind the gateway answered with the same id: keep a single header.
-                others = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_HEADER]
-                message["headers"] = [*others, header]
-            await send(message)
+        def answer_with_request_id(message: Message) -> None:
+            # An upstream behind the gateway answered with the same id: keep a single header.
+            others = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_HEADER]
+            message["headers"] = [*others, header]
 
         token = request_id.set(current)
         try:
-            await self.app(scope, receive, send_with_request_id)
+            await self.app(scope, receive, HandshakeSend(send, answer_with_request_id))
         finally:
             request_id.reset(token)

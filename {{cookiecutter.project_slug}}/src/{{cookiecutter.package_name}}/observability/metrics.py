@@ -1,6 +1,7 @@
 """Prometheus metrics of HTTP requests and WebSocket connections, shared by the app and the gateway.
 
-`MetricsMiddleware` records each request and connection in a `TrafficMetrics`. Labels only ever take a few
+`MetricsMiddleware` records each request and connection in a `TrafficMetrics`; a WebSocket's frames are
+counted in plain integers, read when Prometheus scrapes. Labels only ever take a few
 values, whatever clients send: the route template (`/rooms/{room}`, never the path), the method (unknown
 ones count as `other`), the status, and the close code the server chose. Each app has its own
 `CollectorRegistry`, so that several apps (tests) can live in one process.
@@ -9,7 +10,7 @@ ones count as `other`), the status, and the close code the server chose. Each ap
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +24,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -102,20 +105,55 @@ class TrafficMetrics:
         self.websocket_closes = counter(
             "websocket_closes", "WebSocket connections closed by the server, by close code", ("route", "code")
         )
-        self.websocket_received = counter("websocket_messages_received", "WebSocket messages from clients")
-        self.websocket_sent = counter("websocket_messages_sent", "WebSocket messages written to clients")
-        self.websocket_received_bytes = counter(
-            "websocket_received_bytes", "Bytes of WebSocket messages received"
+        self.websocket_frames = WebSocketFrames(prefix)
+        registry.register(self.websocket_frames)
+
+
+class FrameCounts:
+    """The messages and bytes of one route's WebSocket connections: plain integers, as a frame must not
+    take a lock (a Prometheus counter's `inc` does)."""
+
+    __slots__ = ("bytes_received", "bytes_sent", "received", "sent")
+
+    def __init__(self) -> None:
+        self.received = self.bytes_received = self.sent = self.bytes_sent = 0
+
+
+class WebSocketFrames(Collector):
+    """WebSocket messages and bytes both ways, by route, counted in `FrameCounts` and read at each scrape."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.routes: dict[str, FrameCounts] = {}
+
+    def route(self, route: str) -> FrameCounts:
+        counts = self.routes.get(route)
+        if counts is None:
+            counts = self.routes[route] = FrameCounts()
+        return counts
+
+    def collect(self) -> Iterator[Metric]:
+        families = (
+            ("websocket_messages_received", "WebSocket messages from clients", "received"),
+            ("websocket_messages_sent", "WebSocket messages written to clients", "sent"),
+            ("websocket_received_bytes", "Bytes of WebSocket messages received", "bytes_received"),
+            ("websocket_sent_bytes", "Bytes of WebSocket messages sent", "bytes_sent"),
         )
-        self.websocket_sent_bytes = counter("websocket_sent_bytes", "Bytes of WebSocket messages sent")
+        for name, documentation, field in families:
+            family = CounterMetricFamily(self.prefix + name, documentation, labels=["route"])
+            for route, counts in sorted(self.routes.items()):
+                family.add_metric([route], getattr(counts, field))
+            yield family
 
 
 def _size(message: Message, key: str = "bytes") -> int:
-    """The payload size of an ASGI body or WebSocket message, in bytes."""
+    """The payload size of an ASGI body or WebSocket message, in bytes (an ASCII text is not encoded)."""
     data = message.get(key)
     if data is None:
         text = message.get("text")
-        return len(text.encode()) if text is not None else 0
+        if text is None:
+            return 0
+        return len(text) if text.isascii() else len(text.encode())
     return len(data)
 
 
@@ -168,54 +206,59 @@ class MetricsMiddleware:
             metrics.http_response_bytes.labels(route).inc(sent)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        original = dict(scope)
-        metrics = self.metrics
-        connection: _ConnectionMetrics | None = None
+        counting = _CountingWebSocketSend(send, self.metrics, scope)
 
         async def counting_receive() -> Message:
             message = await receive()
-            if connection is not None and message["type"] == "websocket.receive":
-                connection.received(_size(message))
+            counts = counting.counts
+            if counts is not None and message["type"] == "websocket.receive":
+                counts.received += 1
+                counts.bytes_received += _size(message)
             return message
 
-        async def counting_send(message: Message) -> None:
-            nonlocal connection
-            if message["type"] == "websocket.send" and connection is not None:
-                connection.sent(_size(message))
-            elif message["type"] == "websocket.accept":
-                connection = _ConnectionMetrics(metrics, route_template(scope, original))
-            elif message["type"] == "websocket.close":
-                route = connection.route if connection is not None else route_template(scope, original)
-                metrics.websocket_closes.labels(route, str(message.get("code", 1000))).inc()
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, counting_send)
+            await self.app(scope, counting_receive, counting)
         finally:
-            if connection is not None:
-                connection.ended()
+            counting.ended()
 
 
-class _ConnectionMetrics:
-    """The metrics of one WebSocket connection, their labels bound once for all its messages."""
+class _CountingWebSocketSend:
+    """A WebSocket's `send` that counts the connection on its handshake and close, and each frame in plain
+    integers; a plain call returning the server's awaitable, so a frame pays no coroutine of its own."""
 
-    def __init__(self, metrics: TrafficMetrics, route: str) -> None:
-        self.route = route
-        self.open = metrics.websocket_open.labels(route)
-        self.messages_received = metrics.websocket_received.labels(route)
-        self.messages_sent = metrics.websocket_sent.labels(route)
-        self.bytes_received = metrics.websocket_received_bytes.labels(route)
-        self.bytes_sent = metrics.websocket_sent_bytes.labels(route)
+    __slots__ = ("counts", "metrics", "open", "original", "route", "scope", "send")
+
+    def __init__(self, send: Send, metrics: TrafficMetrics, scope: Scope) -> None:
+        self.send = send
+        self.metrics = metrics
+        self.scope = scope
+        self.original = dict(scope)
+        self.route: str | None = None
+        self.counts: FrameCounts | None = None
+        self.open: Gauge | None = None
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        counts = self.counts
+        kind = message["type"]
+        if kind == "websocket.send" and counts is not None:
+            counts.sent += 1
+            counts.bytes_sent += _size(message)
+        elif kind == "websocket.accept":
+            self._accepted()
+        elif kind == "websocket.close":
+            route = self.route or route_template(self.scope, self.original)
+            self.metrics.websocket_closes.labels(route, str(message.get("code", 1000))).inc()
+        return self.send(message)
+
+    def _accepted(self) -> None:
+        metrics = self.metrics
+        self.route = route = route_template(self.scope, self.original)
+        self.original = {}  # the route is known: no copy of the scope kept for the connection's life
+        self.counts = metrics.websocket_frames.route(route)
         metrics.websocket_accepted.labels(route).inc()
+        self.open = metrics.websocket_open.labels(route)
         self.open.inc()
 
-    def received(self, size: int) -> None:
-        self.messages_received.inc()
-        self.bytes_received.inc(size)
-
-    def sent(self, size: int) -> None:
-        self.messages_sent.inc()
-        self.bytes_sent.inc(size)
-
     def ended(self) -> None:
-        self.open.dec()
+        if self.open is not None:
+            self.open.dec()

@@ -6,11 +6,14 @@ sender's task, the listener's in a fan-out: the socket's buffer almost always ta
 finishes before `put` returns and no task is woken. A write that has to wait goes on in that task, in the
 context it started in (a middleware wrapping `send` may set and reset context variables around it), and the
 writer waits for it before writing anything queued after it. On 3.11, or when the writer is busy, frames
-are queued. When the queue is full the client is not keeping up: the queue is dropped and the socket closed
-with 1013 (try again later). A callable on the queue (a group event for a consumer method) runs in the
-writer task; whatever it sends is written at once, so frames keep their order. A `Filtered` frame is
-written only if its filter, called when the frame's turn comes (in the writer task, or in the sender's when
-the connection is idle), accepts it.
+are queued. A frame the connection's own task (the one that opened the outbox: a consumer answering its
+client) sends to an idle connection is awaited right there, in that task and its context, with no task
+made or woken; frames queued meanwhile wait for it, and a socket that makes it wait holds up only its own
+connection's task. When the queue is full the client is not keeping up: the queue is dropped
+and the socket closed with 1013 (try again later). A callable on the queue (a group event for a consumer
+method) runs in the writer task; whatever it sends is written at once, so frames keep their order. A
+`Filtered` frame is written only if its filter, called when the frame's turn comes (in the writer task, or in
+the sender's when the connection is idle), accepts it.
 
 The queue is a deque and a future that the idle writer awaits, which the next frame queued completes:
 each connection holds one deque rather than the four of an `asyncio.Queue`. docs/PERFORMANCE.md has the
@@ -102,6 +105,12 @@ class Outbox:
         """What the writer awaits while the queue is empty; the next item queued completes it."""
         self._outside: asyncio.Task[None] | None = None
         """A write begun at once for an idle connection that had to wait: the writer waits for it first."""
+        self._owner = asyncio.current_task()
+        """The connection's own task: its `send`s to an idle connection are written in it."""
+        self._direct = False
+        """A `send` is writing in its caller's task: frames queued meanwhile wait for it."""
+        self._direct_done: asyncio.Future[None] | None = None
+        """What the writer awaits, made only when it has something queued behind a direct write."""
         self._writer = asyncio.create_task(self._write_forever(), name=f"websocket-writer-{name}")
 
     @property
@@ -131,8 +140,32 @@ class Outbox:
     async def send(self, frame: str | bytes) -> None:
         if self.in_writer():
             await self._write(frame)
+        elif self._idle() and asyncio.current_task() is self._owner:
+            await self._write_direct(frame)
         else:
             self.put(frame)
+
+    def _idle(self) -> bool:
+        """Open, nothing queued and the writer waiting for frames: a write now keeps every frame in order."""
+        ready = self._ready
+        return (
+            self.state is OutboxState.OPEN
+            and not self._queue
+            and not self._direct
+            and ready is not None
+            and not ready.done()
+        )
+
+    async def _write_direct(self, frame: str | bytes) -> None:
+        """Write in the caller's task; frames queued while the socket makes it wait are written after it."""
+        self._direct = True
+        try:
+            await self._write(frame)
+        finally:
+            self._direct = False
+            done, self._direct_done = self._direct_done, None
+            if done is not None and not done.done():
+                done.set_result(None)
 
     async def close(self, code: int, reason: str) -> None:
         """Close after the frames already queued are written, waiting at most `close_timeout` for them."""
@@ -165,7 +198,7 @@ class Outbox:
         writer then finishes it: see the module), or filtered out. A `Filtered` frame's turn is now: its
         filter runs here, and a call it queues goes after the frame."""
         ready = self._ready
-        if ready is None or ready.done():
+        if ready is None or ready.done() or self._direct:
             return False
         if isinstance(item, Filtered):
             try:
@@ -279,6 +312,10 @@ class Outbox:
 
     async def _write_forever(self) -> None:
         while self.state is not OutboxState.CLOSED:
+            if self._direct:
+                self._direct_done = asyncio.get_running_loop().create_future()
+                await self._direct_done
+                continue
             if self._outside is not None:
                 outside = self._outside
                 await asyncio.wait({outside})
