@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from gateway_support import gateway_settings
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.gateway.app import Gateway
 
 from ..processes import ProcessGroup, ServerProcess
 from ..realtime.support import hello
+from .gateway_support import gateway_settings
 
 
 def workers(pid: int) -> list[int]:

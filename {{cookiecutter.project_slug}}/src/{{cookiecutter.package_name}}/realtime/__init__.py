@@ -57,6 +57,7 @@ the connection stays open unless a close is said here:
 
 - the client's doing: `invalid_json`, `invalid_message` (with pydantic's detail), `unknown_type`,
   `invalid_topic`, `forbidden`, `rate_limited` (closed with 1008 past the `RateLimit`'s `close_after`),
+  `limit_exceeded` (a cap on what one connection or user may hold, such as subscriptions, is reached),
   and `too_large` (closed with 1009);
 - the server's: `internal_error`, when a handler or an event filter or method fails (it is logged and
   counted in `stats.handler_errors`), and `unavailable`, when a handler's send finds the broker unreachable
