@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 
 from ..db.models import User
-from ..deps import authenticate_token
+from ..db.users import authenticate_token
 from ..realtime import (
     BrokerError,
     Connection,
