@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
+from starlette import status
 from starlette.exceptions import WebSocketException as StarletteWebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -40,10 +41,6 @@ from .recovery import Cursor, HistoryProvider
 __all__ = ["Consumer", "JsonConsumer", "RateLimit"]
 
 logger = logging.getLogger(__name__)
-
-WS_1008_POLICY_VIOLATION = 1008
-WS_1009_MESSAGE_TOO_BIG = 1009
-WS_1011_INTERNAL_ERROR = 1011
 
 
 class Consumer:
@@ -133,7 +130,7 @@ class Consumer:
             await self.manager.group_add(group, connection)
         return connection
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
         """Close once the frames already sent are written; before `accept()`, refuse the handshake."""
         if self.connection is not None:
             await self.connection.close(code, reason)
@@ -205,7 +202,7 @@ class Consumer:
 
     async def run(self) -> None:
         """The whole life of the connection; returns when it is over."""
-        code = 1000
+        code = status.WS_1000_NORMAL_CLOSURE
         try:
             await self.connect()
             if self.connection is None:
@@ -218,11 +215,11 @@ class Consumer:
         except WebSocketException as error:
             if self.connection is not None:
                 await self.send_error(error)
-            code = WS_1008_POLICY_VIOLATION
+            code = status.WS_1008_POLICY_VIOLATION
             await self.close(code, error.code)
         except Exception:
             logger.exception("%s failed; closing with 1011", type(self).__name__)
-            code = WS_1011_INTERNAL_ERROR
+            code = status.WS_1011_INTERNAL_ERROR
             await self.close(code)
         finally:
             if self.connection is not None:
@@ -236,13 +233,13 @@ class Consumer:
                 return disconnect.code
             except InvalidMessage as too_large:
                 await self.send_error(too_large)
-                await self.close(WS_1009_MESSAGE_TOO_BIG)
-                return WS_1009_MESSAGE_TOO_BIG
+                await self.close(status.WS_1009_MESSAGE_TOO_BIG)
+                return status.WS_1009_MESSAGE_TOO_BIG
             verdict = self._bucket.take() if self._bucket is not None else Verdict.ALLOWED
             if verdict is Verdict.EXCEEDED:
                 await self.send_json(error_frame("rate_limited", "still too many frames; closing"))
-                await self.close(WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
-                return WS_1008_POLICY_VIOLATION
+                await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
+                return status.WS_1008_POLICY_VIOLATION
             if verdict is Verdict.REFUSED:
                 await self.send_json(error_frame("rate_limited", "too many frames; this one was dropped"))
                 continue

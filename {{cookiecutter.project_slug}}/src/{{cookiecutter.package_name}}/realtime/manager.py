@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from types import TracebackType
 from typing import Any, Self
 
+from starlette import status
 from starlette.websockets import WebSocket
 
 from .brokers import BrokerInterface, BrokerState, create_broker
@@ -37,8 +38,6 @@ from .topics import handle_subscription_message, validate_topic
 __all__ = ["WebSocketManager"]
 
 logger = logging.getLogger(__name__)
-
-WS_1012_SERVICE_RESTART = 1012
 
 
 class WebSocketManager:
@@ -137,7 +136,9 @@ class WebSocketManager:
             return
         self._started = False
         connections = list(self._router.connections)
-        await asyncio.gather(*(connection.close(WS_1012_SERVICE_RESTART) for connection in connections))
+        await asyncio.gather(
+            *(connection.close(status.WS_1012_SERVICE_RESTART) for connection in connections)
+        )
         for connection in connections:
             await self.remove_connection(connection)
         try:
@@ -199,7 +200,9 @@ class WebSocketManager:
         await self._router.remove(connection)
         await connection.abort()
 
-    async def close_connection(self, connection: Connection, code: int = 1000) -> None:
+    async def close_connection(
+        self, connection: Connection, code: int = status.WS_1000_NORMAL_CLOSURE
+    ) -> None:
         await connection.close(code)
         await self.remove_connection(connection)
 
