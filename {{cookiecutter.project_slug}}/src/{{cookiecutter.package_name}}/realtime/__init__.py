@@ -62,7 +62,7 @@ the connection stays open unless a close is said here:
   counted in `stats.handler_errors`), and `unavailable`, when a handler's send finds the broker unreachable
   (`BrokerUnavailable`) or a dependency of the app is down (raise it with that code): try again later.
 
-Raise `WebSocketException(detail, code="forbidden")` from a handler to answer with that error. A client too
+Raise `RealtimeError(detail, code="forbidden")` from a handler to answer with that error. A client too
 slow to read its queue is closed with 1013.
 
 The pieces, from the bottom:
@@ -120,6 +120,7 @@ if TYPE_CHECKING:
         InvalidSubscription,
         InvalidSubscriptionMessage,
         InvalidTopic,
+        RealtimeError,
         WebSocketException,
         ahandle,
         error_frame,
@@ -181,6 +182,7 @@ _MODULE_OF = {
     "Stats": ".stats",
     "TopicIndex": ".topics",
     "TopicSet": ".connection",
+    "RealtimeError": ".exceptions",
     "WebSocketException": ".exceptions",
     "WebSocketManager": ".manager",
     "WebSocketOAuth2PasswordBearer": ".auth",
@@ -232,6 +234,7 @@ __all__ = [
     "PresenceChange",
     "PresenceDelta",
     "RateLimit",
+    "RealtimeError",
     "RecoveryOptions",
     "RedisBroker",
     "RedisClusterBroker",

@@ -5,7 +5,7 @@
 `accept()` returns the `Connection` (then also `connection`, None before). Frames sent are queued and written
 in order by the connection's writer task; `queue_call()` runs a coroutine there, after the frames sent before
 it and before those sent after it. An error in a hook or handler never ends the connection: a
-`WebSocketException` becomes its error frame, a `BrokerError` an `unavailable` one, anything else is logged
+`RealtimeError` becomes its error frame, a `BrokerError` an `unavailable` one, anything else is logged
 and answered with `internal_error`. Starlette's `WebSocketException` (what `reject()` raises) closes the
 connection with its code. Frames over the manager's `max_frame_bytes` close it with 1009; frames beyond the
 optional `RateLimit` get `rate_limited` and are dropped, and past its `close_after` the client gets 1008.
@@ -25,13 +25,13 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 from starlette import status
-from starlette.exceptions import WebSocketException as StarletteWebSocketException
+from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .auth import bearer_subprotocol
 from .connection import Connection, EventFilter, EventHandler
 from .events import collect_event_filters, event_method
-from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
+from .exceptions import BrokerError, InvalidMessage, RealtimeError, error_frame
 from .handlers import HandlerSpec, collect_handlers, describe_validation_error
 from .manager import WebSocketManager
 from .message import Frame, Message, frame_type, loads
@@ -147,7 +147,7 @@ class Consumer:
     async def send_json(self, content: Frame | Message) -> None:
         await self._connected().send_json(content)
 
-    async def send_error(self, error: WebSocketException) -> None:
+    async def send_error(self, error: RealtimeError) -> None:
         await self.send_json(error.frame())
 
     def queue_call(self, call: Callable[[], Awaitable[None]]) -> None:
@@ -209,10 +209,10 @@ class Consumer:
                 await self.close()
                 return
             code = await self._receive_until_closed(self.connection)
-        except StarletteWebSocketException as refusal:
+        except WebSocketException as refusal:
             code = refusal.code
             await self.close(refusal.code, refusal.reason or "")
-        except WebSocketException as error:
+        except RealtimeError as error:
             if self.connection is not None:
                 await self.send_error(error)
             code = status.WS_1008_POLICY_VIOLATION
@@ -248,9 +248,9 @@ class Consumer:
                     await self.receive(text=frame)
                 else:
                     await self.receive(bytes_data=frame)
-            except StarletteWebSocketException:
+            except WebSocketException:
                 raise
-            except WebSocketException as error:
+            except RealtimeError as error:
                 await self.send_error(error)
             except BrokerError as error:
                 logger.warning("%s could not handle a frame: %s", type(self).__name__, error)

@@ -27,7 +27,7 @@ from .brokers import BrokerInterface, BrokerState, create_broker
 from .brokers.adapter import MinimalBrokerAdapter, adapt_broker
 from .calls import start
 from .connection import Connection
-from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
+from .exceptions import BrokerError, InvalidMessage, RealtimeError, error_frame
 from .message import Envelope, Frame, Message, encode_frame, frame_type
 from .presence import Presence, PresenceChange
 from .recovery import Recovery, RecoveryOptions
@@ -282,7 +282,7 @@ class WebSocketManager:
                 await connection.send_json({"type": f"{message.type}d", "topic": message.topic})
             else:
                 await self.send_msg(message)
-        except WebSocketException as error:
+        except RealtimeError as error:
             await connection.send_json(error.frame())
         except BrokerError:
             logger.warning("could not handle a message of %r: the broker is unavailable", connection)

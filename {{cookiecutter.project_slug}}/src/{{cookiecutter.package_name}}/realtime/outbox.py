@@ -37,7 +37,7 @@ from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .calls import eager_task_factory
-from .exceptions import WebSocketException, error_frame
+from .exceptions import RealtimeError, error_frame
 
 __all__ = ["EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
 
@@ -290,7 +290,7 @@ class Outbox:
     async def _run(self, call: Callable[[], Awaitable[None]]) -> None:
         try:
             await call()
-        except WebSocketException as error:
+        except RealtimeError as error:
             await self._write(self._encode(error.frame()))
         except Exception:
             logger.exception("an event handler of %s failed", self.name)
