@@ -356,5 +356,5 @@ class WebSocketManager:
                 self.stats.malformed_broker_messages += 1
                 logger.warning("dropped a malformed message on %s: %s", message.channel, error)
             except Exception:
-                self.stats.malformed_broker_messages += 1
+                self.stats.delivery_errors += 1
                 logger.exception("could not deliver a message from %s", message.channel)
