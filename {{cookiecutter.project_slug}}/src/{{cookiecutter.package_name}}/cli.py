@@ -189,6 +189,12 @@ async def _create_superuser(settings: Settings, user_create: UserCreate) -> None
     try:
         async with create_session_factory(engine)() as session:
             hasher = PasswordHasher.from_settings(settings)
-            await create_user(session, user_create=user_create, hasher=hasher, is_superuser=True)
+            await create_user(
+                session,
+                username=user_create.username,
+                password=user_create.password,
+                hasher=hasher,
+                is_superuser=True,
+            )
     finally:
         await engine.dispose()

@@ -18,11 +18,9 @@ from .db.models import User
 from .realtime import WebSocketManager
 from .security.attempts import AttemptCounter
 from .security.passwords import PasswordHasher
-from .security.tokens import AccessClaims, InvalidTokenError, decode_access_token
 from .settings import Settings
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token")
-MAX_USER_ID_DIGITS = 18  # a BIGINT has 19: a longer subject is no user id
 
 
 def get_app_settings(connection: HTTPConnection) -> Settings:
@@ -65,26 +63,9 @@ ManagerDep = Annotated[WebSocketManager, Depends(get_manager)]
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 
-async def authenticate_token(
-    session: AsyncSession, *, token: str, settings: Settings
-) -> tuple[User, AccessClaims] | None:
-    """The active user a raw access token was issued to and the token's claims, or None if the token is not
-    valid, or was revoked, or its user is gone or disabled."""
-    try:
-        claims = decode_access_token(token, secret_key=settings.secret_key.get_secret_value())
-    except InvalidTokenError:
-        return None
-    if not (claims.subject.isdecimal() and len(claims.subject) <= MAX_USER_ID_DIGITS):
-        return None
-    user = await users.get_user(session, user_id=int(claims.subject))
-    if user is None or not user.is_active or claims.key != user.token_key:
-        return None
-    return user, claims
-
-
 async def get_user_from_token(session: AsyncSession, *, token: str, settings: Settings) -> User | None:
     """The active user a raw access token was issued to, or None if the token or its user is not valid."""
-    authenticated = await authenticate_token(session, token=token, settings=settings)
+    authenticated = await users.authenticate_token(session, token=token, settings=settings)
     return authenticated[0] if authenticated is not None else None
 
 

@@ -75,7 +75,9 @@ async def create_first_superuser(
         username=settings.first_superuser, password=settings.first_superuser_password.get_secret_value()
     )
     async with session_factory() as session:
-        await ensure_superuser(session, user_create=user_create, hasher=hasher)
+        await ensure_superuser(
+            session, username=user_create.username, password=user_create.password, hasher=hasher
+        )
 
 
 def create_manager(settings: Settings) -> WebSocketManager:

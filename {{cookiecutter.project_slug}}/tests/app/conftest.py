@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import serve_in_loop
-from .support import PASSWORD, AuthHeaders, create_tables
+from .support import PASSWORD, AuthHeaders, create_tables, settings_for_tests
 
 
 @pytest.fixture
@@ -30,19 +28,7 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(database_url: str, broker_url: str, broker_channel: str) -> Settings:
-    """No `.env`, a random secret, and cheap password hashing: the production cost would dominate the run."""
-    return Settings(
-        _env_file=None,
-        environment="test",
-        secret_key=SecretStr(secrets.token_urlsafe(32)),
-        database_url=database_url,
-        broker_url=broker_url,
-        broker_channel=broker_channel,
-        argon2_time_cost=1,
-        argon2_memory_cost=1024,
-        auth_attempts_per_address=1_000_000,  # every test client logs in from the same address
-        auth_attempts_per_username=1_000_000,
-    )
+    return settings_for_tests(database_url, broker_channel, broker_url)
 
 
 @pytest.fixture

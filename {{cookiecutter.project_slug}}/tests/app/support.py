@@ -1,15 +1,35 @@
-"""Shared by the app tests: the test password, the `auth_headers` fixture's type, creating the tables."""
+"""Shared by the app tests: the test password, the `auth_headers` fixture's type, settings, the tables."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
+
+from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.db.models import Base
 from {{ cookiecutter.package_name }}.db.session import create_engine
+from {{ cookiecutter.package_name }}.settings import Settings
 
 PASSWORD = "correct-horse-battery"
 
 AuthHeaders = Callable[[str], Awaitable[dict[str, str]]]
+
+
+def settings_for_tests(database_url: str, broker_channel: str, broker_url: str = "memory://") -> Settings:
+    """No `.env`, a random secret, and cheap password hashing: the production cost would dominate the run."""
+    return Settings(
+        _env_file=None,
+        environment="test",
+        secret_key=SecretStr(secrets.token_urlsafe(32)),
+        database_url=database_url,
+        broker_url=broker_url,
+        broker_channel=broker_channel,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+        auth_attempts_per_address=1_000_000,  # every test client logs in from the same address
+        auth_attempts_per_username=1_000_000,
+    )
 
 
 async def create_tables(database_url: str) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.asyncio.client import ClientConnection
 
 from {{ cookiecutter.package_name }}.consumers.chat import ChatMessagePublic, room_group
 from {{ cookiecutter.package_name }}.db import messages, rooms, users
@@ -35,22 +39,40 @@ from .ws_support import (
 )
 
 
-@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
-async def test_a_message_is_stored_then_sent_with_its_id_to_everyone_in_the_room(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
+@dataclass
+class Lobby:
+    """Alice's and Bob's tokens, and the URL of the public room "lobby" that Alice created."""
+
+    alice: str
+    bob: str
+    url: str
+
+
+@pytest.fixture
+async def lobby(client: AsyncClient, auth_headers: AuthHeaders, ws_url: str) -> Lobby:
     alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
     await create_room(client, alice, "lobby")
-    async with (
-        connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws,
-        connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as bob_ws,
-    ):
+    return Lobby(alice, bob, f"{ws_url}/ws/rooms/lobby")
+
+
+@asynccontextmanager
+async def both_in(lobby: Lobby) -> AsyncIterator[tuple[ClientConnection, ClientConnection]]:
+    """Alice's and Bob's sockets in the lobby, once Bob has its presence state: both are members."""
+    async with connect_ws(lobby.url, lobby.alice) as alice_ws, connect_ws(lobby.url, lobby.bob) as bob_ws:
         await receive_type(bob_ws, "presence.state")
+        yield alice_ws, bob_ws
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_a_message_is_stored_then_sent_with_its_id_to_everyone_in_the_room(
+    client: AsyncClient, lobby: Lobby
+) -> None:
+    async with both_in(lobby) as (alice_ws, bob_ws):
         await send_json(alice_ws, {"type": "chat.message", "text": "  Hello, Bob  "})
         echo = await receive_type(alice_ws, "chat.message")
         assert await receive_type(bob_ws, "chat.message") == echo
 
-    history = await client.get("/rooms/lobby/messages", headers={"Authorization": f"Bearer {bob}"})
+    history = await client.get("/rooms/lobby/messages", headers={"Authorization": f"Bearer {lobby.bob}"})
     [stored] = history.json()
     assert echo == {"type": "chat.message", **stored}
     assert (echo["user"], echo["room"], echo["text"]) == ("alice", "lobby", "Hello, Bob")
@@ -188,15 +210,10 @@ async def test_a_gap_in_the_live_seqs_is_filled_from_the_history_in_order(
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_last_message_never_published_reaches_a_quiet_room(
-    client: AsyncClient,
-    auth_headers: AuthHeaders,
-    ws_url: str,
-    session_factory: async_sessionmaker[AsyncSession],
+    lobby: Lobby, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
     """No later message reveals the gap: the periodic check of the room's head does."""
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as websocket:
+    async with connect_ws(lobby.url, lobby.bob) as websocket:
         await receive_type(websocket, "presence.state")
         lost = await store_unpublished(session_factory, "lobby", "alice", "never published")
         async with asyncio.timeout(15):
@@ -273,21 +290,13 @@ async def test_a_since_that_is_not_a_seq_closes_with_1008(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
-async def test_typing_is_relayed_to_the_others_and_not_stored(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
-    async with (
-        connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws,
-        connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as bob_ws,
-    ):
-        await receive_type(bob_ws, "presence.state")
+async def test_typing_is_relayed_to_the_others_and_not_stored(client: AsyncClient, lobby: Lobby) -> None:
+    async with both_in(lobby) as (alice_ws, bob_ws):
         await send_json(alice_ws, {"type": "chat.typing"})
         typing = await receive_type(bob_ws, "chat.typing")
         assert typing == {"type": "chat.typing", "user": "alice", "room": "lobby"}
         await assert_silent(alice_ws, "chat.typing")
-    history = await client.get("/rooms/lobby/messages", headers={"Authorization": f"Bearer {bob}"})
+    history = await client.get("/rooms/lobby/messages", headers={"Authorization": f"Bearer {lobby.bob}"})
     assert history.json() == []
 
 
@@ -333,16 +342,10 @@ async def test_an_oversized_frame_is_answered_too_large_and_closed_with_1009(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_frames_over_the_rate_limit_are_refused_then_the_connection_is_closed_with_1008(
-    client: AsyncClient, auth_headers: AuthHeaders, settings: Settings, ws_url: str
+    settings: Settings, lobby: Lobby
 ) -> None:
     settings.ws_rate_limit_burst, settings.ws_rate_limit_per_second = 5, 0.1  # read by each new connection
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
-    async with (
-        connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws,
-        connect_ws(f"{ws_url}/ws/rooms/lobby", bob) as bob_ws,
-    ):
-        await receive_type(bob_ws, "presence.state")
+    async with both_in(lobby) as (alice_ws, bob_ws):
         for _ in range(5):
             await send_json(alice_ws, {"type": "chat.typing"})
             await receive_type(bob_ws, "chat.typing")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,28 +9,18 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import AsyncClient
-from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
+from ..app.support import settings_for_tests
 from ..processes import serve_in_loop
 from .support import create_tables
 
 
 @pytest.fixture
 def settings(tmp_path: Path, broker_channel: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        environment="test",
-        secret_key=SecretStr(secrets.token_urlsafe(32)),
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}",
-        broker_channel=broker_channel,
-        argon2_time_cost=1,
-        argon2_memory_cost=1024,
-        auth_attempts_per_address=1_000_000,  # every test client logs in from the same address
-        auth_attempts_per_username=1_000_000,
-    )
+    return settings_for_tests(f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}", broker_channel)
 
 
 @pytest.fixture

@@ -75,6 +75,15 @@ async def wait_in_flight(http: httpx.AsyncClient, count: int) -> None:
     await wait_until(in_flight, within=5)
 
 
+async def refuses_connections(instance: ServerProcess) -> bool:
+    async with httpx.AsyncClient(base_url=instance.base_url, timeout=1) as newcomer:
+        try:
+            await newcomer.get("/healthz")
+        except httpx.ConnectError:
+            return True
+    return False
+
+
 async def test_websockets_are_closed_with_1012_and_the_process_exits_at_once(instance: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=instance.base_url) as http:
         token = await log_in(http, "alice")
@@ -100,11 +109,8 @@ async def test_a_request_in_flight_is_answered_and_new_connections_refused(insta
         await wait_in_flight(http, 2)
         started = time.monotonic()
         instance.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: refuses_connections(instance), within=5)
         assert instance.running
-        async with httpx.AsyncClient(base_url=instance.base_url, timeout=1) as newcomer:
-            with pytest.raises(httpx.ConnectError):
-                await newcomer.get("/healthz")
         release.set()
         response = await registration
     assert response.status_code == 201, response.text

@@ -26,10 +26,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette import status
 from starlette.websockets import WebSocket
 
 from ..db.models import User
-from ..deps import authenticate_token
+from ..db.users import authenticate_token
 from ..realtime import (
     BrokerError,
     Connection,
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 CONNECTIONS_GROUP_PREFIX = "connections:"
 ACCOUNT_GROUP_PREFIX = "account:"
-WS_1008_POLICY_VIOLATION = 1008
 SESSION_ENDED = "Session ended"
 WATCH_BATCH = 500
 
@@ -136,7 +136,7 @@ class UserConsumer(JsonConsumer):
         if self.connection is None or self.connection.state is not ConnectionState.OPEN:
             return
         await self.send_json(SessionEnded(reason=reason).model_dump())
-        await self.close(WS_1008_POLICY_VIOLATION, f"{SESSION_ENDED}: {reason}")
+        await self.close(status.WS_1008_POLICY_VIOLATION, f"{SESSION_ENDED}: {reason}")
 
     async def session_ended(self, event: Mapping[str, Any]) -> None:
         """Sent by `end_sessions`, from any instance."""

@@ -37,7 +37,7 @@ from ..realtime import (
     Frame,
     HistoryTruncated,
     PresenceChange,
-    WebSocketException,
+    RealtimeError,
     WebSocketManager,
     handler,
     reject,
@@ -202,7 +202,7 @@ class RoomConsumer(UserConsumer):
                 )
         except DATABASE_UNAVAILABLE as error:
             logger.warning("could not store a message in room %r: %r", self.room.name, error)
-            raise WebSocketException(
+            raise RealtimeError(
                 "the message could not be stored; send it again later", code="unavailable"
             ) from None
         crash_point("after-commit", message.text)

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, JsonValue
 
-from ..realtime import Message, WebSocketException, handler, validate_filter, validate_topic
+from ..realtime import Message, RealtimeError, handler, validate_filter, validate_topic
 from ..realtime.topics import MULTI_LEVEL, SINGLE_LEVEL
 from .base import SessionEnded, UserConsumer
 
@@ -125,7 +125,7 @@ class NotificationConsumer(UserConsumer):
     async def on_send(self, message: Publish) -> None:
         """Publish a notification to a topic, if the settings allow clients to."""
         if not self.settings.notifications_client_publish:
-            raise WebSocketException("clients may not publish on this service", code="forbidden")
+            raise RealtimeError("clients may not publish on this service", code="forbidden")
         self.refuse_long_topic(message.topic)
         validate_topic(message.topic)
         self.refuse_other_users(message.topic)
@@ -133,7 +133,7 @@ class NotificationConsumer(UserConsumer):
 
     def refuse_other_users(self, topic: str) -> None:
         if reaches_other_users(topic, self.user.username):
-            raise WebSocketException(
+            raise RealtimeError(
                 f"{topic!r} reaches other users' topics; yours are {USERS_LEVEL}/{self.user.username}/#",
                 code="forbidden",
             )
@@ -141,7 +141,7 @@ class NotificationConsumer(UserConsumer):
     def refuse_long_topic(self, topic: str) -> None:
         limit = self.settings.ws_max_topic_filter_bytes
         if len(topic) > limit or len(topic.encode("utf-8", "replace")) > limit:
-            raise WebSocketException(f"topics are limited to {limit} bytes", code="limit_exceeded")
+            raise RealtimeError(f"topics are limited to {limit} bytes", code="limit_exceeded")
 
     def refuse_over_limits(self, topic_filter: str) -> None:
         """Raise `limit_exceeded` if holding one more filter would exceed a subscription limit."""
@@ -150,17 +150,17 @@ class NotificationConsumer(UserConsumer):
             return
         per_connection = self.settings.ws_max_subscriptions_per_connection
         if len(connection.topics) >= per_connection:
-            raise WebSocketException(
+            raise RealtimeError(
                 f"at most {per_connection} subscriptions per connection", code="limit_exceeded"
             )
         wildcards = self.settings.ws_max_wildcard_subscriptions_per_connection
         if is_wildcard(topic_filter) and sum(map(is_wildcard, connection.topics)) >= wildcards:
-            raise WebSocketException(
+            raise RealtimeError(
                 f"at most {wildcards} filters with '+' or '#' per connection", code="limit_exceeded"
             )
         per_user = self.settings.ws_max_subscriptions_per_user
         if sum(len(other.topics) for other in self.manager.connections_by_id(connection.id)) >= per_user:
-            raise WebSocketException(f"at most {per_user} subscriptions per user", code="limit_exceeded")
+            raise RealtimeError(f"at most {per_user} subscriptions per user", code="limit_exceeded")
 
 
 def is_wildcard(topic_filter: str) -> bool:

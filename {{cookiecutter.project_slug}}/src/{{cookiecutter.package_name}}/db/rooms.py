@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..schemas import RoomCreate
 from .errors import commit_new
 from .models import Membership, Role, Room, User
 
@@ -33,13 +32,11 @@ async def list_visible_rooms(session: AsyncSession, *, user: User) -> list[Room]
     return list(await session.scalars(query))
 
 
-async def create_room(session: AsyncSession, *, room_create: RoomCreate, owner: User) -> Room:
+async def create_room(session: AsyncSession, *, name: str, title: str, is_private: bool, owner: User) -> Room:
     """The new room, with `owner` as its first member. Raises `AlreadyExistsError` when the name is taken."""
-    room = Room(
-        name=room_create.name, title=room_create.title, is_private=room_create.is_private, owner=owner
-    )
+    room = Room(name=name, title=title, is_private=is_private, owner=owner)
     session.add_all([room, Membership(room=room, user=owner, role=Role.OWNER)])
-    await commit_new(session, conflict=f"A room named {room_create.name!r} already exists")
+    await commit_new(session, conflict=f"A room named {name!r} already exists")
     return room
 
 

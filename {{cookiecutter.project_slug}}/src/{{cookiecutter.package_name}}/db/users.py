@@ -1,14 +1,21 @@
-"""Users: lookup, creation, password authentication, and the changes that end their sessions."""
+"""Users: lookup, creation, authentication by password or token, and the changes that end their sessions.
+
+Persistence sits above `security`: it hashes and checks passwords with `security.passwords` and reads access
+tokens with `security.tokens`, while `security` stores nothing and imports nothing of `db`.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..schemas import UserCreate
 from ..security.passwords import PasswordHasher
+from ..security.tokens import AccessClaims, InvalidTokenError, decode_access_token
+from ..settings import Settings
 from .errors import AlreadyExistsError, commit_new
 from .models import User, new_token_key
+
+MAX_USER_ID_DIGITS = 18  # a BIGINT has 19: a longer subject is no user id
 
 
 async def get_user(session: AsyncSession, *, user_id: int) -> User | None:
@@ -20,25 +27,28 @@ async def get_user_by_username(session: AsyncSession, *, username: str) -> User 
 
 
 async def create_user(
-    session: AsyncSession, *, user_create: UserCreate, hasher: PasswordHasher, is_superuser: bool = False
+    session: AsyncSession,
+    *,
+    username: str,
+    password: str,
+    hasher: PasswordHasher,
+    is_superuser: bool = False,
 ) -> User:
     """Raises `AlreadyExistsError` when the username is taken."""
-    user = User(
-        username=user_create.username,
-        hashed_password=await hasher.hash(user_create.password),
-        is_superuser=is_superuser,
-    )
+    user = User(username=username, hashed_password=await hasher.hash(password), is_superuser=is_superuser)
     session.add(user)
-    await commit_new(session, conflict=f"The username {user_create.username!r} is already taken")
+    await commit_new(session, conflict=f"The username {username!r} is already taken")
     return user
 
 
-async def ensure_superuser(session: AsyncSession, *, user_create: UserCreate, hasher: PasswordHasher) -> bool:
+async def ensure_superuser(
+    session: AsyncSession, *, username: str, password: str, hasher: PasswordHasher
+) -> bool:
     """Create this superuser unless the username exists (left as it is); whether it was created."""
-    if await get_user_by_username(session, username=user_create.username) is not None:
+    if await get_user_by_username(session, username=username) is not None:
         return False
     try:
-        await create_user(session, user_create=user_create, hasher=hasher, is_superuser=True)
+        await create_user(session, username=username, password=password, hasher=hasher, is_superuser=True)
     except AlreadyExistsError:
         return False
     return True
@@ -62,6 +72,23 @@ async def authenticate(
         user.hashed_password = new_hash
         await session.commit()
     return user
+
+
+async def authenticate_token(
+    session: AsyncSession, *, token: str, settings: Settings
+) -> tuple[User, AccessClaims] | None:
+    """The active user a raw access token was issued to and the token's claims, or None if the token is not
+    valid, or was revoked, or its user is gone or disabled."""
+    try:
+        claims = decode_access_token(token, secret_key=settings.secret_key.get_secret_value())
+    except InvalidTokenError:
+        return None
+    if not (claims.subject.isdecimal() and len(claims.subject) <= MAX_USER_ID_DIGITS):
+        return None
+    user = await get_user(session, user_id=int(claims.subject))
+    if user is None or not user.is_active or claims.key != user.token_key:
+        return None
+    return user, claims
 
 
 async def revoke_tokens(session: AsyncSession, *, user: User) -> None:

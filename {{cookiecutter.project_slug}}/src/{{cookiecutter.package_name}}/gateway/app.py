@@ -19,6 +19,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import unquote
 
 import httpx
+from starlette import status
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,7 +27,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from websockets.frames import CloseCode
 
 from ..http_limits import RequestLimitsMiddleware
 from ..observability import (
@@ -110,7 +110,7 @@ class Gateway:
                 await refusal(scope, receive, send)
             elif scope["type"] == "websocket":
                 websocket = WebSocket(scope, receive, send)
-                await accept_and_close(websocket, CloseCode.POLICY_VIOLATION, "bad path")
+                await accept_and_close(websocket, status.WS_1008_POLICY_VIOLATION, "bad path")
             return
         if scope["type"] == "http":
             response = await self.reverse_proxy(Request(scope, receive))
@@ -122,7 +122,7 @@ class Gateway:
         """Relay to the next healthy upstream; one that cannot be reached is marked down, the next tried."""
         raw_path: bytes = websocket.scope.get("raw_path") or websocket.scope["path"].encode()
         # 1014 for any failure to reach an instance: 1013 means a client too slow everywhere else.
-        code, reason = CloseCode.BAD_GATEWAY, "no healthy upstream"
+        code, reason = status.WS_1014_BAD_GATEWAY, "no healthy upstream"
         for _attempt in range(len(self.pool.upstreams)):
             upstream = self.pool.choose()
             if upstream is None:
@@ -136,7 +136,7 @@ class Gateway:
                 await proxy.connect()
             except UpstreamUnreachable as unreachable:
                 self.pool.mark_down(upstream, str(unreachable))
-                code, reason = CloseCode.BAD_GATEWAY, "upstream unreachable"
+                code, reason = status.WS_1014_BAD_GATEWAY, "upstream unreachable"
                 continue
             async with proxy:
                 await proxy()

@@ -68,8 +68,13 @@ class RealtimeCollector(Collector):
         )
         yield CounterMetricFamily(
             "realtime_broker_messages_malformed",
-            "Broker messages dropped because they could not be decoded or delivered",
+            "Broker messages dropped because they could not be decoded",
             value=stats.malformed_broker_messages,
+        )
+        yield CounterMetricFamily(
+            "realtime_delivery_errors",
+            "Broker messages decoded but not delivered because the engine failed",
+            value=stats.delivery_errors,
         )
         fanout = HistogramMetricFamily(
             "realtime_fanout_recipients",

@@ -63,7 +63,7 @@ the connection stays open unless a close is said here:
   counted in `stats.handler_errors`), and `unavailable`, when a handler's send finds the broker unreachable
   (`BrokerUnavailable`) or a dependency of the app is down (raise it with that code): try again later.
 
-Raise `WebSocketException(detail, code="forbidden")` from a handler to answer with that error. A client too
+Raise `RealtimeError(detail, code="forbidden")` from a handler to answer with that error. A client too
 slow to read its queue is closed with 1013.
 
 The pieces, from the bottom:
@@ -93,54 +93,119 @@ message, *, connection)`; a broker with only its six methods is accepted as `Web
 broker=obj)` (see `brokers.adapter`); `await websocket.accept()` then `await WebSocketProxy(ws, url)()`.
 """
 
-from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
-from .brokers import (
-    BrokerInterface,
-    BrokerMessage,
-    BrokerState,
-    InMemoryBroker,
-    PresenceDelta,
-    RedisBroker,
-    RedisClusterBroker,
-    create_broker,
-)
-from .brokers.adapter import MinimalBrokerAdapter
-from .calls import Call
-from .connection import Connection, ConnectionState, EventFilter, TopicSet
-from .consumer import Consumer, JsonConsumer
-from .events import event_filter
-from .exceptions import (
-    BrokerError,
-    BrokerUnavailable,
-    ErrorCode,
-    InvalidMessage,
-    InvalidSubscription,
-    InvalidSubscriptionMessage,
-    InvalidTopic,
-    WebSocketException,
-    ahandle,
-    error_frame,
-    handle,
-)
-from .handlers import HandlerSpec, handler
-from .manager import WebSocketManager
-from .message import Frame, Message
-from .presence import PresenceChange
-from .proxy import WebSocketProxy
-from .ratelimit import RateLimit
-from .recovery import HistoryProvider, HistoryTruncated, RecoveryOptions
-from .stats import FanoutSizes, Stats
-from .topics import (
-    TopicIndex,
-    handle_subscription_message,
-    hanlde_subscription_message,
-    matches,
-    subscribe,
-    topic_matches,
-    unsubscribe,
-    validate_filter,
-    validate_topic,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .auth import WebSocketOAuth2PasswordBearer, bearer_subprotocol, reject, token_from
+    from .brokers import (
+        BrokerInterface,
+        BrokerMessage,
+        BrokerState,
+        InMemoryBroker,
+        PresenceDelta,
+        RedisBroker,
+        RedisClusterBroker,
+        create_broker,
+    )
+    from .brokers.adapter import MinimalBrokerAdapter
+    from .calls import Call
+    from .connection import Connection, ConnectionState, EventFilter, TopicSet
+    from .consumer import Consumer, JsonConsumer
+    from .events import event_filter
+    from .exceptions import (
+        BrokerError,
+        BrokerUnavailable,
+        ErrorCode,
+        InvalidMessage,
+        InvalidSubscription,
+        InvalidSubscriptionMessage,
+        InvalidTopic,
+        RealtimeError,
+        WebSocketException,
+        ahandle,
+        error_frame,
+        handle,
+    )
+    from .handlers import HandlerSpec, handler
+    from .manager import WebSocketManager
+    from .message import Frame, Message
+    from .presence import PresenceChange
+    from .proxy import WebSocketProxy
+    from .ratelimit import RateLimit
+    from .recovery import HistoryProvider, HistoryTruncated, RecoveryOptions
+    from .stats import FanoutSizes, Stats
+    from .topics import (
+        TopicIndex,
+        handle_subscription_message,
+        hanlde_subscription_message,
+        matches,
+        subscribe,
+        topic_matches,
+        unsubscribe,
+        validate_filter,
+        validate_topic,
+    )
+
+# Each name is imported from its module on first use, so that importing one module of the engine (the gateway
+# imports `proxy`) does not load the others.
+_MODULE_OF = {
+    "BrokerError": ".exceptions",
+    "BrokerInterface": ".brokers",
+    "BrokerMessage": ".brokers",
+    "BrokerState": ".brokers",
+    "BrokerUnavailable": ".exceptions",
+    "Call": ".calls",
+    "Connection": ".connection",
+    "ConnectionState": ".connection",
+    "Consumer": ".consumer",
+    "ErrorCode": ".exceptions",
+    "EventFilter": ".connection",
+    "FanoutSizes": ".stats",
+    "Frame": ".message",
+    "HandlerSpec": ".handlers",
+    "HistoryProvider": ".recovery",
+    "HistoryTruncated": ".recovery",
+    "InMemoryBroker": ".brokers",
+    "InvalidMessage": ".exceptions",
+    "InvalidSubscription": ".exceptions",
+    "InvalidSubscriptionMessage": ".exceptions",
+    "InvalidTopic": ".exceptions",
+    "JsonConsumer": ".consumer",
+    "Message": ".message",
+    "MinimalBrokerAdapter": ".brokers.adapter",
+    "PresenceChange": ".presence",
+    "PresenceDelta": ".brokers",
+    "RateLimit": ".ratelimit",
+    "RecoveryOptions": ".recovery",
+    "RedisBroker": ".brokers",
+    "RedisClusterBroker": ".brokers",
+    "Stats": ".stats",
+    "TopicIndex": ".topics",
+    "TopicSet": ".connection",
+    "RealtimeError": ".exceptions",
+    "WebSocketException": ".exceptions",
+    "WebSocketManager": ".manager",
+    "WebSocketOAuth2PasswordBearer": ".auth",
+    "WebSocketProxy": ".proxy",
+    "ahandle": ".exceptions",
+    "bearer_subprotocol": ".auth",
+    "create_broker": ".brokers",
+    "error_frame": ".exceptions",
+    "event_filter": ".events",
+    "handle": ".exceptions",
+    "handle_subscription_message": ".topics",
+    "handler": ".handlers",
+    "hanlde_subscription_message": ".topics",
+    "matches": ".topics",
+    "reject": ".auth",
+    "subscribe": ".topics",
+    "token_from": ".auth",
+    "topic_matches": ".topics",
+    "unsubscribe": ".topics",
+    "validate_filter": ".topics",
+    "validate_topic": ".topics",
+}
 
 __all__ = [
     "BrokerError",
@@ -170,6 +235,7 @@ __all__ = [
     "PresenceChange",
     "PresenceDelta",
     "RateLimit",
+    "RealtimeError",
     "RecoveryOptions",
     "RedisBroker",
     "RedisClusterBroker",
@@ -198,3 +264,12 @@ __all__ = [
     "validate_filter",
     "validate_topic",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

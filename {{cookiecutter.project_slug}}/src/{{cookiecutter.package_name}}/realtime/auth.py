@@ -13,7 +13,8 @@ from typing import NoReturn
 
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from starlette.exceptions import WebSocketException as StarletteWebSocketException
+from starlette import status
+from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketState
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
 ]
 
 BEARER_SUBPROTOCOL = "bearer"
-WS_1008_POLICY_VIOLATION = 1008
 
 
 def bearer_subprotocol(websocket: WebSocket) -> str | None:
@@ -53,7 +53,7 @@ async def reject(websocket: WebSocket, reason: str = "Not authenticated") -> NoR
     """Refuse the client with close code 1008; raises, so the endpoint (or `connect()`) stops here."""
     if websocket.application_state is WebSocketState.CONNECTING:
         await websocket.accept(subprotocol=bearer_subprotocol(websocket))
-    raise StarletteWebSocketException(code=WS_1008_POLICY_VIOLATION, reason=reason)
+    raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=reason)
 
 
 class WebSocketOAuth2PasswordBearer(OAuth2PasswordBearer):

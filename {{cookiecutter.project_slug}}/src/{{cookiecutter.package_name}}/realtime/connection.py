@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, MutableSet
 from typing import Any, Protocol
 
+from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .calls import Call, done, start
@@ -24,8 +25,6 @@ from .outbox import EventFilter, EventHandler, Filtered, Outbox
 from .topics import validate_filter
 
 __all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventFilter", "EventHandler", "TopicSet"]
-
-WS_1009_MESSAGE_TOO_BIG = 1009
 
 
 class ConnectionState(enum.Enum):
@@ -188,7 +187,7 @@ class Connection:
             return self._open_outbox()
         raise RuntimeError(f"{self!r} cannot send: its WebSocket was not accepted; call accept() first")
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
         """Close once the frames already queued are written; before `accept()`, refuse the handshake."""
         if self._outbox is not None:
             await self._outbox.close(code, reason)
@@ -234,7 +233,7 @@ class Connection:
             except InvalidMessage as error:
                 await self.send_json(error.frame())
                 if error.code == "too_large":
-                    await self.close(WS_1009_MESSAGE_TOO_BIG)
+                    await self.close(status.WS_1009_MESSAGE_TOO_BIG)
                     return
 
     async def send_json(self, data: Frame | Message) -> None:

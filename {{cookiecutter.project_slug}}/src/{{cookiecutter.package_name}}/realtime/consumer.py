@@ -5,7 +5,7 @@
 `accept()` returns the `Connection` (then also `connection`, None before). Frames sent are queued and written
 in order by the connection's writer task; `queue_call()` runs a coroutine there, after the frames sent before
 it and before those sent after it. An error in a hook or handler never ends the connection: a
-`WebSocketException` becomes its error frame, a `BrokerError` an `unavailable` one, anything else is logged
+`RealtimeError` becomes its error frame, a `BrokerError` an `unavailable` one, anything else is logged
 and answered with `internal_error`. Starlette's `WebSocketException` (what `reject()` raises) closes the
 connection with its code. Frames over the manager's `max_frame_bytes` close it with 1009; frames beyond the
 optional `RateLimit` get `rate_limited` and are dropped, and past its `close_after` the client gets 1008.
@@ -24,13 +24,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.exceptions import WebSocketException as StarletteWebSocketException
+from starlette import status
+from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .auth import bearer_subprotocol
 from .connection import Connection, EventFilter, EventHandler
 from .events import collect_event_filters, event_method
-from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
+from .exceptions import BrokerError, InvalidMessage, RealtimeError, error_frame
 from .handlers import HandlerSpec, collect_handlers, describe_validation_error
 from .manager import WebSocketManager
 from .message import Frame, Message, frame_type, loads
@@ -40,10 +41,6 @@ from .recovery import Cursor, HistoryProvider
 __all__ = ["Consumer", "JsonConsumer", "RateLimit"]
 
 logger = logging.getLogger(__name__)
-
-WS_1008_POLICY_VIOLATION = 1008
-WS_1009_MESSAGE_TOO_BIG = 1009
-WS_1011_INTERNAL_ERROR = 1011
 
 
 class Consumer:
@@ -133,7 +130,7 @@ class Consumer:
             await self.manager.group_add(group, connection)
         return connection
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = status.WS_1000_NORMAL_CLOSURE, reason: str = "") -> None:
         """Close once the frames already sent are written; before `accept()`, refuse the handshake."""
         if self.connection is not None:
             await self.connection.close(code, reason)
@@ -150,7 +147,7 @@ class Consumer:
     async def send_json(self, content: Frame | Message) -> None:
         await self._connected().send_json(content)
 
-    async def send_error(self, error: WebSocketException) -> None:
+    async def send_error(self, error: RealtimeError) -> None:
         await self.send_json(error.frame())
 
     def queue_call(self, call: Callable[[], Awaitable[None]]) -> None:
@@ -205,24 +202,24 @@ class Consumer:
 
     async def run(self) -> None:
         """The whole life of the connection; returns when it is over."""
-        code = 1000
+        code = status.WS_1000_NORMAL_CLOSURE
         try:
             await self.connect()
             if self.connection is None:
                 await self.close()
                 return
             code = await self._receive_until_closed(self.connection)
-        except StarletteWebSocketException as refusal:
+        except WebSocketException as refusal:
             code = refusal.code
             await self.close(refusal.code, refusal.reason or "")
-        except WebSocketException as error:
+        except RealtimeError as error:
             if self.connection is not None:
                 await self.send_error(error)
-            code = WS_1008_POLICY_VIOLATION
+            code = status.WS_1008_POLICY_VIOLATION
             await self.close(code, error.code)
         except Exception:
             logger.exception("%s failed; closing with 1011", type(self).__name__)
-            code = WS_1011_INTERNAL_ERROR
+            code = status.WS_1011_INTERNAL_ERROR
             await self.close(code)
         finally:
             if self.connection is not None:
@@ -236,13 +233,13 @@ class Consumer:
                 return disconnect.code
             except InvalidMessage as too_large:
                 await self.send_error(too_large)
-                await self.close(WS_1009_MESSAGE_TOO_BIG)
-                return WS_1009_MESSAGE_TOO_BIG
+                await self.close(status.WS_1009_MESSAGE_TOO_BIG)
+                return status.WS_1009_MESSAGE_TOO_BIG
             verdict = self._bucket.take() if self._bucket is not None else Verdict.ALLOWED
             if verdict is Verdict.EXCEEDED:
                 await self.send_json(error_frame("rate_limited", "still too many frames; closing"))
-                await self.close(WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
-                return WS_1008_POLICY_VIOLATION
+                await self.close(status.WS_1008_POLICY_VIOLATION, "Rate limit exceeded")
+                return status.WS_1008_POLICY_VIOLATION
             if verdict is Verdict.REFUSED:
                 await self.send_json(error_frame("rate_limited", "too many frames; this one was dropped"))
                 continue
@@ -251,9 +248,9 @@ class Consumer:
                     await self.receive(text=frame)
                 else:
                     await self.receive(bytes_data=frame)
-            except StarletteWebSocketException:
+            except WebSocketException:
                 raise
-            except WebSocketException as error:
+            except RealtimeError as error:
                 await self.send_error(error)
             except BrokerError as error:
                 logger.warning("%s could not handle a frame: %s", type(self).__name__, error)

@@ -1,6 +1,6 @@
 """Errors of the realtime engine, their wire form, and decorators that route exceptions to a handler.
 
-Every error that a client can cause is a `WebSocketException` whose `code` is one of the protocol's error
+Every error that a client can cause is a `RealtimeError` whose `code` is one of the protocol's error
 codes; `error_frame()` turns it into `{"type": "error", "code": ..., "detail": ...}`. The connection stays
 open after an error frame unless a close code is documented for the case.
 
@@ -26,6 +26,7 @@ __all__ = [
     "InvalidSubscription",
     "InvalidSubscriptionMessage",
     "InvalidTopic",
+    "RealtimeError",
     "WebSocketException",
     "ahandle",
     "error_frame",
@@ -63,8 +64,8 @@ class BrokerUnavailable(BrokerError):
     """The broker cannot be reached; what was being sent was not sent. Retrying later may succeed."""
 
 
-class WebSocketException(Exception):
-    """An error tied to a connection; `code` and `detail` become the error frame sent back to it.
+class RealtimeError(Exception):
+    """An error answered with an error frame (`code` and `detail`); the connection stays open.
 
     `message` is the text (also `detail`), and `connection` the connection it concerns: the engine passes it
     whenever it raises one for a connection, so a handler can answer it.
@@ -89,17 +90,21 @@ class WebSocketException(Exception):
         return error_frame(self.code, self.message)
 
 
-class InvalidMessage(WebSocketException):
+# The seed library's name for it; Starlette's `WebSocketException` is another class (it closes the socket).
+WebSocketException = RealtimeError
+
+
+class InvalidMessage(RealtimeError):
     """A client frame that is not valid JSON, not an object, too large, or of an unknown `type`."""
 
 
-class InvalidSubscription(WebSocketException):
+class InvalidSubscription(RealtimeError):
     """A topic filter that breaks the MQTT rules (`+` not a whole level, `#` not last, empty, NUL...)."""
 
     code: ErrorCode = "invalid_topic"
 
 
-class InvalidTopic(WebSocketException):
+class InvalidTopic(RealtimeError):
     """A topic name that cannot be published to (empty, contains a wildcard or NUL, too long)."""
 
     code: ErrorCode = "invalid_topic"

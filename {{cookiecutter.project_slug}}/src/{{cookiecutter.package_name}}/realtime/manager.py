@@ -20,25 +20,24 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from types import TracebackType
 from typing import Any, Self
 
+from starlette import status
 from starlette.websockets import WebSocket
 
 from .brokers import BrokerInterface, BrokerState, create_broker
 from .brokers.adapter import MinimalBrokerAdapter, adapt_broker
 from .calls import start
 from .connection import Connection
-from .exceptions import BrokerError, InvalidMessage, WebSocketException, error_frame
+from .dispatch import Dispatcher
+from .exceptions import BrokerError, InvalidMessage, RealtimeError, error_frame
 from .message import Envelope, Frame, Message, encode_frame, frame_type
 from .presence import Presence, PresenceChange
 from .recovery import Recovery, RecoveryOptions
-from .routing import Router
 from .stats import Stats
 from .topics import handle_subscription_message, validate_topic
 
 __all__ = ["WebSocketManager"]
 
 logger = logging.getLogger(__name__)
-
-WS_1012_SERVICE_RESTART = 1012
 
 
 class WebSocketManager:
@@ -76,7 +75,7 @@ class WebSocketManager:
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
         self.stats = Stats()
-        self._router = Router(self.broker, broker_channel, self.stats)
+        self._dispatcher = Dispatcher(self.broker, broker_channel, self.stats)
         on_change = functools.partial(on_presence_change, self) if on_presence_change is not None else None
         self._presence = Presence(self.broker, broker_channel, presence_ttl, on_change)
         self._instance = uuid.uuid4().hex[:12]
@@ -96,14 +95,14 @@ class WebSocketManager:
         await self.shutdown()
 
     def __iter__(self) -> Iterator[Connection]:
-        return iter(list(self._router.connections))
+        return iter(list(self._dispatcher.connections))
 
     def __len__(self) -> int:
-        return len(self._router.connections)
+        return len(self._dispatcher.connections)
 
     @property
     def active_connections(self) -> list[Connection]:
-        return list(self._router.connections)
+        return list(self._dispatcher.connections)
 
     @property
     def listening(self) -> bool:
@@ -129,19 +128,21 @@ class WebSocketManager:
             asyncio.create_task(self._listen(), name="websocket-manager-listener"),
             asyncio.create_task(self._presence.beat_forever(), name="websocket-manager-presence"),
         ]
-        await self._router.channels.acquire(self._router.channel("broadcast"))
+        await self._dispatcher.channels.acquire(self._dispatcher.channel("broadcast"))
 
     async def shutdown(self) -> None:
         """Close every connection with 1012 (service restart), stop every task, disconnect the broker."""
         if not self._started:
             return
         self._started = False
-        connections = list(self._router.connections)
-        await asyncio.gather(*(connection.close(WS_1012_SERVICE_RESTART) for connection in connections))
+        connections = list(self._dispatcher.connections)
+        await asyncio.gather(
+            *(connection.close(status.WS_1012_SERVICE_RESTART) for connection in connections)
+        )
         for connection in connections:
             await self.remove_connection(connection)
         try:
-            await self._router.channels.release(self._router.channel("broadcast"))
+            await self._dispatcher.channels.release(self._dispatcher.channel("broadcast"))
         except BrokerError:
             logger.warning("could not unsubscribe from broadcasts while shutting down")
         for task in self._tasks:
@@ -167,7 +168,7 @@ class WebSocketManager:
         """Start routing frames to an accepted connection."""
         if not self._started:
             raise RuntimeError("the manager is not started; call startup() first")
-        await self._router.add(connection)
+        await self._dispatcher.add(connection)
 
     async def new_connection(
         self,
@@ -196,10 +197,12 @@ class WebSocketManager:
             await self._presence.leave_all(connection)
         except Exception:
             logger.exception("could not remove the presence entries of %r", connection)
-        await self._router.remove(connection)
+        await self._dispatcher.remove(connection)
         await connection.abort()
 
-    async def close_connection(self, connection: Connection, code: int = 1000) -> None:
+    async def close_connection(
+        self, connection: Connection, code: int = status.WS_1000_NORMAL_CLOSURE
+    ) -> None:
         await connection.close(code)
         await self.remove_connection(connection)
 
@@ -279,7 +282,7 @@ class WebSocketManager:
                 await connection.send_json({"type": f"{message.type}d", "topic": message.topic})
             else:
                 await self.send_msg(message)
-        except WebSocketException as error:
+        except RealtimeError as error:
             await connection.send_json(error.frame())
         except BrokerError:
             logger.warning("could not handle a message of %r: the broker is unavailable", connection)
@@ -287,7 +290,7 @@ class WebSocketManager:
 
     async def group_add(self, group: str, connection: Connection) -> None:
         """Add a connection to a group; returns once the group's traffic reaches this instance."""
-        if connection not in self._router.connections:
+        if connection not in self._dispatcher.connections:
             raise ValueError(f"{connection!r} is not a connection of this manager")
         await connection.join(group)
 
@@ -309,11 +312,11 @@ class WebSocketManager:
 
     def group_members(self, group: str) -> frozenset[Connection]:
         """The local members of `group`."""
-        return self._router.members(group)
+        return self._dispatcher.members(group)
 
     def connections_by_id(self, conn_id: str) -> frozenset[Connection]:
         """The local connections whose id is `conn_id`."""
-        return self._router.by_id(conn_id)
+        return self._dispatcher.by_id(conn_id)
 
     async def presence_join(self, group: str, connection: Connection, member: str) -> bool:
         """Mark `member` present in `group` through `connection`; True if it was absent everywhere.
@@ -342,16 +345,16 @@ class WebSocketManager:
         event = frame_type(frame)
         for target in targets:
             envelope = Envelope(kind, target, text, event=event, id=message_id, exclude=exclude)
-            await self.broker.publish(self._router.channel(kind, target), envelope.encode())
+            await self.broker.publish(self._dispatcher.channel(kind, target), envelope.encode())
 
     async def _listen(self) -> None:
         while True:
             message = await self.broker.get_message()
             try:
-                self._router.dispatch(message)
+                self._dispatcher.dispatch(message)
             except ValueError as error:
                 self.stats.malformed_broker_messages += 1
                 logger.warning("dropped a malformed message on %s: %s", message.channel, error)
             except Exception:
-                self.stats.malformed_broker_messages += 1
+                self.stats.delivery_errors += 1
                 logger.exception("could not deliver a message from %s", message.channel)

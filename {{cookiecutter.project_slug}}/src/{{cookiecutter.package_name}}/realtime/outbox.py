@@ -33,16 +33,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .calls import eager_task_factory
-from .exceptions import WebSocketException, error_frame
+from .exceptions import RealtimeError, error_frame
 
 __all__ = ["EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
 
 logger = logging.getLogger(__name__)
 
-WS_1013_TRY_AGAIN_LATER = 1013
 _SEND_ERRORS = (WebSocketDisconnect, OSError, RuntimeError)
 
 
@@ -254,11 +254,11 @@ class Outbox:
     def _overflow(self) -> None:
         logger.warning("closing %s: %d frames are waiting, the client does not keep up", self.name, self.size)
         self.state = OutboxState.CLOSING
-        self.close_code = WS_1013_TRY_AGAIN_LATER
+        self.close_code = status.WS_1013_TRY_AGAIN_LATER
         self._drop()
         self._on_overflow()
         if self.in_writer():
-            self._push(_Close(WS_1013_TRY_AGAIN_LATER, "client too slow"))
+            self._push(_Close(status.WS_1013_TRY_AGAIN_LATER, "client too slow"))
             return
         stuck = self._writer
         stuck.cancel()
@@ -266,7 +266,7 @@ class Outbox:
 
     async def _close_after(self, stuck: asyncio.Task[None]) -> None:
         await asyncio.wait({stuck})
-        await self._close_socket(WS_1013_TRY_AGAIN_LATER, "client too slow")
+        await self._close_socket(status.WS_1013_TRY_AGAIN_LATER, "client too slow")
 
     async def _close_socket(self, code: int, reason: str) -> None:
         self.state = OutboxState.CLOSED
@@ -290,7 +290,7 @@ class Outbox:
     async def _run(self, call: Callable[[], Awaitable[None]]) -> None:
         try:
             await call()
-        except WebSocketException as error:
+        except RealtimeError as error:
             await self._write(self._encode(error.frame()))
         except Exception:
             logger.exception("an event handler of %s failed", self.name)

@@ -41,13 +41,13 @@ from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
+from starlette import status
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio import client as websocket_client
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 __all__ = ["UpstreamUnreachable", "WebSocketProxy", "accept_and_close", "forwarding_headers"]
@@ -169,7 +169,7 @@ class WebSocketProxy:
                     subprotocol=upstream.subprotocol, headers=self._response_headers(upstream)
                 )
         except BaseException:
-            await upstream.close(CloseCode.GOING_AWAY, "client left during the handshake")
+            await upstream.close(status.WS_1001_GOING_AWAY, "client left during the handshake")
             raise
         self._upstream = upstream
 
@@ -181,9 +181,9 @@ class WebSocketProxy:
         except UpstreamUnreachable as unreachable:
             logger.warning("WebSocket upstream unreachable: %s", unreachable)
             if self._client_accepted():
-                await self._close_client(CloseCode.BAD_GATEWAY, "upstream unreachable")
+                await self._close_client(status.WS_1014_BAD_GATEWAY, "upstream unreachable")
             else:
-                await accept_and_close(self.client, CloseCode.BAD_GATEWAY, "upstream unreachable")
+                await accept_and_close(self.client, status.WS_1014_BAD_GATEWAY, "upstream unreachable")
         return self
 
     async def __aexit__(
@@ -196,11 +196,11 @@ class WebSocketProxy:
         if upstream is None:
             return
         if exc is None:
-            code, reason = CloseCode.NORMAL_CLOSURE, ""
+            code, reason = status.WS_1000_NORMAL_CLOSURE, ""
         elif isinstance(exc, asyncio.CancelledError):
-            code, reason = CloseCode.GOING_AWAY, "proxy shutting down"
+            code, reason = status.WS_1001_GOING_AWAY, "proxy shutting down"
         else:
-            code, reason = CloseCode.INTERNAL_ERROR, "proxy error"
+            code, reason = status.WS_1011_INTERNAL_ERROR, "proxy error"
         await self._close_client(code, reason)
         await upstream.close(code, reason)
 
@@ -245,7 +245,7 @@ class WebSocketProxy:
             message = await self.client.receive()
             if message["type"] == "websocket.disconnect":
                 return _client_left(
-                    message.get("code", CloseCode.NO_STATUS_RCVD), message.get("reason") or ""
+                    message.get("code", status.WS_1005_NO_STATUS_RCVD), message.get("reason") or ""
                 )
             text = message.get("text")
             try:
@@ -281,7 +281,7 @@ class WebSocketProxy:
     async def _relay_refusal(self, refusal: InvalidStatus) -> None:
         response = refusal.response
         if self._client_accepted():
-            await self._close_client(CloseCode.BAD_GATEWAY, f"upstream refused: {response.status_code}")
+            await self._close_client(status.WS_1014_BAD_GATEWAY, f"upstream refused: {response.status_code}")
             return
         if "websocket.http.response" not in self.client.scope.get("extensions", {}):
             await self.client.close()  # the server answers 403: the closest it can say
@@ -321,16 +321,16 @@ class WebSocketProxy:
 
 
 def _client_left(code: int, reason: str) -> _Closing:
-    if code == CloseCode.ABNORMAL_CLOSURE:
-        return _Closing("upstream", CloseCode.GOING_AWAY, "client connection lost")
-    if code == CloseCode.NO_STATUS_RCVD:
-        return _Closing("upstream", CloseCode.NORMAL_CLOSURE, "")
+    if code == status.WS_1006_ABNORMAL_CLOSURE:
+        return _Closing("upstream", status.WS_1001_GOING_AWAY, "client connection lost")
+    if code == status.WS_1005_NO_STATUS_RCVD:
+        return _Closing("upstream", status.WS_1000_NORMAL_CLOSURE, "")
     return _Closing("upstream", code, reason)
 
 
 def _upstream_left(closed: ConnectionClosed) -> _Closing:
     if closed.rcvd is None:
-        return _Closing("client", CloseCode.BAD_GATEWAY, "upstream connection lost")
-    if closed.rcvd.code == CloseCode.NO_STATUS_RCVD:
-        return _Closing("client", CloseCode.NORMAL_CLOSURE, "")
+        return _Closing("client", status.WS_1014_BAD_GATEWAY, "upstream connection lost")
+    if closed.rcvd.code == status.WS_1005_NO_STATUS_RCVD:
+        return _Closing("client", status.WS_1000_NORMAL_CLOSURE, "")
     return _Closing("client", closed.rcvd.code, closed.rcvd.reason)

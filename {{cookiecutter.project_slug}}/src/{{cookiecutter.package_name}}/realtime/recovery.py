@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
+from starlette import status
 
 from .brokers import BrokerInterface, BrokerState
 from .connection import Connection
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 REPLAY_PAGE_SIZE = 100
 WATCH_TICK_SECONDS = 0.05
-WS_1011_INTERNAL_ERROR = 1011
 
 T = TypeVar("T")
 
@@ -145,7 +145,7 @@ class Cursor:
         except Exception:
             # A partial replay would leave a gap; closed, the client reconnects and asks again.
             logger.exception("could not replay group %r after %s", self.group, since)
-            await self.connection.close(WS_1011_INTERNAL_ERROR, "Could not read the history")
+            await self.connection.close(status.WS_1011_INTERNAL_ERROR, "Could not read the history")
             return
         await self._write_ahead()
 

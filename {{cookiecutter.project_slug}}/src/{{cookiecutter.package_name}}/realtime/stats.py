@@ -51,6 +51,7 @@ class Stats:
     each broker message was queued for; its totals are the frames delivered to outbound queues.
     `frames_dropped` counts frames that never reached a socket: sent to a connection already closing, or
     thrown away with the queue of a client too slow (closed with 1013) or gone.
+    `delivery_errors` counts broker messages well formed but not delivered because the engine failed (a bug).
     `queue_high_water` is the most frames ever waiting at once in one connection's outbound queue.
     """
 
@@ -58,6 +59,7 @@ class Stats:
     malformed_broker_messages: int = 0
     slow_consumers_closed: int = 0
     handler_errors: int = 0
+    delivery_errors: int = 0
     frames_encoded: int = 0
     frames_dropped: int = 0
     queue_high_water: int = 0

@@ -64,7 +64,9 @@ async def register(
 ) -> UserPublic:
     await limit_attempts(request, attempts, settings, user_create.username)
     try:
-        user = await users.create_user(session, user_create=user_create, hasher=hasher)
+        user = await users.create_user(
+            session, username=user_create.username, password=user_create.password, hasher=hasher
+        )
     except AlreadyExistsError as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from error
     return UserPublic.model_validate(user)

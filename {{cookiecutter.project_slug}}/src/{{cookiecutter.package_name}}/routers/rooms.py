@@ -70,7 +70,13 @@ async def list_rooms(session: SessionDep, user: CurrentUser) -> list[RoomPublic]
 )
 async def create_room(room_create: RoomCreate, session: SessionDep, user: CurrentUser) -> RoomPublic:
     try:
-        room = await rooms.create_room(session, room_create=room_create, owner=user)
+        room = await rooms.create_room(
+            session,
+            name=room_create.name,
+            title=room_create.title,
+            is_private=room_create.is_private,
+            owner=user,
+        )
     except AlreadyExistsError as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from error
     return RoomPublic.model_validate(room)

@@ -50,8 +50,10 @@ class BrokerInterface(ABC):
 
     `subscribe` returns once the broker has confirmed the subscription, so a message published after it
     returns is received. A message matching several pattern subscriptions is received once per pattern.
-    Delivery is at most once. While the broker is unreachable, subscriptions wait for it to come back, and
-    `publish`, `ping` and the presence methods raise `BrokerUnavailable` (nothing was done).
+    Delivery is at most once. While the broker is unreachable, `subscribe` and `unsubscribe` record the
+    change and return at once (it takes effect when the connection is restored, and what was published in
+    between is not received), and `publish`, `ping` and the presence methods raise `BrokerUnavailable`
+    (nothing was done).
 
     Presence is kept in expiring sets: each entry (an id, say a connection's, and a member, say a user)
     carries a deadline `ttl` seconds after it was last added, and a member is present while one of its

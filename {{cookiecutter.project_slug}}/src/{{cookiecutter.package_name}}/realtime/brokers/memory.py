@@ -17,32 +17,6 @@ from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta, en
 __all__ = ["InMemoryBroker", "glob_match"]
 
 
-def _translate_class(pattern: str, start: int) -> tuple[str, int] | None:
-    """The regex for the `[...]` class opening at `start`, and the index after it; None if unterminated."""
-    index = start + 1
-    negate = index < len(pattern) and pattern[index] == "^"
-    index += negate
-    parts: list[str] = []
-    while index < len(pattern) and pattern[index] != "]":
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern):
-            index += 1
-            char = pattern[index]
-        if index + 2 < len(pattern) and pattern[index + 1] == "-" and pattern[index + 2] != "]":
-            low, high = sorted((char, pattern[index + 2]))
-            parts.append(f"{re.escape(low)}-{re.escape(high)}")
-            index += 3
-        else:
-            parts.append(re.escape(char))
-            index += 1
-    if index >= len(pattern):
-        return None
-    body = "".join(parts)
-    if not body:
-        return ("(?!)" if not negate else "."), index + 1
-    return f"[{'^' if negate else ''}{body}]", index + 1
-
-
 @lru_cache(maxsize=4096)
 def _compile_glob(pattern: str) -> re.Pattern[str]:
     parts: list[str] = []
@@ -53,17 +27,14 @@ def _compile_glob(pattern: str) -> re.Pattern[str]:
             parts.append(re.escape(pattern[index + 1]))
             index += 2
             continue
-        if char == "[" and (translated := _translate_class(pattern, index)) is not None:
-            parts.append(translated[0])
-            index = translated[1]
-            continue
-        parts.append(".*" if char == "*" else "." if char == "?" else re.escape(char))
+        parts.append(".*" if char == "*" else re.escape(char))
         index += 1
     return re.compile("".join(parts), re.DOTALL)
 
 
 def glob_match(pattern: str, name: str) -> bool:
-    """Whether `name` matches the Redis glob `pattern` (`*`, `?`, `[a-z]`, `[^a]`, `\\` escapes)."""
+    """Whether `name` matches the Redis glob `pattern`, as the engine writes them: `*` and `\\` escapes
+    (`topics.filter_to_glob` and `escape_glob`), so every other character stands for itself."""
     return _compile_glob(pattern).fullmatch(name) is not None
 
 

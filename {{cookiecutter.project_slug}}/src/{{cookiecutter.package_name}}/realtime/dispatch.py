@@ -23,7 +23,7 @@ from .outbox import Filtered
 from .stats import Stats
 from .topics import MULTI_LEVEL, SINGLE_LEVEL, TopicIndex, escape_glob, filter_to_glob
 
-__all__ = ["Router"]
+__all__ = ["Dispatcher"]
 
 
 def is_exact(topic_filter: str) -> bool:
@@ -70,7 +70,7 @@ class _Subscriptions:
             await self._unsubscribe(name)
 
 
-class Router:
+class Dispatcher:
     """The local side of the manager: connection indexes, broker subscriptions, and local delivery."""
 
     def __init__(self, broker: BrokerInterface, prefix: str, stats: Stats) -> None:
