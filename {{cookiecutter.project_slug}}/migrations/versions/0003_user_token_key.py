@@ -1,7 +1,7 @@
 """Users: a token key, in every token issued to them, replaced to revoke those tokens
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-06 04:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
