@@ -206,7 +206,7 @@ async def run_scenario(
             options = {"concurrency": plan.connect_concurrency, "compression": plan.compression}
             await generators[0].call("connect", clients=[publisher], **options)
             await run_phase(generators, pids, proxy_pids, "warm-up-1", WARM_UP_MESSAGES, plan.rate, plan)
-            await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
+            frames_before = await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
             memory_before = sum(map(rss_bytes, pids))
             started = perf_counter()
             connected = await asyncio.gather(
@@ -217,12 +217,16 @@ async def run_scenario(
             )
             connect_seconds = perf_counter() - started
             handshakes_ms = sorted(latency for reply in connected for latency in reply["handshakes_ms"])
-            await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
+            frames_after = await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
+            filling_frames = sum(reply["frames"] for reply in frames_after) - sum(
+                reply["frames"] for reply in frames_before
+            )
             print(
                 f"  {config.clients} clients in {connect_seconds:.1f}s:"
                 f" {len(others) / connect_seconds:,.0f} handshakes/s,"
-                f" p99 {percentile(handshakes_ms, 0.99):.0f} ms",
+                f" p99 {percentile(handshakes_ms, 0.99):.0f} ms,"
+                f" {filling_frames:,} frames received while the room filled",
                 file=sys.stderr,
             )
             await run_phase(generators, pids, proxy_pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)

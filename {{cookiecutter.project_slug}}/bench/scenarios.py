@@ -15,8 +15,9 @@ Behind a proxy, the servers measured are the app instances (their CPU per delive
 
 The service's users register over HTTP and log in for their tokens. By default there are fewer users than
 clients (`--users`), as when people have several tabs or devices open: each user's first connection is
-announced to the room, so N users cost N²/2 `presence.join` deliveries while they connect, which measures
-the connection storm rather than the fan-out. Password hashing is made cheap on the bench instances
+announced to the room (a `presence.join`, or with others of its tick in a `presence.diff`), so N users cost
+up to N²/2 presence deliveries while they connect, which measures the connection storm rather than the
+fan-out. Password hashing is made cheap on the bench instances
 (`ARGON2_TIME_COST=1`, `ARGON2_MEMORY_COST=1024`): production-cost hashes for every user would take minutes
 and measure nothing about fan-out. The rate limit is raised so that the publisher can send flat out, and
 the limit of connections per user so that any `--users` fits (each connection is still counted).

@@ -1,7 +1,7 @@
 """Users: a token key, in every token issued to them, replaced to revoke those tokens
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-06 04:00:00
 """
 

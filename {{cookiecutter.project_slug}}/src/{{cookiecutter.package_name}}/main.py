@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
 from .consumers.base import AccountWatch
-from .consumers.chat import announce_presence_change
+from .consumers.chat import RoomPresence
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
@@ -80,7 +80,7 @@ async def create_first_superuser(
         )
 
 
-def create_manager(settings: Settings) -> WebSocketManager:
+def create_manager(settings: Settings, presence: RoomPresence) -> WebSocketManager:
     redis_options: dict[str, Any] = {
         "command_timeout": settings.broker_command_timeout_seconds,
         "health_check_interval": settings.broker_health_check_seconds,
@@ -91,7 +91,7 @@ def create_manager(settings: Settings) -> WebSocketManager:
         queue_size=settings.ws_outbound_queue_size,
         max_frame_bytes=settings.ws_max_message_bytes,
         presence_ttl=settings.ws_presence_ttl_seconds,
-        on_presence_change=announce_presence_change,
+        on_presence_change=presence.on_presence_change,
         **({} if settings.broker_url.startswith("memory:") else redis_options),
         recovery=RecoveryOptions(
             max_replay=settings.ws_replay_limit,
@@ -110,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
-        app.state.manager = manager = create_manager(settings)
+        app.state.room_presence = room_presence = RoomPresence(settings.ws_presence_tick_seconds)
+        app.state.manager = manager = create_manager(settings, room_presence)
         app.state.attempts = attempts = AttemptCounter.for_broker(
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
         )
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     watching.cancel()
                     await asyncio.gather(watching, return_exceptions=True)
         finally:
+            await room_presence.aclose()
             await attempts.aclose()
             await engine.dispose()
 

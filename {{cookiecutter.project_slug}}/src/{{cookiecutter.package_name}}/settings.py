@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after which the users of an instance that died leave its rooms' presence.",
     )
+    ws_presence_tick_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="Seconds during which a room's joins and leaves are gathered into one announcement.",
+    )
     ws_replay_limit: int = Field(
         default=1000,
         gt=0,

@@ -18,7 +18,15 @@ from {{ cookiecutter.package_name }}.consumers.chat import room_group
 from ..processes import ProcessGroup
 from ..realtime.cluster import LocalCluster, local_cluster
 from .support import create_tables
-from .ws_support import connect_ws, instance_env, log_in, receive_json, receive_type, send_json
+from .ws_support import (
+    connect_ws,
+    instance_env,
+    log_in,
+    receive_json,
+    receive_presence,
+    receive_type,
+    send_json,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
@@ -49,7 +57,7 @@ async def test_instances_on_different_nodes_of_a_cluster_chat_and_notify(
             await receive_type(alice_ws, "presence.state")
             async with connect_ws(f"{second.ws_url}/ws/rooms/lobby", bob) as bob_ws:
                 assert (await receive_type(bob_ws, "presence.state"))["users"] == ["alice", "bob"]
-                assert (await receive_type(alice_ws, "presence.join"))["user"] == "bob"
+                await receive_presence(alice_ws, "bob")
                 await send_json(alice_ws, {"type": "chat.message", "text": "from the first"})
                 first_id = (await receive_type(bob_ws, "chat.message"))["id"]
                 assert (await receive_type(alice_ws, "chat.message"))["id"] == first_id  # her own echo

@@ -10,7 +10,16 @@ from httpx import AsyncClient
 from websockets.asyncio.client import ClientConnection
 
 from .support import AuthHeaders
-from .ws_support import BROKERS, assert_silent, connect_ws, create_room, receive_type, send_json, token_for
+from .ws_support import (
+    BROKERS,
+    assert_silent,
+    connect_ws,
+    create_room,
+    receive_presence,
+    receive_type,
+    send_json,
+    token_for,
+)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -18,9 +27,8 @@ LISTENERS = 8
 
 
 async def joined(websocket: ClientConnection, user: str) -> None:
-    """Wait for the `presence.join` of `user` (the room may announce others first)."""
-    while (await receive_type(websocket, "presence.join"))["user"] != user:
-        pass
+    """Wait for the arrival of `user`, alone in its `presence.join` or with others in a `presence.diff`."""
+    await receive_presence(websocket, user)
 
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
@@ -57,7 +65,8 @@ async def test_messages_typing_and_presence_are_encoded_once_per_fan_out(
         assert stats.frames_encoded == encoded + 2
         await assert_silent(alice_tab, "chat.typing")
 
-        # A newcomer: one `presence.join` for the room, and one `presence.state` for the newcomer alone.
+        # A newcomer, alone in its tick: one `presence.join` for the room, and one `presence.state` for the
+        # newcomer alone.
         bob = await stack.enter_async_context(connect_ws(url, await token_for(auth_headers, "bob")))
         assert (await receive_type(bob, "presence.state"))["users"][0] == "alice"
         for websocket in (*listeners, alice_ws, alice_tab):

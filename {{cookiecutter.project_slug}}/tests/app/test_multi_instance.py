@@ -11,10 +11,15 @@ import pytest
 from ..processes import ProcessGroup
 from .support import create_tables
 from .ws_support import (
+    PRESENCE_CHANGES,
+    assert_not_announced,
     assert_silent,
     connect_ws,
     instance_env,
     log_in,
+    presence_changes,
+    receive_json,
+    receive_presence,
     receive_type,
     send_json,
     start_instances,
@@ -46,7 +51,7 @@ async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
         await receive_type(alice_ws, "presence.state")  # she is present on the first instance from now on
         async with connect_ws(on_second, bob) as bob_ws:
             assert (await receive_type(bob_ws, "presence.state"))["users"] == ["alice", "bob"]
-            assert (await receive_type(alice_ws, "presence.join"))["user"] == "bob"
+            await receive_presence(alice_ws, "bob")
 
             # What is said on one instance reaches the other, both ways, with the same id.
             await send_json(alice_ws, {"type": "chat.message", "text": "from the first"})
@@ -59,8 +64,7 @@ async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
             # A second tab on the other instance: alice is counted once, and stays when one tab closes.
             async with connect_ws(on_second, alice, place="subprotocol") as alice_other_tab:
                 assert (await receive_type(alice_other_tab, "presence.state"))["users"] == ["alice", "bob"]
-            await assert_silent(bob_ws, "presence.join")
-            await assert_silent(bob_ws, "presence.leave")
+            await assert_not_announced(bob_ws, "alice")
 
             # A replay on one instance while the other is being written to: every later seq, once, in order.
             async def write() -> list[int]:
@@ -78,20 +82,23 @@ async def test_rooms_presence_and_replay_span_instances_and_outlive_one_of_them(
                     received.append((await receive_type(carol_ws, "chat.message"))["seq"])
                 await assert_silent(carol_ws, "chat.message")
             assert received == expected
-            assert (await receive_type(bob_ws, "presence.leave"))["user"] == "carol"
+            await receive_presence(bob_ws, "carol", present=False)
 
             # The first instance dies without a word: the survivor announces that its users left, once their
             # entries expire: within the TTL of the last heartbeat, plus a heartbeat of the survivor.
             async with connect_ws(on_first, carol) as carol_on_first:
                 await receive_type(carol_on_first, "presence.state")
-                assert (await receive_type(bob_ws, "presence.join"))["user"] == "carol"
+                await receive_presence(bob_ws, "carol")
                 first.kill()
                 killed, within = time.monotonic(), 3 * PRESENCE_TTL_SECONDS
-                gone = {(await receive_type(bob_ws, "presence.leave", within))["user"] for _ in range(2)}
+                gone: set[str] = set()  # in one `presence.diff`, or in two ticks
+                while not {"alice", "carol"} <= gone:
+                    if (frame := await receive_json(bob_ws, within))["type"] in PRESENCE_CHANGES:
+                        gone.update(presence_changes(frame)[1])
                 elapsed = time.monotonic() - killed
                 print(f"\nthe killed instance's users left after {elapsed:.2f}s, TTL {PRESENCE_TTL_SECONDS}s")
                 assert gone == {"alice", "carol"}
                 assert elapsed < 2 * PRESENCE_TTL_SECONDS
-                await assert_silent(bob_ws, "presence.leave")
+                await assert_not_announced(bob_ws, "alice")
                 await send_json(bob_ws, {"type": "chat.message", "text": "still here"})
                 assert (await receive_type(bob_ws, "chat.message"))["text"] == "still here"

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from {{ cookiecutter.package_name }}.consumers.chat import room_group
+from {{ cookiecutter.package_name }}.consumers.chat import RoomPresence, room_group
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import serve_in_loop
 from .support import AuthHeaders, create_tables
-from .ws_support import BROKERS, assert_silent, connect_ws, create_room, log_in, receive_type, token_for
+from .ws_support import (
+    BROKERS,
+    assert_not_announced,
+    connect_ws,
+    create_room,
+    log_in,
+    receive_presence,
+    receive_type,
+    token_for,
+)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -31,14 +41,40 @@ async def test_a_user_arrives_with_their_first_tab_and_leaves_with_their_last(
         }
         async with connect_ws(url, bob) as bob_tab:
             assert (await receive_type(bob_tab, "presence.state"))["users"] == ["alice", "bob"]
-            assert await receive_type(alice_ws, "presence.join") == {"type": "presence.join", "user": "bob"}
+            arrival = await receive_presence(alice_ws, "bob")
+            if arrival["type"] == "presence.diff":
+                # Alice's arrival and bob's fell in one tick: its `presence.diff` went to bob too.
+                assert arrival == {"type": "presence.diff", "joins": ["alice", "bob"], "leaves": []}
+                assert await receive_type(bob_tab, "presence.diff") == arrival
+            else:
+                assert arrival == {"type": "presence.join", "user": "bob"}
             async with connect_ws(url, bob) as other_bob_tab:
                 assert (await receive_type(other_bob_tab, "presence.state"))["users"] == ["alice", "bob"]
-            await assert_silent(bob_tab, "presence.join")
-            await assert_silent(bob_tab, "presence.leave")
-            await assert_silent(alice_ws, "presence.join")
-            await assert_silent(alice_ws, "presence.leave")
+            await assert_not_announced(bob_tab, "bob")
+            await assert_not_announced(alice_ws, "bob")
         assert await receive_type(alice_ws, "presence.leave") == {"type": "presence.leave", "user": "bob"}
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_the_changes_of_one_tick_go_out_in_one_presence_diff(
+    app: FastAPI, client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+) -> None:
+    """A room filling up costs one frame per connection and tick; a user's last change in the tick wins."""
+    alice = await token_for(auth_headers, "alice")
+    await create_room(client, alice, "lobby")
+    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws:
+        await receive_type(alice_ws, "presence.state")
+        presence: RoomPresence = app.state.room_presence
+        manager = app.state.manager
+        changes = [("carol", True), ("bob", True), ("dave", False), ("erin", True), ("erin", False)]
+        for user, present in changes:
+            presence.announce(manager, room_group("lobby"), user, present=present)
+        diff = await receive_presence(alice_ws, "bob")
+        # Alice's own arrival may have fallen in the same tick.
+        assert diff["type"] == "presence.diff"
+        assert [user for user in diff["joins"] if user != "alice"] == ["bob", "carol"]
+        assert diff["leaves"] == ["dave", "erin"]
+        await assert_not_announced(alice_ws, "erin")
 
 
 async def test_presence_is_per_room(client: AsyncClient, auth_headers: AuthHeaders, ws_url: str) -> None:
@@ -49,8 +85,7 @@ async def test_presence_is_per_room(client: AsyncClient, auth_headers: AuthHeade
         await receive_type(alice_ws, "presence.state")
         async with connect_ws(f"{ws_url}/ws/rooms/kitchen", bob) as bob_ws:
             assert (await receive_type(bob_ws, "presence.state"))["users"] == ["bob"]
-        await assert_silent(alice_ws, "presence.join")
-        await assert_silent(alice_ws, "presence.leave")
+        await assert_not_announced(alice_ws, "bob")
 
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
@@ -69,5 +104,5 @@ async def test_users_of_an_instance_that_stopped_refreshing_are_announced_gone(s
         await app.state.manager.broker.presence_update(key, add={"deadbeef": "ghost"}, ttl=0.5)
         async with connect_ws(f"{base_url.replace('http', 'ws', 1)}/ws/rooms/lobby", alice) as alice_ws:
             assert (await receive_type(alice_ws, "presence.state"))["users"] == ["alice", "ghost"]
-            assert (await receive_type(alice_ws, "presence.leave", within=2))["user"] == "ghost"
-            await assert_silent(alice_ws, "presence.leave", within=0.5)
+            await receive_presence(alice_ws, "ghost", present=False, within=2)
+            await assert_not_announced(alice_ws, "ghost", within=0.5)

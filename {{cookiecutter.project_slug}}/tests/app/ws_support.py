@@ -122,6 +122,38 @@ async def assert_silent(websocket: ClientConnection, frame_type: str, within: fl
         await receive_type(websocket, frame_type, within)
 
 
+PRESENCE_CHANGES = frozenset({"presence.join", "presence.leave", "presence.diff"})
+
+
+def presence_changes(frame: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Who came and who went, by a `presence.join` or `presence.leave` (the one change of its tick) or a
+    `presence.diff` (several)."""
+    if frame["type"] == "presence.diff":
+        return frame["joins"], frame["leaves"]
+    return ([frame["user"]], []) if frame["type"] == "presence.join" else ([], [frame["user"]])
+
+
+async def receive_presence(
+    websocket: ClientConnection, user: str, *, present: bool | None = True, within: float = 5.0
+) -> dict[str, Any]:
+    """The next frame that says `user` came (`present`), went (not `present`) or either (None), skipping
+    the others."""
+    async with asyncio.timeout(within):
+        while True:
+            frame = await receive_json(websocket, within)
+            if frame.get("type") not in PRESENCE_CHANGES:
+                continue
+            joins, leaves = presence_changes(frame)
+            if user in (joins if present else leaves) or (present is None and user in joins + leaves):
+                return frame
+
+
+async def assert_not_announced(websocket: ClientConnection, user: str, within: float = 0.3) -> None:
+    """No frame says within `within` seconds that `user` came or went."""
+    with pytest.raises(TimeoutError):
+        await receive_presence(websocket, user, present=None, within=within)
+
+
 async def close_code(websocket: ClientConnection, within: float = 5.0) -> int | None:
     """The code the server closes with, once it does (frames sent before the close are skipped)."""
     async with asyncio.timeout(within):

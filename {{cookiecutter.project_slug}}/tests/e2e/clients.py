@@ -98,6 +98,9 @@ class RoomClient:
             self.present.add(frame["user"])
         elif kind == "presence.leave" and self.present is not None:
             self.present.discard(frame["user"])
+        elif kind == "presence.diff" and self.present is not None:
+            self.present.update(frame["joins"])
+            self.present.difference_update(frame["leaves"])
 
 
 async def keep_saying(

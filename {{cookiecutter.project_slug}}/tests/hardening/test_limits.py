@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..app.ws_support import close_code, connect_ws, receive_json, receive_type, send_json
+from ..app.ws_support import close_code, connect_ws, receive_json, receive_presence, receive_type, send_json
 from ..processes import ProcessGroup
 from .support import Instance, create_room, start_sqlite_instance
 
@@ -156,7 +156,7 @@ async def test_a_flood_in_a_room_is_refused_then_closed_with_1008_and_the_room_g
         await receive_type(bystander, "presence.state")
         async with connect_ws(url, instance.tokens["alice"]) as flooder:
             await receive_type(flooder, "presence.state")
-            await receive_type(bystander, "presence.join")
+            await receive_presence(bystander, "alice")
             sent = await flood(flooder, json.dumps({"type": "chat.typing"}))
             codes = await errors_until_closed(flooder)
             assert flooder.close_code == 1008

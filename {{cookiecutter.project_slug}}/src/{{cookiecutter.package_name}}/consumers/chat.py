@@ -2,9 +2,12 @@
 
 The client sends `chat.message` {text}, stored with the room's next `seq` and then sent to everyone in the
 room, the sender included, and `chat.typing`, relayed to the others and not stored. The server also sends
-`presence.state` (who is here, on arrival), `presence.join` and `presence.leave` (a user's first connection
-came, their last one went), across every instance; `announce_presence_change` tells the rooms of the users
-of an instance that died, once their presence expires.
+`presence.state` (who is here, on arrival) and the users who came (their first connection) or went (their
+last one), across every instance. Those are gathered per room for `WS_PRESENCE_TICK_SECONDS` by
+`RoomPresence`: a tick with one change sends `presence.join` or `presence.leave`, to everyone but that user;
+a tick with more sends one `presence.diff` to the whole room, so that a room filling up costs a frame per
+connection and tick rather than one per connection and newcomer. `RoomPresence.on_presence_change` tells
+the rooms of the users of an instance that died, once their presence expires.
 
 A room is a recoverable group (see `realtime.recovery`): each connection gets every stored message once, in
 seq order, also across broker faults, without reconnecting. With `?since=<seq>` the stored messages after
@@ -20,6 +23,7 @@ integer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -109,6 +113,70 @@ class PresenceLeave(BaseModel):
     user: str = Field(examples=["bob"])
 
 
+class PresenceDiff(BaseModel):
+    """Users who came into (`joins`) or left (`leaves`) the room during one presence tick that had more than
+    one change. It also reaches the connections of the users it names: a client ignores its own user in
+    `leaves`, since it is still here."""
+
+    type: Literal["presence.diff"] = "presence.diff"
+    joins: list[str] = Field(examples=[["bob", "carol"]])
+    leaves: list[str] = Field(examples=[["dave"]])
+
+
+class RoomPresence:
+    """The presence changes of each room, announced once per tick: see the module.
+
+    Within a tick, a user's last change wins, so a user who left and came back is announced as present."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self._pending: dict[str, dict[str, bool]] = {}  # group -> user -> present
+        self._ticks: set[asyncio.Task[None]] = set()
+
+    def announce(self, manager: WebSocketManager, group: str, user: str, *, present: bool) -> None:
+        """Announce at the end of the room's current tick that `user` came (`present`) or went."""
+        changes = self._pending.get(group)
+        if changes is None:
+            changes = self._pending[group] = {}
+            tick = asyncio.create_task(self._announce_later(manager, group), name=f"presence-tick {group}")
+            self._ticks.add(tick)
+            tick.add_done_callback(self._ticks.discard)
+        changes.pop(user, None)
+        changes[user] = present
+
+    async def on_presence_change(self, manager: WebSocketManager, change: PresenceChange) -> None:
+        """Announce the users who came or went without a connection of theirs saying so: those of an
+        instance that died (or stalled, and came back). The manager's `on_presence_change`."""
+        if not change.group.startswith(ROOM_GROUP_PREFIX):
+            return
+        for user in sorted(change.left):
+            self.announce(manager, change.group, user, present=False)
+        for user in sorted(change.joined):
+            self.announce(manager, change.group, user, present=True)
+
+    async def aclose(self) -> None:
+        """Drop the changes not announced yet: the manager is closing."""
+        for tick in list(self._ticks):
+            tick.cancel()
+        await asyncio.gather(*self._ticks, return_exceptions=True)
+        self._pending.clear()
+
+    async def _announce_later(self, manager: WebSocketManager, group: str) -> None:
+        await asyncio.sleep(self.tick)
+        changes = self._pending.pop(group)
+        try:
+            if len(changes) == 1:
+                [(user, present)] = changes.items()
+                single = PresenceJoin(user=user) if present else PresenceLeave(user=user)
+                await manager.group_send(group, single, exclude=user)
+            else:
+                joins = sorted(user for user, present in changes.items() if present)
+                leaves = sorted(user for user, present in changes.items() if not present)
+                await manager.group_send(group, PresenceDiff(joins=joins, leaves=leaves))
+        except BrokerError as error:
+            logger.warning("could not announce presence in %r: %r", group, error)
+
+
 class RoomHistory:
     """Where a room's messages are read from when a connection missed some: the database."""
 
@@ -140,6 +208,7 @@ class RoomConsumer(UserConsumer):
         PresenceState,
         PresenceJoin,
         PresenceLeave,
+        PresenceDiff,
         SessionEnded,
     )
     room: Room
@@ -152,8 +221,10 @@ class RoomConsumer(UserConsumer):
         room: str,
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
+        presence: RoomPresence,
     ) -> None:
         super().__init__(websocket, manager, settings=settings, session_factory=session_factory)
+        self.presence = presence
         self.room_name = room
         self.group = room_group(room)
 
@@ -179,18 +250,14 @@ class RoomConsumer(UserConsumer):
         connection = await self.accept()
         await self.join_recoverable(self.group, history, event_type="chat.message", since=resume)
         if await self.manager.presence_join(self.group, connection, self.user.username):
-            await self.group_send(
-                self.group, PresenceJoin(user=self.user.username), exclude=self.user.username
-            )
+            self.presence.announce(self.manager, self.group, self.user.username, present=True)
         users = await self.manager.presence_members(self.group)
         await self.send_json(PresenceState(users=sorted(users)))
 
     async def disconnect(self, code: int) -> None:
         # Not to the user's own connections: one still here would be a tab that opened as this one closed.
         if self.connection is not None and await self.manager.presence_leave(self.group, self.connection):
-            await self.group_send(
-                self.group, PresenceLeave(user=self.user.username), exclude=self.user.username
-            )
+            self.presence.announce(self.manager, self.group, self.user.username, present=False)
 
     @handler(sends=[ChatMessagePublic])
     async def on_chat_message(self, message: ChatMessageCreate) -> None:
@@ -214,14 +281,3 @@ class RoomConsumer(UserConsumer):
         typing = ChatTypingPublic(user=self.user.username, room=self.room.name)
         with contextlib.suppress(BrokerError):
             await self.group_send(self.group, typing, exclude=self.user.username)
-
-
-async def announce_presence_change(manager: WebSocketManager, change: PresenceChange) -> None:
-    """Tell a room of the users who came or went without a connection of theirs saying so: those of an
-    instance that died (or stalled, and came back). The manager's `on_presence_change`."""
-    if not change.group.startswith(ROOM_GROUP_PREFIX):
-        return
-    for user in sorted(change.left):
-        await manager.group_send(change.group, PresenceLeave(user=user), exclude=user)
-    for user in sorted(change.joined):
-        await manager.group_send(change.group, PresenceJoin(user=user), exclude=user)

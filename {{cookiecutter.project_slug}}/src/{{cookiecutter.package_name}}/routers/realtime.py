@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from ..consumers.chat import RoomConsumer
+from ..consumers.chat import RoomConsumer, RoomPresence
 {%- if cookiecutter.use_notifications == "y" %}
 from ..consumers.notifications import NotificationConsumer
 {%- endif %}
@@ -20,12 +20,14 @@ router = APIRouter(tags=["realtime"])
 @router.websocket("/ws/rooms/{room}")
 async def chat_room(websocket: WebSocket, room: str) -> None:
     """A chat room; `?since=<seq>` replays the messages after that seq first."""
+    presence: RoomPresence = websocket.app.state.room_presence
     consumer = RoomConsumer(
         websocket,
         get_manager(websocket),
         room=room,
         settings=get_app_settings(websocket),
         session_factory=get_session_factory(websocket),
+        presence=presence,
     )
     await consumer.run()
 {%- if cookiecutter.use_notifications == "y" %}

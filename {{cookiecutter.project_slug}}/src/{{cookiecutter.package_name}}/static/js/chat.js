@@ -161,6 +161,13 @@ export class ChatRoom {
       case "presence.leave":
         this.typing.stop(frame.user);
         return this.presence.remove(frame.user);
+      case "presence.diff":
+        // Also sent to the users it names: this connection is here, whatever an earlier tab's leave says.
+        for (const user of frame.leaves) this.typing.stop(user);
+        return this.presence.apply(
+          frame.joins,
+          frame.leaves.filter((user) => user !== this.username),
+        );
       case "error":
         this.showError(ERROR_TEXT[frame.code] ?? frame.detail ?? frame.code);
         return this.checkEchoes(ECHO_WAIT_MS);

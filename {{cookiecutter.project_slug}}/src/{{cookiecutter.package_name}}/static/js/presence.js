@@ -30,6 +30,13 @@ export class PresenceList {
     this.render();
   }
 
+  // A room's arrivals and departures of one tick, rendered once.
+  apply(joins, leaves) {
+    for (const user of joins) this.users.add(user);
+    for (const user of leaves) this.users.delete(user);
+    this.render();
+  }
+
   // While disconnected the list may be out of date; it is dimmed until the next `presence.state`.
   setStale(stale) {
     this.list.toggleAttribute("data-stale", stale);
