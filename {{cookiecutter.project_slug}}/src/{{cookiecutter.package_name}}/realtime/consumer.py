@@ -168,6 +168,8 @@ class Consumer:
         if event_type in self._cursors:
             raise ValueError(f"{type(self).__name__} already has a recoverable group of {event_type!r}")
         connection = self._connected()
+        if since is None:  # from the head before the join: what is stored after it comes, live or replayed
+            since = await self.manager.recovery.head(group, history)
         cursor = self._cursors[event_type] = self.manager.recovery.cursor(connection, group, history)
         joined = asyncio.Event()
         self.queue_call(functools.partial(cursor.start, since, joined))  # live events wait behind it
