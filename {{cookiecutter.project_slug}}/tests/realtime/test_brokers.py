@@ -111,8 +111,9 @@ async def test_presence_updates_report_arrivals_departures_and_expiries_once(
 
     assert await update({"c1": "alice", "c2": "bob"}) == joined("alice", "bob")
     assert await update({"c3": "alice"}) == PresenceDelta()
-    assert await update({"c4": "ghost", "c5": "back"}, ttl=0.2) == joined("ghost", "back")
+    assert await update({"c4": "ghost", "c5": "back"}) == joined("ghost", "back")
     assert await broker.presence_members(key) == {"alice", "bob", "ghost", "back"}
+    assert await update({"c4": "ghost", "c5": "back"}, ttl=0.2) == PresenceDelta()  # their last refresh
     await asyncio.sleep(0.3)
     assert await broker.presence_members(key) == {"alice", "bob"}
 
@@ -138,7 +139,7 @@ async def test_redis_presence_keys_expire_with_their_latest_deadline(
         await broker.presence_update(key, add={"c2": "bob"}, ttl=30)
         await broker.presence_update(key, add={"c1": "alice"}, ttl=1)
         for suffix in (":entries", ":members"):
-            assert 29_000 < await admin.pttl(key + suffix) <= 30_000
+            assert 20_000 < await admin.pttl(key + suffix) <= 30_000
         with pytest.raises(ValueError, match="cannot contain ':'"):
             await broker.presence_update(key, add={"c:1": "alice"}, ttl=1)
     finally:

@@ -153,7 +153,7 @@ async def test_presence_keys_share_a_slot_and_expire_with_their_latest_deadline(
 ) -> None:
     first, second = brokers
     key = f"{broker_channel}:presence:lobby"
-    joined = await first.presence_update(key, add={"c1": "alice"}, ttl=0.5)
+    joined = await first.presence_update(key, add={"c1": "alice"}, ttl=5)
     assert joined == PresenceDelta(frozenset({"alice"}))
     joined = await second.presence_update(key, add={"c2": "alice", "c3": "bob"}, ttl=30)
     assert joined == PresenceDelta(frozenset({"bob"}))
@@ -164,7 +164,7 @@ async def test_presence_keys_share_a_slot_and_expire_with_their_latest_deadline(
     node = redis.asyncio.Redis(host="127.0.0.1", port=redis_cluster.owner(redis_cluster.keyslot(entries)))
     try:
         for name in (entries, members):
-            assert 29_000 < await node.pttl(name) <= 30_000
+            assert 20_000 < await node.pttl(name) <= 30_000
     finally:
         await node.aclose()
 

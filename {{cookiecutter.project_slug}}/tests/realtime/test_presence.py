@@ -110,8 +110,10 @@ async def test_members_whose_entries_expire_are_reported_gone_by_one_surviving_i
         if isinstance(dead, RedisBroker):
             dead = await stack.enter_async_context(connected(RedisBroker(broker_url)))
         key = f"{broker_channel}:presence:room"
-        await dead.presence_update(key, add={"dead1": "ghost", "dead2": "ghost", "dead3": "carol"}, ttl=0.2)
+        entries = {"dead1": "ghost", "dead2": "ghost", "dead3": "carol"}
+        await dead.presence_update(key, add=entries, ttl=30)
         assert await managers[0].presence_members("room") == {"bob", "ghost", "carol"}
+        await dead.presence_update(key, add=entries, ttl=0.2)  # the dead instance's last heartbeat
 
         await eventually(lambda: bool(changes), seconds=3)
         for manager in managers:  # every survivor's heartbeat has run again since: none reports it twice
