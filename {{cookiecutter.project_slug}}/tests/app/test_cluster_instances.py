@@ -176,6 +176,7 @@ async def talk_through(
     return min(after) - disrupted_at, len(missed)
 
 
+@pytest.mark.heavy
 async def test_a_room_keeps_talking_while_the_primary_of_its_channel_is_killed(
     database_url: str, broker_channel: str, process_group: ProcessGroup, cluster: LocalCluster
 ) -> None:
@@ -186,6 +187,7 @@ async def test_a_room_keeps_talking_while_the_primary_of_its_channel_is_killed(
     print(f"\nroom on a killed primary: heard again {resumed:.2f}s after SIGKILL, {missed}/60 missed live")
 
 
+@pytest.mark.heavy
 async def test_a_room_keeps_talking_while_its_channels_slot_moves(
     database_url: str, broker_channel: str, process_group: ProcessGroup, cluster: LocalCluster
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from bench.scenarios import SCENARIOS as ALL_SCENARIOS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # Every scenario, those through a proxy included; `nginx` where nginx is installed.

@@ -104,6 +104,7 @@ def test_attempts_for_one_username_are_limited_and_others_go_on(
         assert http.post("/auth/token", data={"username": "other", "password": "guess"}).status_code == 401
 
 
+@pytest.mark.heavy
 def test_concurrent_logins_hash_a_few_at_a_time_and_healthz_stays_quick(
     one_instance: tuple[ServerProcess, str],
 ) -> None:

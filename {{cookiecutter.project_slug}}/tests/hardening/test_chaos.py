@@ -46,7 +46,7 @@ from ..processes import ProcessGroup, ServerProcess, wait_until
 from .faults import PrivateRedis
 from .outage_clients import sign_in_all
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROOM = "chaos"
 SEND_INTERVAL = 0.05  # each of the two senders: 40 messages a second in the room

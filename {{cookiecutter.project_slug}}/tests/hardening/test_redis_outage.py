@@ -51,7 +51,7 @@ from .outage_clients import (
     talk,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 USERS = 100
 ROOMS = 4

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from ..processes import ProcessGroup, wait_until
 from .support import Instance, create_room, resident_bytes, start_sqlite_instance
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 READERS = 5
 CROWD = 50
