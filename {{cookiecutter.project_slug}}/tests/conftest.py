@@ -55,18 +55,12 @@ def broker_channel(run_id: str) -> str:
     return f"test-{run_id}-{secrets.token_hex(3)}"
 
 
-async def _create_database(admin_url: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_url, timeout=5)
+async def _execute(url: str, statement: str) -> None:
+    """Run `statement` on a PostgreSQL connection of its own, outside any transaction (as CREATE DATABASE
+    must be)."""
+    connection = await asyncpg.connect(url, timeout=5)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_url, timeout=5)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(statement)
     finally:
         await connection.close()
 
@@ -76,12 +70,12 @@ def postgres_database_url(run_id: str) -> Iterator[str]:
     """`postgresql+asyncpg://` URL of a database created for this test run."""
     name = f"test_{{ cookiecutter.package_name }}_{run_id}"
     try:
-        asyncio.run(_create_database(POSTGRES_URL, name))
+        asyncio.run(_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as error:
         unavailable("PostgreSQL", error)
     parts = urlsplit(POSTGRES_URL)
     yield f"postgresql+asyncpg://{parts.netloc}/{name}"
-    asyncio.run(_drop_database(POSTGRES_URL, name))
+    asyncio.run(_execute(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -91,20 +85,12 @@ def process_group(tmp_path: Path) -> Iterator[ProcessGroup]:
         yield group
 
 
-async def _empty_schema(database_url: str) -> None:
-    asyncpg_url = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    connection = await asyncpg.connect(asyncpg_url, timeout=5)
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database on each backend: a new SQLite file, or the run's PostgreSQL database emptied."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
     url: str = request.getfixturevalue("postgres_database_url")
-    asyncio.run(_empty_schema(url))
+    asyncpg_url = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    asyncio.run(_execute(asyncpg_url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     return url

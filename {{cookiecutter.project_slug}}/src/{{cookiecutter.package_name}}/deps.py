@@ -90,3 +90,37 @@ def get_current_superuser(user: CurrentUser) -> User:
 
 
 CurrentSuperuser = Annotated[User, Depends(get_current_superuser)]
+
+
+class AttemptLimit:
+    """Counts an attempt of one client address for a username, so that a route can refuse it with 429 before
+    any password is hashed; the username comes from the body, the form or the user, hence a call."""
+
+    def __init__(self, address: str, attempts: AttemptCounter, settings: Settings) -> None:
+        self.address = address
+        self.attempts = attempts
+        self.settings = settings
+
+    async def __call__(self, username: str) -> None:
+        refusal = await self.attempts.hit(
+            {
+                f"address:{self.address}": self.settings.auth_attempts_per_address,
+                f"username:{username.lower()[:64]}": self.settings.auth_attempts_per_username,
+            }
+        )
+        if refusal is not None:
+            raise HTTPException(
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="Too many attempts; try again later",
+                headers={"Retry-After": str(refusal.retry_after)},
+            )
+
+
+def get_attempt_limit(
+    connection: HTTPConnection, attempts: AttemptsDep, settings: SettingsDep
+) -> AttemptLimit:
+    address = connection.client.host if connection.client is not None else "unknown"
+    return AttemptLimit(address, attempts, settings)
+
+
+AttemptLimitDep = Annotated[AttemptLimit, Depends(get_attempt_limit)]

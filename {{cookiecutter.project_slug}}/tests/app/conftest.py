@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import serve_in_loop
-from .support import PASSWORD, AuthHeaders, create_tables, settings_for_tests
+from .support import PASSWORD, AuthHeaders, running_app, settings_for_tests
 
 
 @pytest.fixture
@@ -34,9 +32,7 @@ def settings(database_url: str, broker_url: str, broker_channel: str) -> Setting
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running, on a database that has the tables."""
-    await create_tables(settings.database_url)
-    app = create_app(settings)
-    async with LifespanManager(app):
+    async with running_app(settings) as app:
         yield app
 
 

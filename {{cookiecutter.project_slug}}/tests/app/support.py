@@ -1,14 +1,19 @@
-"""Shared by the app tests: the test password, the `auth_headers` fixture's type, settings, the tables."""
+"""Shared by the app tests: the test password, the `auth_headers` fixture's type, settings, the tables, and
+the app running."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.db.models import Base
 from {{ cookiecutter.package_name }}.db.session import create_engine
+from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
 PASSWORD = "correct-horse-battery"
@@ -40,3 +45,12 @@ async def create_tables(database_url: str) -> None:
             await connection.run_sync(Base.metadata.create_all)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan running, on a database that has the tables."""
+    await create_tables(settings.database_url)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        yield app

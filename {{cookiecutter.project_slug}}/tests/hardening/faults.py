@@ -4,7 +4,7 @@ The machine's Redis and PostgreSQL are shared by every test run, so the faults a
 private `redis-server` is stopped and started again, and the app reaches PostgreSQL through a proxy that
 is cut and restored.
 
-    with PrivateRedis(tmp_path) as redis_server:      # started on a free port; stopped on exit
+    with running_redis(tmp_path) as redis_server:     # started on a free port; stopped on exit
         redis_server.stop()                            # the outage
         redis_server.start()                           # same port, empty (no persistence)
 
@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import pytest
 import redis
 
 from ..processes import free_port
@@ -35,21 +37,49 @@ STOP_TIMEOUT = 5.0
 CHUNK_BYTES = 64 * 1024
 
 
-class PrivateRedis:
-    """A `redis-server` on a free loopback port, in `directory`, persisting nothing."""
+@contextlib.contextmanager
+def needs_redis() -> Iterator[None]:
+    """Turns a missing Redis program into a skip, or into a failure with `REQUIRE_SERVICES=1`."""
+    try:
+        yield
+    except FileNotFoundError as error:
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
+        pytest.skip(str(error))
 
-    def __init__(self, directory: Path) -> None:
+
+@contextlib.contextmanager
+def running_redis(directory: Path) -> Iterator[PrivateRedis]:
+    """A started `PrivateRedis`, stopped on exit; skipped without `redis-server` (see `needs_redis`)."""
+    with needs_redis():
+        server = PrivateRedis(directory)
+    with server:
+        yield server
+
+
+class PrivateRedis:
+    """A `redis-server` on a loopback port (a free one unless given), in `directory`, persisting nothing.
+
+    `options` are more command-line options, such as those of a cluster node.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, options: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed")
         self.binary = binary
         self.directory = directory
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.options = list(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def __enter__(self) -> Self:
         self.start()
@@ -62,6 +92,11 @@ class PrivateRedis:
 
     def start(self) -> None:
         """Start the server on its port, and return once it answers PING."""
+        self.launch()
+        self.wait_answers()
+
+    def launch(self) -> None:
+        """Start the server on its port, without waiting for it: several can then start side by side."""
         command = [
             self.binary,
             "--port",
@@ -72,11 +107,16 @@ class PrivateRedis:
             "",
             "--appendonly",
             "no",
+            *self.options,
         ]
+        self.directory.mkdir(parents=True, exist_ok=True)
         with (self.directory / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def wait_answers(self) -> None:
+        """Return once the launched server answers PING; raise if it exits or `START_TIMEOUT` passes."""
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + START_TIMEOUT
         try:
@@ -85,8 +125,8 @@ class PrivateRedis:
                     client.ping()
                     return
                 except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
+                    if time.monotonic() > deadline or not self.running:
+                        raise RuntimeError(f"redis-server on port {self.port} did not start") from None
                     time.sleep(0.02)
         finally:
             client.close()
@@ -100,6 +140,13 @@ class PrivateRedis:
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as in a crash, and wait for it to exit."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait(STOP_TIMEOUT)
 

@@ -22,14 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -121,19 +118,6 @@ class Stream:
                     await asyncio.sleep(SEND_INTERVAL)
 
         await asyncio.gather(*(keep_sending(sender) for sender in self.senders))
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A Redis server of this test's own; skipped without `redis-server`, unless `REQUIRE_SERVICES=1`."""
-    try:
-        server = PrivateRedis(tmp_path)
-    except FileNotFoundError as error:
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
-        pytest.skip(str(error))
-    with server:
-        yield server
 
 
 async def ready(instances: list[ServerProcess]) -> bool:

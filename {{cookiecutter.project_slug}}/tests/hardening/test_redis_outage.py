@@ -19,13 +19,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import httpx
 import pytest
@@ -59,19 +56,6 @@ TALKERS_PER_ROOM = 2
 TALK_SECONDS = 3.0  # before the outage, and again once both instances are ready
 OUTAGE_SECONDS = 3.0
 RECOVERY_TIMEOUT = 15.0  # the listener retries with a backoff of at most 5 s
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A Redis server of this test's own; skipped without `redis-server`, unless `REQUIRE_SERVICES=1`."""
-    try:
-        server = PrivateRedis(tmp_path)
-    except FileNotFoundError as error:
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
-        pytest.skip(str(error))
-    with server:
-        yield server
 
 
 async def test_instances_ride_out_a_redis_restart_and_no_stored_message_is_lost(

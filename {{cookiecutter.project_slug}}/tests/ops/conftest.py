@@ -6,16 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from ..app.support import settings_for_tests
+from ..app.support import running_app, settings_for_tests
 from ..processes import serve_in_loop
-from .support import create_tables
 
 
 @pytest.fixture
@@ -25,9 +22,7 @@ def settings(tmp_path: Path, broker_channel: str) -> Settings:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    await create_tables(settings.database_url)
-    app = create_app(settings)
-    async with LifespanManager(app):
+    async with running_app(settings) as app:
         yield app
 
 

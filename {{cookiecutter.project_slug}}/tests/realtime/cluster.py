@@ -13,9 +13,7 @@ second or two.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -24,8 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import pytest
 import redis
+
+from ..hardening.faults import PrivateRedis, needs_redis
 
 NODES = 6
 NODE_TIMEOUT_MS = 1000
@@ -56,12 +55,8 @@ def free_cluster_port() -> int:
 def local_cluster(directory: Path) -> Iterator[LocalCluster]:
     """A started `LocalCluster`; the test is skipped without `redis-server` and `redis-cli`, unless
     `REQUIRE_SERVICES=1`, where it fails."""
-    try:
+    with needs_redis():
         cluster = LocalCluster(directory)
-    except FileNotFoundError as error:
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
-        pytest.skip(str(error))
     with cluster:
         yield cluster
 
@@ -70,13 +65,13 @@ class LocalCluster:
     """Three primaries with one replica each, on 127.0.0.1, in `directory`."""
 
     def __init__(self, directory: Path) -> None:
-        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if binary is None or cli is None:
+        cli = shutil.which("redis-cli")
+        if shutil.which("redis-server") is None or cli is None:
             raise FileNotFoundError("redis-server and redis-cli are needed for a local cluster")
-        self.binary, self.cli = binary, cli
+        self.cli = cli
         self.directory = directory
         self.ports: list[int] = []
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.nodes: dict[int, PrivateRedis] = {}
 
     @property
     def url(self) -> str:
@@ -101,9 +96,10 @@ class LocalCluster:
             if port not in self.ports:
                 self.ports.append(port)
         for port in self.ports:
-            self._start_node(port)
-        for port in self.ports:
-            self._wait_answers(port)
+            self.nodes[port] = self._node(port)
+            self.nodes[port].launch()
+        for node in self.nodes.values():
+            node.wait_answers()
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
             [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
@@ -114,13 +110,9 @@ class LocalCluster:
         self.wait_ok()
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-        for process in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-        self.processes.clear()
+        for node in self.nodes.values():
+            node.kill()
+        self.nodes.clear()
 
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
@@ -131,7 +123,7 @@ class LocalCluster:
         return dict(line.split(":", 1) for line in raw.decode().splitlines() if ":" in line)
 
     def running_ports(self) -> list[int]:
-        return [port for port, process in self.processes.items() if process.poll() is None]
+        return [port for port, node in self.nodes.items() if node.running]
 
     def wait_ok(self, timeout: float = START_TIMEOUT) -> None:
         """Return once every running node says `cluster_state:ok` and agrees on who owns each slot, and
@@ -178,8 +170,7 @@ class LocalCluster:
 
     def kill(self, port: int) -> None:
         """SIGKILL the node on `port`, as in a crash, and return once no slot is served by it any more."""
-        self.processes[port].send_signal(signal.SIGKILL)
-        self.processes[port].wait(timeout=10)
+        self.nodes[port].kill()
         deadline = time.monotonic() + START_TIMEOUT
         while any(owner == port for *_, owner in self._slot_owners(self.running_ports()[0])):
             if time.monotonic() > deadline:
@@ -217,15 +208,9 @@ class LocalCluster:
             slots = node.execute_command("CLUSTER", "SLOTS")
         return tuple(sorted((int(start), int(end), int(primary[1])) for start, end, primary, *_ in slots))
 
-    def _start_node(self, port: int) -> None:
+    def _node(self, port: int) -> PrivateRedis:
         node_dir = self.directory / f"node-{port}"
-        node_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            self.binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
+        options = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -236,25 +221,5 @@ class LocalCluster:
             "0",
             "--repl-diskless-sync-delay",
             "0",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(node_dir),
-            "--logfile",
-            str(node_dir / "redis.log"),
         ]
-        self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def _wait_answers(self, port: int) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                with self.client(port) as node:
-                    node.ping()
-                    return
-            except redis.ConnectionError:
-                if self.processes[port].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {port} did not start") from None
-                time.sleep(0.05)
+        return PrivateRedis(node_dir, port, options)

@@ -13,11 +13,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 
-from {{ cookiecutter.package_name }}.realtime import WebSocketManager
+from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
 
 Endpoint = Callable[[WebSocket], Awaitable[None]]
+FILLER = "x" * 100_000
 
 
 def bound_socket() -> socket.socket:
@@ -50,6 +51,41 @@ async def serve(routes: dict[str, Endpoint] | list[BaseRoute], app: Any = None) 
         server.should_exit = True
         await asyncio.wait({task}, timeout=10)
         listener.close()
+
+
+@asynccontextmanager
+async def stalling_client(url: str, conn_id: str) -> AsyncIterator[ClientConnection]:
+    """A client of `url`/ws as `conn_id` that the server's writes soon stall on: a tiny receive window, one
+    frame held unread, no compression."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    async with connect(
+        f"{url}/ws?id={conn_id}", sock=raw, max_queue=1, max_size=None, compression=None
+    ) as client:
+        yield client
+
+
+async def send_through_a_stall(
+    manager: WebSocketManager, client: ClientConnection, conn_id: str, frames: int
+) -> None:
+    """Send `frames` numbered frames of `FILLER` to the stalling `client`, and check that the socket stopped
+    taking them for a while, and that they all arrive in order without closing or dropping anything."""
+    await eventually(lambda: len(manager) == 1)
+    (connection,) = manager.connections_by_id(conn_id)
+    most_pending = 0
+    for number in range(frames):
+        await manager.send_by_conn_id(Message(type="n", conn_id=conn_id, data=[number, FILLER]))
+        await asyncio.sleep(0)
+        most_pending = max(most_pending, connection.pending)
+    # The later frames waited in the queue behind the stalled one.
+    assert most_pending > 0
+
+    async with asyncio.timeout(30):
+        received = [json.loads(await client.recv())["data"][0] for _ in range(frames)]
+    assert received == list(range(frames))
+    assert connection.close_code is None
+    assert manager.stats.frames_dropped == 0
 
 
 async def receive_json(client: ClientConnection, seconds: float = 5.0) -> Any:

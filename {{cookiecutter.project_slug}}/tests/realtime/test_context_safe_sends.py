@@ -3,10 +3,7 @@ instrumentation does: a write that has to wait for the socket is finished in the
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import socket
 from contextvars import ContextVar
 
 import pytest
@@ -14,14 +11,12 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
-from websockets.asyncio.client import connect
 
-from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
+from {{ cookiecutter.package_name }}.realtime import WebSocketManager
 
-from .support import eventually, library_endpoint, serve
+from .support import library_endpoint, send_through_a_stall, serve, stalling_client
 
 FRAMES = 120
-FILLER = "x" * 100_000
 sending: ContextVar[str | None] = ContextVar("sending", default=None)
 
 
@@ -50,25 +45,6 @@ async def test_frames_under_backpressure_through_a_context_setting_middleware_al
         broker_channel, broker_url, queue_size=FRAMES + 10, close_timeout=10
     ) as manager:
         app = SendInContext(Starlette(routes=[WebSocketRoute("/ws", library_endpoint(manager))]))
-        async with serve([], app=app) as url:
-            raw = socket.socket()
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            raw.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-            async with connect(
-                f"{url}/ws?id=paused", sock=raw, max_queue=1, max_size=None, compression=None
-            ) as client:
-                await eventually(lambda: len(manager) == 1)
-                (connection,) = manager.connections_by_id("paused")
-                most_pending = 0
-                for number in range(FRAMES):
-                    await manager.send_by_conn_id(Message(type="n", conn_id="paused", data=[number, FILLER]))
-                    await asyncio.sleep(0)
-                    most_pending = max(most_pending, connection.pending)
-                assert most_pending > 0  # the socket stopped taking frames for a while
-
-                async with asyncio.timeout(30):
-                    received = [json.loads(await client.recv())["data"][0] for _ in range(FRAMES)]
-                assert received == list(range(FRAMES))
-                assert connection.close_code is None
-                assert manager.stats.frames_dropped == 0
+        async with serve([], app=app) as url, stalling_client(url, "paused") as client:
+            await send_through_a_stall(manager, client, "paused", FRAMES)
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from contextlib import AsyncExitStack
 
@@ -14,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
 
-from .support import eventually, library_endpoint, serve
+from .support import eventually, library_endpoint, serve, stalling_client
 
 OTHERS = 200
 MESSAGES = 30
@@ -40,13 +39,8 @@ async def test_a_slow_client_is_closed_with_1013_and_does_not_delay_the_others(
         serve({"/ws": library_endpoint(manager)}) as url,
         AsyncExitStack() as stack,
     ):
-        # No reading, a tiny receive window and no compression: writes to this client stall after a few MB.
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-        slow = await stack.enter_async_context(
-            connect(f"{url}/ws?id=slow", sock=raw, max_queue=1, max_size=None, compression=None)
-        )
+        # No reading: writes to this client stall after a few MB.
+        slow = await stack.enter_async_context(stalling_client(url, "slow"))
         others = [await stack.enter_async_context(connect(f"{url}/ws")) for _ in range(OTHERS)]
         await eventually(lambda: len(manager) == OTHERS + 1)
         (stalled,) = manager.connections_by_id("slow")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 from starlette.websockets import WebSocket
-from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
 
-from .support import eventually, library_endpoint, serve
+from .support import FILLER, eventually, library_endpoint, send_through_a_stall, serve, stalling_client
 
 FRAMES = 120
-FILLER = "x" * 100_000
 
 
 async def test_frames_written_while_the_client_stops_reading_all_arrive_in_order(
@@ -23,29 +20,9 @@ async def test_frames_written_while_the_client_stops_reading_all_arrive_in_order
     async with (
         WebSocketManager(broker_channel, broker_url, queue_size=FRAMES + 10, close_timeout=10) as manager,
         serve({"/ws": library_endpoint(manager)}) as url,
+        stalling_client(url, "paused") as client,
     ):
-        # A tiny receive window and a client that holds one frame unread: the server's writes stall.
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-        async with connect(
-            f"{url}/ws?id=paused", sock=raw, max_queue=1, max_size=None, compression=None
-        ) as client:
-            await eventually(lambda: len(manager) == 1)
-            (connection,) = manager.connections_by_id("paused")
-            most_pending = 0
-            for number in range(FRAMES):
-                await manager.send_by_conn_id(Message(type="n", conn_id="paused", data=[number, FILLER]))
-                await asyncio.sleep(0)
-                most_pending = max(most_pending, connection.pending)
-            # The socket stopped taking frames: the later ones waited in the queue behind the stalled one.
-            assert most_pending > 0
-
-            async with asyncio.timeout(30):
-                received = [json.loads(await client.recv())["data"][0] for _ in range(FRAMES)]
-            assert received == list(range(FRAMES))
-            assert connection.close_code is None
-            assert manager.stats.frames_dropped == 0
+        await send_through_a_stall(manager, client, "paused", FRAMES)
 
 
 async def test_frames_a_connection_sends_itself_while_its_socket_stalls_keep_their_order(
@@ -67,23 +44,18 @@ async def test_frames_a_connection_sends_itself_while_its_socket_stalls_keep_the
     async with (
         WebSocketManager(broker_channel, broker_url, queue_size=FRAMES + 10, close_timeout=10) as manager,
         serve({"/ws": endpoint}) as url,
+        stalling_client(url, "paused") as client,
     ):
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-        async with connect(
-            f"{url}/ws?id=paused", sock=raw, max_queue=1, max_size=None, compression=None
-        ) as client:
-            await eventually(lambda: len(manager) == 1)
-            # Another task's frames are queued at once, whatever the socket does.
-            for number in range(1, FRAMES, 2):
-                async with asyncio.timeout(5):
-                    await manager.send_by_conn_id(Message(type="n", conn_id="paused", data=[number, FILLER]))
-            async with asyncio.timeout(30):
-                received = [json.loads(await client.recv())["data"][0] for _ in range(FRAMES)]
-                await sent_own.wait()
-            own = [number for number in received if number % 2 == 0]
-            others = [number for number in received if number % 2 == 1]
-            assert own == list(range(0, FRAMES, 2))
-            assert others == list(range(1, FRAMES, 2))
-            assert manager.stats.frames_dropped == 0
+        await eventually(lambda: len(manager) == 1)
+        # Another task's frames are queued at once, whatever the socket does.
+        for number in range(1, FRAMES, 2):
+            async with asyncio.timeout(5):
+                await manager.send_by_conn_id(Message(type="n", conn_id="paused", data=[number, FILLER]))
+        async with asyncio.timeout(30):
+            received = [json.loads(await client.recv())["data"][0] for _ in range(FRAMES)]
+            await sent_own.wait()
+        own = [number for number in received if number % 2 == 0]
+        others = [number for number in received if number % 2 == 1]
+        assert own == list(range(0, FRAMES, 2))
+        assert others == list(range(1, FRAMES, 2))
+        assert manager.stats.frames_dropped == 0

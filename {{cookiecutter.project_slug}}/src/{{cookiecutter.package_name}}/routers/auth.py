@@ -10,39 +10,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from ..consumers.base import end_sessions
 from ..db import users
 from ..db.errors import AlreadyExistsError
-from ..deps import AttemptsDep, CurrentUser, ManagerDep, PasswordHasherDep, SessionDep, SettingsDep
+from ..deps import AttemptLimitDep, CurrentUser, ManagerDep, PasswordHasherDep, SessionDep, SettingsDep
 from ..schemas import ErrorResponse, PasswordChange, Token, UserCreate, UserPublic
-from ..security.attempts import AttemptCounter
 from ..security.tokens import create_access_token
-from ..settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 TOO_MANY_ATTEMPTS = {"model": ErrorResponse, "description": "Too many attempts: wait `Retry-After` seconds"}
-
-
-async def limit_attempts(
-    request: Request, attempts: AttemptCounter, settings: Settings, username: str
-) -> None:
-    """Count an attempt of the client's address and for `username`; 429 when either is over its limit."""
-    address = request.client.host if request.client is not None else "unknown"
-    refusal = await attempts.hit(
-        {
-            f"address:{address}": settings.auth_attempts_per_address,
-            f"username:{username.lower()[:64]}": settings.auth_attempts_per_username,
-        }
-    )
-    if refusal is not None:
-        raise HTTPException(
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail="Too many attempts; try again later",
-            headers={"Retry-After": str(refusal.retry_after)},
-        )
 
 
 @router.post(
@@ -55,14 +34,9 @@ async def limit_attempts(
     },
 )
 async def register(
-    request: Request,
-    user_create: UserCreate,
-    session: SessionDep,
-    settings: SettingsDep,
-    hasher: PasswordHasherDep,
-    attempts: AttemptsDep,
+    user_create: UserCreate, session: SessionDep, hasher: PasswordHasherDep, limit_attempts: AttemptLimitDep
 ) -> UserPublic:
-    await limit_attempts(request, attempts, settings, user_create.username)
+    await limit_attempts(user_create.username)
     try:
         user = await users.create_user(
             session, username=user_create.username, password=user_create.password, hasher=hasher
@@ -82,14 +56,13 @@ async def register(
     },
 )
 async def login(
-    request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
     hasher: PasswordHasherDep,
-    attempts: AttemptsDep,
+    limit_attempts: AttemptLimitDep,
 ) -> Token:
-    await limit_attempts(request, attempts, settings, form.username)
+    await limit_attempts(form.username)
     user = await users.authenticate(session, username=form.username, password=form.password, hasher=hasher)
     if user is None:
         raise HTTPException(
@@ -130,16 +103,14 @@ async def logout(user: CurrentUser, session: SessionDep, manager: ManagerDep) ->
     },
 )
 async def change_password(
-    request: Request,
     change: PasswordChange,
     user: CurrentUser,
     session: SessionDep,
-    settings: SettingsDep,
     hasher: PasswordHasherDep,
-    attempts: AttemptsDep,
+    limit_attempts: AttemptLimitDep,
     manager: ManagerDep,
 ) -> None:
-    await limit_attempts(request, attempts, settings, user.username)
+    await limit_attempts(user.username)
     valid, _ = await hasher.verify_and_update(change.current_password, user.hashed_password)
     if not valid:
         raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="The current password is wrong")

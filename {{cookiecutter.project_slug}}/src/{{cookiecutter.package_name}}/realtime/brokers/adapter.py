@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from ..message import Message
-from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
-from .memory import InMemoryBroker, glob_match
+from .base import BrokerInterface, BrokerMessage
+from .memory import InMemoryBroker
 
 __all__ = ["MinimalBrokerAdapter", "adapt_broker", "is_minimal"]
 
@@ -50,80 +49,39 @@ def adapt_broker(broker: object, channel: str) -> BrokerInterface:
     return broker
 
 
-class MinimalBrokerAdapter(BrokerInterface):
-    """The engine's broker interface on a broker with only the seed library's six methods (see module)."""
-
-    shares_presence = False
+class MinimalBrokerAdapter(InMemoryBroker):
+    """The memory broker, its messages carried by a broker with only the seed library's six methods (see
+    module): subscriptions are matched and presence kept in this process, as `memory://` does."""
 
     def __init__(self, broker: Any, channel: str, *, poll_interval: float = 0.01) -> None:
+        super().__init__()
         self.broker = broker
         self.channel = channel
         self.poll_interval = poll_interval
-        self._state = BrokerState.DISCONNECTED
-        self._channels: set[str] = set()
-        self._patterns: set[str] = set()
-        self._received: deque[BrokerMessage] = deque()
-        self._presence = InMemoryBroker()
-
-    @property
-    def state(self) -> BrokerState:
-        return self._state
 
     async def connect(self) -> None:
         await self.broker.connect()
         await self.broker.subscribe(self.channel)
-        await self._presence.connect()
-        self._state = BrokerState.CONNECTED
+        await super().connect()
 
     async def disconnect(self) -> None:
-        self._state = BrokerState.DISCONNECTED
-        self._channels.clear()
-        self._patterns.clear()
-        self._received.clear()
-        await self._presence.disconnect()
+        await super().disconnect()
+        self._queue = asyncio.Queue()  # what was received and not taken is dropped
         await self.broker.unsubscribe(self.channel)
         await self.broker.disconnect()
-
-    async def subscribe(self, *channels: str) -> None:
-        self._channels.update(channels)
-
-    async def unsubscribe(self, *channels: str) -> None:
-        self._channels.difference_update(channels)
-
-    async def psubscribe(self, *patterns: str) -> None:
-        self._patterns.update(patterns)
-
-    async def punsubscribe(self, *patterns: str) -> None:
-        self._patterns.difference_update(patterns)
 
     async def publish(self, channel: str, data: Any) -> None:
         text = data.decode() if isinstance(data, bytes) else str(data)
         await self.broker.publish(self.channel, Message(type="broker", topic=channel, data=text))
 
     async def get_message(self) -> BrokerMessage:
-        while not self._received:
+        while self._queue.empty():
             received = await self.broker.get_message()
             if received is None:
                 await asyncio.sleep(self.poll_interval)
                 continue
             self._route(received)
-        return self._received.popleft()
-
-    async def ping(self) -> None:
-        return None
-
-    async def presence_update(
-        self,
-        key: str,
-        *,
-        add: Mapping[str, str] | None = None,
-        remove: Mapping[str, str] | None = None,
-        ttl: float,
-    ) -> PresenceDelta:
-        return await self._presence.presence_update(key, add=add, remove=remove, ttl=ttl)
-
-    async def presence_members(self, key: str) -> set[str]:
-        return await self._presence.presence_members(key)
+        return self._queue.get_nowait()
 
     def _route(self, received: Any) -> None:
         if isinstance(received, Mapping):
@@ -132,9 +90,4 @@ class MinimalBrokerAdapter(BrokerInterface):
             )
         if not isinstance(received, Message) or received.type != "broker" or not received.topic:
             return  # not the engine's traffic: another user of the same channel
-        channel, data = received.topic, str(received.data).encode()
-        if channel in self._channels:
-            self._received.append(BrokerMessage(channel, data))
-        for pattern in self._patterns:
-            if glob_match(pattern, channel):
-                self._received.append(BrokerMessage(channel, data, pattern))
+        self._deliver(received.topic, str(received.data).encode())

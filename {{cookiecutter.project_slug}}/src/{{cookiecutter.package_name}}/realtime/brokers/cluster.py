@@ -25,7 +25,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -39,10 +39,10 @@ from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import BrokerError, BrokerUnavailable
-from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta
+from .base import BrokerMessage, BrokerState
 from .cluster_patterns import Frame, RecentIds, glob_literal, pattern_channel
 from .memory import glob_match
+from .redis_commands import RedisCommands
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisClusterBroker", "cluster_nodes"]
@@ -51,14 +51,6 @@ logger = logging.getLogger(__name__)
 
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 _FAILURES = (RedisError, RedisClusterException, OSError)
-_UNREACHABLE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    ClusterDownError,
-    TryAgainError,
-    RedisClusterException,
-)
 # Options of `RedisCluster` that a single node's client does not take.
 _CLUSTER_ONLY_OPTIONS = frozenset(
     {
@@ -72,20 +64,6 @@ _CLUSTER_ONLY_OPTIONS = frozenset(
     }
 )
 _TARGETS_CACHED = 4096
-
-
-@contextlib.asynccontextmanager
-async def _as_broker_errors(seconds: float) -> AsyncIterator[None]:
-    """Bound a command by `seconds` whatever redis-py does underneath (MOVED retries included)."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError as error:
-        raise BrokerUnavailable(f"Redis Cluster did not answer within {seconds}s") from error
-    except _UNREACHABLE as error:
-        raise BrokerUnavailable(f"Redis Cluster cannot be reached: {error}") from error
-    except RedisError as error:
-        raise BrokerError(f"Redis Cluster failed: {error}") from error
 
 
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -238,7 +216,7 @@ class _NodeReader:
                 self.broker.topology_changed()
 
 
-class RedisClusterBroker(BrokerInterface):
+class RedisClusterBroker(RedisCommands[RedisCluster]):
     """`options` go to `redis.asyncio.cluster.RedisCluster` and to each node's pub/sub client;
     `command_timeout` bounds every command (and each socket read and connect), as in `RedisBroker`.
 
@@ -246,6 +224,16 @@ class RedisClusterBroker(BrokerInterface):
     (and by services sharing the cluster: the globs carry each service's channel prefix); an instance
     renews its globs' entries every third of `pattern_lease` seconds, so a dead instance's go away.
     """
+
+    service = "Redis Cluster"
+    unreachable = (
+        RedisConnectionError,
+        RedisTimeoutError,
+        OSError,
+        ClusterDownError,
+        TryAgainError,
+        RedisClusterException,
+    )
 
     def __init__(
         self,
@@ -262,24 +250,20 @@ class RedisClusterBroker(BrokerInterface):
     ) -> None:
         self.url = url
         self.startup_nodes, url_options = cluster_nodes(url)
+        super().__init__(command_timeout)
         self.health_check_interval = health_check_interval
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
         self.pattern_registry = pattern_registry
         self.pattern_lease = pattern_lease
-        if command_timeout <= 0:
-            raise ValueError("command_timeout must be positive")
-        self.command_timeout = command_timeout
         timeouts = {"socket_timeout": command_timeout, "socket_connect_timeout": command_timeout}
         self.options = {**timeouts, **url_options, **options, "decode_responses": False}
         self.node_options = {k: v for k, v in self.options.items() if k not in _CLUSTER_ONLY_OPTIONS}
         self.lock = asyncio.Lock()
         self._changes_channel = f"{pattern_registry}:changed"
         self._instance = os.urandom(8).hex()
-        self._cluster: RedisCluster | None = None
         self._topology: RedisCluster | None = None
-        self._presence: RedisPresence | None = None
         self._readers: dict[str, _NodeReader] = {}
         self._placement: dict[str, _NodeReader] = {}
         self._wanted: Counter[str] = Counter()
@@ -294,32 +278,17 @@ class RedisClusterBroker(BrokerInterface):
         self._topology_stale = asyncio.Event()
         self._patterns_stale = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._state = BrokerState.DISCONNECTED
         self._ever_connected = False
-        self._reconnects = 0
-        self._last_error: str | None = None
-
-    @property
-    def state(self) -> BrokerState:
-        return self._state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._last_error
-
-    @property
-    def reconnects(self) -> int:
-        return self._reconnects
 
     async def connect(self) -> None:
-        if self._cluster is not None:
+        if self._client is not None:
             return
         startup = [ClusterNode(host, port) for host, port in self.startup_nodes]
-        self._cluster = RedisCluster(startup_nodes=startup, **self.options)
+        self._client = RedisCluster(startup_nodes=startup, **self.options)
         # The slot map the readers follow, refreshed by the topology task; a client of its own, which runs
         # no command, so that refreshing it never races with the command client's own refreshes.
         self._topology = RedisCluster(startup_nodes=startup, **self.options)
-        self._presence = RedisPresence(self._cluster, hash_tags=True)
+        self._presence = RedisPresence(self._client, hash_tags=True)
         self._state = BrokerState.RECONNECTING
         try:
             await self._topology.initialize()
@@ -337,7 +306,7 @@ class RedisClusterBroker(BrokerInterface):
 
     async def disconnect(self) -> None:
         wildcards = {pattern for pattern in self._patterns if glob_literal(pattern) is None}
-        if wildcards and self._cluster is not None:
+        if wildcards and self._client is not None:
             # Publishers stop sending to this instance's globs now rather than when their lease ends.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
@@ -349,10 +318,11 @@ class RedisClusterBroker(BrokerInterface):
         readers, self._readers = list(self._readers.values()), {}
         for reader in readers:
             await reader.close()
-        for client in (self._cluster, self._topology):
+        for client in (self._client, self._topology):
             if client is not None:
                 await client.aclose()
-        self._cluster = self._topology = self._presence = None
+        self._client = self._topology = None
+        self._presence = None
         self._placement.clear()
         self._wanted.clear()
         self._channels.clear()
@@ -400,7 +370,7 @@ class RedisClusterBroker(BrokerInterface):
         frame = Frame.new(channel, data).encode()
         client = self._commands()
         targets = self._publish_targets(channel)
-        async with _as_broker_errors(self.command_timeout):
+        async with self._bounded():
             if len(targets) == 1:  # no wildcard matches: the common case, without a task per target
                 await client.spublish(channel, frame)
             else:
@@ -408,25 +378,6 @@ class RedisClusterBroker(BrokerInterface):
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()
-
-    async def ping(self) -> None:
-        async with _as_broker_errors(self.command_timeout):
-            await self._commands().ping()
-
-    async def presence_update(
-        self,
-        key: str,
-        *,
-        add: Mapping[str, str] | None = None,
-        remove: Mapping[str, str] | None = None,
-        ttl: float,
-    ) -> PresenceDelta:
-        async with _as_broker_errors(self.command_timeout):
-            return await self._presence_sets().update(key, add or {}, remove or {}, ttl)
-
-    async def presence_members(self, key: str) -> set[str]:
-        async with _as_broker_errors(self.command_timeout):
-            return await self._presence_sets().members(key)
 
     # What the node readers tell the broker.
 
@@ -571,7 +522,7 @@ class RedisClusterBroker(BrokerInterface):
             logger.warning("Redis Cluster did not confirm %s of %d name(s) in time", action, len(waiters))
 
     def _update_state(self) -> None:
-        if self._cluster is None:
+        if self._client is None:
             return
         # A reader still opening its first connection is not a loss; one whose connection failed is.
         live = self._topology_known and not any(
@@ -585,10 +536,6 @@ class RedisClusterBroker(BrokerInterface):
                 logger.info("Redis Cluster pub/sub restored; %d sharded channel(s)", len(self._wanted))
             self._ever_connected = True
             self._state = BrokerState.CONNECTED
-
-    def _record_failure(self, error: BaseException) -> None:
-        self._state = BrokerState.RECONNECTING
-        self._last_error = f"{type(error).__name__}: {error}"
 
     # The wildcard registry.
 
@@ -647,17 +594,5 @@ class RedisClusterBroker(BrokerInterface):
                 self._registered_patterns = registered
                 self._targets.clear()
 
-    def _commands(self) -> RedisCluster:
-        if self._cluster is None:
-            raise RuntimeError("the Redis Cluster broker is not connected; call connect() first")
-        return self._cluster
-
     def _slot_map(self) -> RedisCluster:
-        if self._topology is None:
-            raise RuntimeError("the Redis Cluster broker is not connected; call connect() first")
-        return self._topology
-
-    def _presence_sets(self) -> RedisPresence:
-        if self._presence is None:
-            raise RuntimeError("the Redis Cluster broker is not connected; call connect() first")
-        return self._presence
+        return self._connected(self._topology)

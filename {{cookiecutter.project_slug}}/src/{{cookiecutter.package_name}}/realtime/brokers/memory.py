@@ -118,18 +118,19 @@ class InMemoryBroker(BrokerInterface):
 
     async def publish(self, channel: str, data: bytes | str | Message | Mapping[str, Any]) -> None:
         """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`."""
-        data = encode_payload(data)
+        self._deliver(channel, encode_payload(data))
+
+    async def get_message(self) -> BrokerMessage:
+        return await self._queue.get()
+
+    def _deliver(self, channel: str, data: bytes) -> None:
+        """Queue a message on `channel` as Redis would: once if the channel is subscribed, and once for each
+        subscribed pattern that matches it."""
         if channel in self._channels:
             self._queue.put_nowait(BrokerMessage(channel, data))
         for pattern in self._patterns:
             if glob_match(pattern, channel):
                 self._queue.put_nowait(BrokerMessage(channel, data, pattern))
-
-    async def get_message(self) -> BrokerMessage:
-        return await self._queue.get()
-
-    async def ping(self) -> None:
-        return None
 
     async def presence_update(
         self,

@@ -19,8 +19,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,9 +30,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import BrokerError, BrokerUnavailable
 from ..message import Message
-from .base import BrokerInterface, BrokerMessage, BrokerState, PresenceDelta, encode_payload
+from .base import BrokerMessage, BrokerState, encode_payload
+from .redis_commands import RedisCommands
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisBroker"]
@@ -41,7 +40,6 @@ __all__ = ["RedisBroker"]
 logger = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (RedisError, OSError)
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 async def _close(pubsub: PubSub) -> None:
@@ -55,26 +53,15 @@ _CONFIRMATIONS = {"subscribe": "SUBSCRIBE", "psubscribe": "PSUBSCRIBE"}
 _COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.005), 2, supported_errors=(RedisConnectionError,))
 
 
-@asynccontextmanager
-async def _as_broker_errors(seconds: float) -> AsyncIterator[None]:
-    """Bound a command by `seconds` whatever redis-py does underneath, and turn its failures into ours."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError as error:
-        raise BrokerUnavailable(f"Redis did not answer within {seconds}s") from error
-    except _UNREACHABLE as error:
-        raise BrokerUnavailable(f"Redis cannot be reached: {error}") from error
-    except RedisError as error:
-        raise BrokerError(f"Redis failed: {error}") from error
-
-
-class RedisBroker(BrokerInterface):
+class RedisBroker(RedisCommands[Redis]):
     """`options` go to `redis.asyncio.Redis.from_url` (e.g. `client_name`, `ssl_cert_reqs`).
 
     `command_timeout` bounds every command, and the wait for the answer to a health-check PING; it is also
     the sockets' connect and read timeout, unless `socket_timeout` or `socket_connect_timeout` say otherwise.
     """
+
+    service = "Redis"
+    unreachable = (RedisConnectionError, RedisTimeoutError, OSError)
 
     def __init__(
         self,
@@ -89,21 +76,18 @@ class RedisBroker(BrokerInterface):
     ) -> None:
         if command_timeout <= 0 or health_check_interval <= 0:
             raise ValueError("command_timeout and health_check_interval must be positive")
+        super().__init__(command_timeout)
         self.url = url
-        self.command_timeout = command_timeout
         self.health_check_interval = health_check_interval
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
-        self._reconnects = 0
         self._options = {
             "socket_timeout": command_timeout,
             "socket_connect_timeout": command_timeout,
             **options,
             "decode_responses": False,
         }
-        self._client: Redis | None = None
-        self._presence: RedisPresence | None = None
         self._listener_client: Redis | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -112,20 +96,6 @@ class RedisBroker(BrokerInterface):
         self._patterns: set[str] = set()
         self._waiters: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
         self._lock = asyncio.Lock()
-        self._state = BrokerState.DISCONNECTED
-        self._last_error: str | None = None
-
-    @property
-    def state(self) -> BrokerState:
-        return self._state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._last_error
-
-    @property
-    def reconnects(self) -> int:
-        return self._reconnects
 
     async def connect(self) -> None:
         if self._reader is not None:
@@ -172,40 +142,11 @@ class RedisBroker(BrokerInterface):
     async def publish(self, channel: str, data: bytes | str | Message | Mapping[str, Any]) -> None:
         """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`."""
         data = encode_payload(data)
-        async with _as_broker_errors(self.command_timeout):
+        async with self._bounded():
             await self._commands().publish(channel, data)
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()
-
-    async def ping(self) -> None:
-        async with _as_broker_errors(self.command_timeout):
-            await self._commands().ping()
-
-    async def presence_update(
-        self,
-        key: str,
-        *,
-        add: Mapping[str, str] | None = None,
-        remove: Mapping[str, str] | None = None,
-        ttl: float,
-    ) -> PresenceDelta:
-        async with _as_broker_errors(self.command_timeout):
-            return await self._presence_sets().update(key, add or {}, remove or {}, ttl)
-
-    async def presence_members(self, key: str) -> set[str]:
-        async with _as_broker_errors(self.command_timeout):
-            return await self._presence_sets().members(key)
-
-    def _commands(self) -> Redis:
-        if self._client is None:
-            raise RuntimeError("the Redis broker is not connected; call connect() first")
-        return self._client
-
-    def _presence_sets(self) -> RedisPresence:
-        if self._presence is None:
-            raise RuntimeError("the Redis broker is not connected; call connect() first")
-        return self._presence
 
     async def _change(self, action: str, registry: set[str], names: tuple[str, ...]) -> None:
         adding = action in _CONFIRMATIONS
@@ -253,10 +194,6 @@ class RedisBroker(BrokerInterface):
                 if not waiter.done():
                     waiter.set_result(None)
         self._waiters.clear()
-
-    def _record_failure(self, error: BaseException) -> None:
-        self._state = BrokerState.RECONNECTING
-        self._last_error = f"{type(error).__name__}: {error}"
 
     async def _open(self) -> None:
         assert self._listener_client is not None
