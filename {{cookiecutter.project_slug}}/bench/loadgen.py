@@ -3,20 +3,25 @@
 `bench.run` starts one or more of these (`python -m bench.loadgen`) and writes one command per line; each
 is answered with one JSON line on stdout (`{"error": ...}` if it failed):
 
-- `connect` {clients: [{url, token}], concurrency, compression}: open the clients, `concurrency` handshakes
-  at a time, each with `Authorization: Bearer <token>` when it has a token -> {connected,
-  handshakes_ms}, each handshake's time from its TCP connect to the server's 101.
-- `settle` {quiet, within}: return once no frame has arrived for `quiet` seconds (or after `within`).
+- `connect` {clients: [{url, token}], concurrency, compression, library}: open the clients, `concurrency`
+  handshakes at a time, each with `Authorization: Bearer <token>` when it has a token -> {connected,
+  handshakes_ms}, each handshake's time from its TCP connect to the server's 101. `library` is `picows`
+  (the fastest client at hand, written in Cython: the default) or `websockets` (the only one of the two that
+  offers permessage-deflate, which browser-like clients need).
+- `settle` {quiet, within}: return once no frame has arrived for `quiet` seconds (or after `within`) ->
+  {frames, events}: the frames received so far, and the events in them (more when the server batches).
 - `expect` {phase, count}: from now on, count the messages of `phase` (sequence numbers 0 to count - 1).
 - `publish` {phase, count, rate, window, size, quiet}: the first client of this process sends the messages,
   `rate` a second, or flat out (`rate` null) with at most `window` of them not yet back to it
   -> {first_send, last_send, sent, closed}.
 - `collect` {quiet, within}: wait until every client has every message of the phase, or none came for
   `quiet` seconds, or `within` seconds passed -> {expected, delivered, duplicates, latencies_ms,
-  first_arrival, last_arrival, closes}.
+  first_arrival, last_arrival, closes, frames, events}, the last two counted since `expect`.
 - `disconnect`: close every client. End of input ends the process.
 
-A message's text is `<phase>:<sequence>:<send time>:` padded to `size` bytes. The send time is
+A text frame holds one event, or several, one JSON object a line, for a client that asked for batches
+(`?batch=1`): each line counts as one delivery. A message's text is `<phase>:<sequence>:<send time>:`
+padded to `size` bytes. The send time is
 `time.perf_counter()`, which reads the system-wide monotonic clock on Linux, so the receiving process can
 subtract it from its own reading.
 """
@@ -27,14 +32,16 @@ import asyncio
 import contextlib
 import resource
 import sys
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import Any, Self, TypeAlias
 
 import orjson
 import uvloop
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -91,38 +98,41 @@ class PhaseRecord:
         self.last_arrival = now
 
 
-class LoadGenerator:
-    def __init__(self) -> None:
-        self.clients: list[ClientConnection] = []
-        self.readers: set[asyncio.Task[None]] = set()
-        self.frames = 0
-        self.last_frame = perf_counter()
-        self.phase: PhaseRecord | None = None
+FrameSink: TypeAlias = Callable[[int, str], None]
+"""What a client calls with its index and each text frame it receives."""
 
-    async def connect(self, clients: list[dict[str, str | None]], concurrency: int, compression: bool) -> Any:
-        slots = asyncio.Semaphore(concurrency)
-        handshakes_ms: list[float] = []
 
-        async def open_client(url: str, token: str | None) -> ClientConnection:
-            headers = {"Authorization": f"Bearer {token}"} if token else None
-            async with slots:
-                started = perf_counter()
-                try:
-                    return await self._open(url, headers, compression)
-                finally:
-                    handshakes_ms.append(round((perf_counter() - started) * 1000, 3))
+class ClientClosed(RuntimeError):
+    """The server closed the client before it could send."""
 
-        opened = await asyncio.gather(*(open_client(str(c["url"]), c["token"]) for c in clients))
-        for websocket in opened:
-            reader = asyncio.create_task(self._read(len(self.clients), websocket))
-            self.readers.add(reader)
-            reader.add_done_callback(self.readers.discard)
-            self.clients.append(websocket)
-        return {"connected": len(opened), "handshakes_ms": handshakes_ms}
 
-    @staticmethod
-    async def _open(url: str, headers: dict[str, str] | None, compression: bool) -> ClientConnection:
-        return await connect(
+class Client(ABC):
+    """One WebSocket of the load generator: it sends text, and hands every text frame to a sink."""
+
+    @property
+    @abstractmethod
+    def close_code(self) -> int | None:
+        """The code the server closed this client with (1006 if it just went away), None while open."""
+
+    @abstractmethod
+    async def send(self, text: str) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class WebsocketsClient(Client):
+    """websockets' asyncio client: a reader task per connection; it can offer permessage-deflate."""
+
+    def __init__(self, websocket: ClientConnection, index: int, sink: FrameSink) -> None:
+        self.websocket = websocket
+        self.reader = asyncio.create_task(self._read(index, sink))
+
+    @classmethod
+    async def open(
+        cls, url: str, headers: dict[str, str], compression: bool, index: int, sink: FrameSink
+    ) -> Self:
+        websocket = await connect(
             url,
             additional_headers=headers,
             compression="deflate" if compression else None,
@@ -130,6 +140,134 @@ class LoadGenerator:
             open_timeout=60,
             ping_interval=None,
         )
+        return cls(websocket, index, sink)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.websocket.close_code
+
+    async def send(self, text: str) -> None:
+        try:
+            await self.websocket.send(text)
+        except ConnectionClosed as error:
+            raise ClientClosed(str(error)) from None
+
+    async def close(self) -> None:
+        await self.websocket.close()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+    async def _read(self, index: int, sink: FrameSink) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in self.websocket:
+                if isinstance(frame, str):
+                    sink(index, frame)
+
+
+class PicowsClient(Client, WSListener):
+    """picows: frames are parsed in Cython and handed over in a callback, with no task per connection."""
+
+    def __init__(self, index: int, sink: FrameSink) -> None:
+        super().__init__()
+        self.index = index
+        self.sink = sink
+        self.transport: WSTransport | None = None
+        self._close_code: int | None = None
+        self._fragments: list[bytes] = []
+
+    @classmethod
+    async def open(cls, url: str, headers: dict[str, str], index: int, sink: FrameSink) -> Self:
+        _, listener = await ws_connect(
+            lambda: cls(index, sink),
+            url,
+            extra_headers=headers,
+            websocket_handshake_timeout=60,
+            max_frame_size=MAX_FRAME_BYTES,
+        )
+        assert isinstance(listener, cls)
+        return listener
+
+    @property
+    def close_code(self) -> int | None:
+        return self._close_code
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            self._close_code = frame.get_close_code().value
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        elif frame.msg_type is WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif frame.msg_type is WSMsgType.TEXT and frame.fin:
+            self.sink(self.index, frame.get_payload_as_utf8_text())
+        elif frame.msg_type in (WSMsgType.TEXT, WSMsgType.CONTINUATION):
+            self._fragments.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                text, self._fragments = b"".join(self._fragments).decode(), []
+                self.sink(self.index, text)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._close_code is None:
+            self._close_code = 1006
+
+    async def send(self, text: str) -> None:
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            raise ClientClosed(f"closed with {self.close_code}")
+        transport.send(WSMsgType.TEXT, text.encode())
+
+    async def close(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_disconnected:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            with contextlib.suppress(Exception):
+                await transport.wait_disconnected()
+
+
+class LoadGenerator:
+    def __init__(self) -> None:
+        self.clients: list[Client] = []
+        self.frames = 0
+        self.events = 0
+        self.last_frame = perf_counter()
+        self.phase: PhaseRecord | None = None
+        self.phase_start = (0, 0)
+        """The frames and events received before the phase began."""
+
+    async def connect(
+        self,
+        clients: list[dict[str, str | None]],
+        concurrency: int,
+        compression: bool,
+        library: str = "picows",
+    ) -> Any:
+        if library not in ("picows", "websockets"):
+            raise ValueError(f"unknown client library {library!r}")
+        if compression and library == "picows":
+            raise ValueError("picows does not offer permessage-deflate: use websockets for compression")
+        slots = asyncio.Semaphore(concurrency)
+        handshakes_ms: list[float] = []
+
+        async def open_client(index: int, url: str, token: str | None) -> Client:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with slots:
+                started = perf_counter()
+                try:
+                    if library == "picows":
+                        return await PicowsClient.open(url, headers, index, self._received)
+                    return await WebsocketsClient.open(url, headers, compression, index, self._received)
+                finally:
+                    handshakes_ms.append(round((perf_counter() - started) * 1000, 3))
+
+        first = len(self.clients)
+        opened = await asyncio.gather(
+            *(open_client(first + offset, str(c["url"]), c["token"]) for offset, c in enumerate(clients))
+        )
+        self.clients.extend(opened)
+        return {"connected": len(opened), "handshakes_ms": handshakes_ms}
 
     async def settle(self, quiet: float, within: float) -> Any:
         deadline = perf_counter() + within
@@ -137,10 +275,11 @@ class LoadGenerator:
         while idle < quiet and perf_counter() < deadline:
             await asyncio.sleep(quiet - idle)
             idle = perf_counter() - self.last_frame  # a frame may have come meanwhile
-        return {"frames": self.frames}
+        return {"frames": self.frames, "events": self.events}
 
     async def expect(self, phase: str, count: int) -> Any:
         self.phase = PhaseRecord(phase, count, len(self.clients))
+        self.phase_start = (self.frames, self.events)
         return {}
 
     async def publish(
@@ -164,7 +303,7 @@ class LoadGenerator:
                 if sequence == 0:
                     first_send = sent
                 sent_count += 1
-        except ConnectionClosed as error:
+        except ClientClosed as error:
             closed = str(error)  # the messages not sent are counted as lost
         return {"first_send": first_send, "last_send": sent, "sent": sent_count, "closed": closed}
 
@@ -199,12 +338,13 @@ class LoadGenerator:
             "first_arrival": record.first_arrival,
             "last_arrival": record.last_arrival,
             "closes": self._closes(),
+            "frames": self.frames - self.phase_start[0],
+            "events": self.events - self.phase_start[1],
         }
 
     async def disconnect(self) -> Any:
         clients, self.clients = self.clients, []
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
-        await asyncio.gather(*self.readers, return_exceptions=True)
         return {}
 
     def _closes(self) -> dict[str, int]:
@@ -212,19 +352,20 @@ class LoadGenerator:
         codes = Counter(str(client.close_code) for client in self.clients if client.close_code is not None)
         return dict(codes)
 
-    async def _read(self, client: int, websocket: ClientConnection) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for frame in websocket:
-                now = perf_counter()
-                self.frames += 1
-                self.last_frame = now
-                message = orjson.loads(frame)
-                record = self.phase
-                if record is None or message.get("type") != "chat.message":
-                    continue
-                phase, sequence, sent, _ = message["text"].split(":", 3)
-                if phase == record.name:
-                    record.record(client, int(sequence), float(sent), now)
+    def _received(self, client: int, frame: str) -> None:
+        """Count a frame and each event in it; record those of the phase."""
+        now = perf_counter()
+        self.frames += 1
+        self.last_frame = now
+        record = self.phase
+        for line in frame.split("\n"):
+            self.events += 1
+            message = orjson.loads(line)
+            if record is None or message.get("type") != "chat.message":
+                continue
+            phase, sequence, sent, _ = message["text"].split(":", 3)
+            if phase == record.name:
+                record.record(client, int(sequence), float(sent), now)
 
 
 async def serve() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -22,6 +23,8 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
 @dataclass(frozen=True)
 class RunFigures:
     scenario: str
+    round: int
+    """Which time the scenario ran in this bench run (`--rounds`), from 1."""
     instances: int
     ws: str
     loop: str
@@ -48,6 +51,8 @@ class RunFigures:
     """CPU time of the server processes (not Redis, not PostgreSQL) per 1000 deliveries."""
     generator_cpu_percent: list[float]
     """Each load generator's CPU use during the run, in percent of one core."""
+    events_per_frame: float
+    """Events the clients received per WebSocket frame: above 1 when the server batched them."""
     connect_seconds: float
     """The time for the N - 1 clients other than the publisher to connect, `--connect-concurrency` each
     load generator in flight: a reconnect storm when that is high."""
@@ -80,6 +85,7 @@ COLUMNS = (
     ("RSS KB/conn", 11),
     ("CPU ms/1k", 9),
     ("gen CPU %", 10),
+    ("events/frame", 12),
     ("handshakes/s", 12),
     ("hs p99 ms", 9),
     ("proxy µs/frame", 14),
@@ -90,7 +96,7 @@ def table(runs: Sequence[RunFigures]) -> str:
     lines = [_row([name for name, _ in COLUMNS]), _row(["-" * width for _, width in COLUMNS])]
     for run in runs:
         cells = [
-            f"{run.scenario} {run.mode}",
+            f"{run.scenario} {run.mode}" + (f" #{run.round}" if run.round > 1 else ""),
             f"{run.deliveries_per_second:,.0f}",
             f"{run.latency_p50_ms:.1f}",
             f"{run.latency_p99_ms:.1f}",
@@ -100,6 +106,7 @@ def table(runs: Sequence[RunFigures]) -> str:
             f"{run.server_cpu_ms_per_1000:.1f}",
             "/".join(f"{percent:.0f}" for percent in run.generator_cpu_percent)
             + ("!" if run.generator_saturated else ""),
+            f"{run.events_per_frame:.2f}",
             f"{run.handshakes_per_second:,.0f}",
             f"{run.handshake_p99_ms:.0f}",
             "-" if run.proxy_cpu_us_per_frame is None else f"{run.proxy_cpu_us_per_frame:.1f}",
@@ -120,21 +127,48 @@ def saturation_note(runs: Sequence[RunFigures]) -> str:
 
 
 def ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:
-    """Each scenario's figures divided by those of its baseline in the same mode."""
-    by_key = {(run.scenario, run.mode): run for run in runs}
+    """Each scenario's figures divided by those of its baseline in the same mode and round."""
+    by_key = {(run.scenario, run.mode, run.round): run for run in runs}
     lines = [f"{'ratio to baseline':34} {'deliveries/s':>12} {'p99':>8} {'RSS/conn':>9} {'CPU/1k':>8}"]
     for run in runs:
         baseline_name = baselines.get(run.scenario)
-        baseline = by_key.get((baseline_name, run.mode)) if baseline_name else None
+        baseline = by_key.get((baseline_name, run.mode, run.round)) if baseline_name else None
         if baseline is None:
             continue
+        name = f"{run.scenario} / {baseline.scenario} {run.mode}"
+        if run.round > 1:
+            name += f" #{run.round}"
         lines.append(
-            f"{f'{run.scenario} / {baseline.scenario} {run.mode}':34}"
+            f"{name:34}"
             f" {_ratio(run.deliveries_per_second, baseline.deliveries_per_second):>12}"
             f" {_ratio(run.latency_p99_ms, baseline.latency_p99_ms):>8}"
             f" {_ratio(run.rss_per_connection_kb, baseline.rss_per_connection_kb):>9}"
             f" {_ratio(run.server_cpu_ms_per_1000, baseline.server_cpu_ms_per_1000):>8}"
         )
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def median_ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:
+    """Over the rounds: the median of each scenario's ratios to its baseline of the same round, and their
+    spread (lowest to highest), for deliveries/s and CPU per delivery."""
+    by_key = {(run.scenario, run.mode, run.round): run for run in runs}
+    ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for run in runs:
+        baseline = by_key.get((baselines.get(run.scenario, ""), run.mode, run.round))
+        if baseline is None or not baseline.deliveries_per_second or not baseline.server_cpu_ms_per_1000:
+            continue
+        ratios.setdefault((f"{run.scenario} / {baseline.scenario}", run.mode), []).append(
+            (
+                run.deliveries_per_second / baseline.deliveries_per_second,
+                run.server_cpu_ms_per_1000 / baseline.server_cpu_ms_per_1000,
+            )
+        )
+    lines = [f"{'median ratio over rounds (spread)':34} {'deliveries/s':>22} {'CPU/1k':>22}"]
+    for (name, mode), values in ratios.items():
+        cells = []
+        for column in zip(*values, strict=True):
+            cells.append(f"{statistics.median(column):.2f}x ({min(column):.2f}-{max(column):.2f})")
+        lines.append(f"{f'{name} {mode}, {len(values)} rounds':34} {cells[0]:>22} {cells[1]:>22}")
     return "\n".join(lines) if len(lines) > 1 else ""
 
 

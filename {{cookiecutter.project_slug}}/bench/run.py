@@ -3,7 +3,9 @@
 For each scenario: start its servers, connect the publisher, note the servers' memory, connect the other
 clients and note it again once they are idle, then run two phases in which the publisher sends messages to
 the room, flat out and then paced, while every client records what arrives. Each run (scenario and phase)
-prints one JSON line on stdout; progress and the tables go to stderr.
+prints one JSON line on stdout; progress and the tables go to stderr. With `--rounds R` the scenarios run R
+times in turn (A, B, A, B...), each compared with its baseline of the same round, and the medians close the
+report: on a busy machine only ratios measured side by side mean something.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from time import perf_counter
 from . import profiling
 from .driver import Generator, call_all
 from .loadgen import raise_open_files_limit
-from .report import RunFigures, percentile, proxy_ratio_table, ratio_table, saturation_note, table
+from .report import (
+    RunFigures,
+    median_ratio_table,
+    percentile,
+    proxy_ratio_table,
+    ratio_table,
+    saturation_note,
+    table,
+)
 from .scenarios import SCENARIOS, RunConfig, Scenario
 from .servers import cpu_seconds, rss_bytes, tree_cpu_seconds
 
@@ -44,6 +54,8 @@ class Plan:
     window: int
     """Flat out, the publisher keeps this many messages in flight: sent, and not yet back to it."""
     compression: bool
+    client: str
+    """The load generators' WebSocket library: `picows`, or `websockets` (which can offer compression)."""
     connect_concurrency: int
     settle_seconds: float
     """Clients are idle once nothing arrived for this long (the service announces every arrival)."""
@@ -63,6 +75,8 @@ class PhaseOutcome:
     server_cpu_seconds: float
     proxy_cpu_seconds: float
     generator_cpu_percent: list[float]
+    frames: int
+    events: int
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -82,6 +96,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=10, help="messages in flight when flat out")
     parser.add_argument("--size", type=int, default=100, help="bytes of message text")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--client",
+        default="auto",
+        choices=["auto", "picows", "websockets"],
+        help="the clients' WebSocket library; auto is picows, or websockets with --compression",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="run the scenarios this many times in turn")
     parser.add_argument(
         "--ws",
         default="auto",
@@ -120,7 +141,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.clients, args.messages, args.paced_messages = 20, 20, 10
     if args.users is None:
         args.users = max(1, args.clients // 10)
-    counts = (args.clients, args.users, args.messages, args.paced_messages, args.generators, args.window)
+    if args.client == "auto":
+        args.client = "websockets" if args.compression else "picows"
+    if args.compression and args.client == "picows":
+        parser.error("picows does not offer permessage-deflate: --compression needs --client websockets")
+    counts = (
+        args.clients,
+        args.users,
+        args.messages,
+        args.paced_messages,
+        args.generators,
+        args.window,
+        args.rounds,
+    )
     if min(counts) < 1 or args.users > args.clients:
         parser.error("every count must be at least 1, and --users at most --clients")
     return args
@@ -135,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size=args.size,
         window=args.window,
         compression=args.compression,
+        client=args.client,
         connect_concurrency=args.connect_concurrency,
         settle_seconds=0.3 if args.quick else 1.0,
         quiet_seconds=3.0 if args.quick else 10.0,
@@ -153,13 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_dir=Path(log_dir),
             run_id=secrets.token_hex(4),
         )
-        runs = asyncio.run(bench(scenarios, plan, config, generators=args.generators))
+        runs = asyncio.run(bench(scenarios * args.rounds, plan, config, generators=args.generators))
     print(f"\n{table(runs)}", file=sys.stderr)
-    ratios = ratio_table(
-        runs, {scenario.name: scenario.baseline for scenario in scenarios if scenario.baseline}
-    )
-    if ratios:
+    baselines = {scenario.name: scenario.baseline for scenario in scenarios if scenario.baseline}
+    if ratios := ratio_table(runs, baselines):
         print(f"\n{ratios}", file=sys.stderr)
+    if args.rounds > 1 and (medians := median_ratio_table(runs, baselines)):
+        print(f"\n{medians}", file=sys.stderr)
     if proxies := proxy_ratio_table(runs, anchor="nginx"):
         print(f"\n{proxies}", file=sys.stderr)
     if note := saturation_note(runs):
@@ -178,10 +212,16 @@ async def bench(
         plan.profile_dir.mkdir(parents=True, exist_ok=True)
     started = [await Generator.start() for _ in range(generators)]
     runs: list[RunFigures] = []
+    rounds: Counter[str] = Counter()
     try:
         for scenario in scenarios:
-            print(f"{scenario.name}: {scenario.summary}, {scenario.instances} process(es)", file=sys.stderr)
-            for run in await run_scenario(scenario, config, started, plan):
+            rounds[scenario.name] += 1
+            print(
+                f"{scenario.name} (round {rounds[scenario.name]}): {scenario.summary},"
+                f" {scenario.instances} process(es)",
+                file=sys.stderr,
+            )
+            for run in await run_scenario(scenario, config, started, plan, rounds[scenario.name]):
                 print(run.json_line(), flush=True)
                 runs.append(run)
     finally:
@@ -191,7 +231,7 @@ async def bench(
 
 
 async def run_scenario(
-    scenario: Scenario, config: RunConfig, generators: list[Generator], plan: Plan
+    scenario: Scenario, config: RunConfig, generators: list[Generator], plan: Plan, round_number: int
 ) -> list[RunFigures]:
     async with AsyncExitStack() as stack:
         started = perf_counter()
@@ -203,7 +243,11 @@ async def run_scenario(
             pids = [server.pid for server in deployment.servers]
             proxy_pids = [proxy.pid for proxy in deployment.proxies]
             publisher, *others = [asdict(endpoint) for endpoint in deployment.endpoints]
-            options = {"concurrency": plan.connect_concurrency, "compression": plan.compression}
+            options = {
+                "concurrency": plan.connect_concurrency,
+                "compression": plan.compression,
+                "library": plan.client,
+            }
             await generators[0].call("connect", clients=[publisher], **options)
             await run_phase(generators, pids, proxy_pids, "warm-up-1", WARM_UP_MESSAGES, plan.rate, plan)
             frames_before = await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
@@ -219,14 +263,15 @@ async def run_scenario(
             handshakes_ms = sorted(latency for reply in connected for latency in reply["handshakes_ms"])
             frames_after = await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
-            filling_frames = sum(reply["frames"] for reply in frames_after) - sum(
-                reply["frames"] for reply in frames_before
+            filling_frames, filling_events = (
+                sum(reply[key] for reply in frames_after) - sum(reply[key] for reply in frames_before)
+                for key in ("frames", "events")
             )
             print(
                 f"  {config.clients} clients in {connect_seconds:.1f}s:"
                 f" {len(others) / connect_seconds:,.0f} handshakes/s,"
                 f" p99 {percentile(handshakes_ms, 0.99):.0f} ms,"
-                f" {filling_frames:,} frames received while the room filled",
+                f" {filling_frames:,} frames ({filling_events:,} events) received while the room filled",
                 file=sys.stderr,
             )
             await run_phase(generators, pids, proxy_pids, "warm-up-2", WARM_UP_MESSAGES, plan.rate, plan)
@@ -235,10 +280,12 @@ async def run_scenario(
                 ("flat", plan.messages, None),
                 ("paced", plan.paced_messages, plan.rate),
             ):
-                async with profiled(plan, pids[0], f"{scenario.name}-{mode}"):
+                name = f"{scenario.name}-{mode}" + (f"-{round_number}" if round_number > 1 else "")
+                async with profiled(plan, pids[0], name):
                     outcome = await run_phase(generators, pids, proxy_pids, mode, count, rate, plan)
                 run = RunFigures(
                     scenario=scenario.name,
+                    round=round_number,
                     instances=scenario.instances,
                     ws=config.ws,
                     loop=config.loop,
@@ -261,6 +308,7 @@ async def run_scenario(
                         outcome.server_cpu_seconds * 1e6 / max(1, outcome.delivered), 2
                     ),
                     generator_cpu_percent=outcome.generator_cpu_percent,
+                    events_per_frame=round(outcome.events / max(1, outcome.frames), 2),
                     proxy_cpu_us_per_frame=(
                         # Each delivery is a frame relayed to a client; each message one relayed upstream.
                         round(outcome.proxy_cpu_seconds * 1e6 / max(1, outcome.delivered + count), 2)
@@ -329,6 +377,8 @@ async def run_phase(
         server_cpu_seconds=sum(cpu[: len(server_pids)]),
         proxy_cpu_seconds=proxy_cpu,
         generator_cpu_percent=[round(100 * seconds / wall) for seconds in cpu[len(server_pids) :]],
+        frames=sum(part["frames"] for part in collected),
+        events=sum(part["events"] for part in collected),
     )
 
 

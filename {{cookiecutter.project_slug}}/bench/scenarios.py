@@ -4,6 +4,8 @@
 - `redis-relay` (baseline, 2 processes and Redis): `bench.baselines.redis_relay`.
 - `app` (1 instance): the service on a SQLite file and the `memory://` broker, as it runs out of the box.
 - `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.
+- `app-batch`, `app-redis-batch`: the same, every client asking for batched frames (`?batch=1`): the
+  events waiting for a socket go out together, one JSON object a line of one frame.
 {%- if cookiecutter.use_gateway == "y" %}
 - `gateway`, `gateway-2w` (2 instances): the same, every client through the gateway with 1 or 2 workers.
 {%- endif %}
@@ -34,9 +36,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-{%- if cookiecutter.use_gateway == "y" %}
 from functools import partial
-{%- endif %}
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -129,14 +129,17 @@ async def deploy_redis_relay(stack: AsyncExitStack, config: RunConfig) -> Deploy
     return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
 
 
-async def deploy_app(stack: AsyncExitStack, config: RunConfig) -> Deployment:
-    database_url = f"sqlite+aiosqlite:///{config.log_dir / f'bench-{config.run_id}.db'}"
-    return await deploy_service(stack, config, database_url, "memory://", instances=1)
+async def deploy_app(stack: AsyncExitStack, config: RunConfig, *, batch: bool = False) -> Deployment:
+    # Each deployment its own database: a run may deploy the service several times (`--rounds`).
+    database_path = config.log_dir / f"bench-{config.run_id}-{secrets.token_hex(4)}.db"
+    database_url = f"sqlite+aiosqlite:///{database_path}"
+    return await deploy_service(stack, config, database_url, "memory://", instances=1, batch=batch)
 
 
-async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig) -> Deployment:
-    database_url = await create_postgres_database(stack, config.postgres_url, f"bench_{config.run_id}")
-    return await deploy_service(stack, config, database_url, config.redis_url, instances=2)
+async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig, *, batch: bool = False) -> Deployment:
+    database = f"bench_{config.run_id}_{secrets.token_hex(4)}"
+    database_url = await create_postgres_database(stack, config.postgres_url, database)
+    return await deploy_service(stack, config, database_url, config.redis_url, instances=2, batch=batch)
 
 
 {% if cookiecutter.use_gateway == "y" -%}
@@ -190,6 +193,20 @@ SCENARIOS = {
         Scenario("redis-relay", 2, "bare Redis pub/sub relay", deploy_redis_relay),
         Scenario("app", 1, "the service, SQLite + memory://", deploy_app, baseline="relay"),
         Scenario("app-redis", 2, "the service, PostgreSQL + Redis", deploy_app_redis, baseline="redis-relay"),
+        Scenario(
+            "app-batch",
+            1,
+            "the service, SQLite + memory://, clients asking for batches",
+            partial(deploy_app, batch=True),
+            baseline="relay",
+        ),
+        Scenario(
+            "app-redis-batch",
+            2,
+            "the service, PostgreSQL + Redis, clients asking for batches",
+            partial(deploy_app_redis, batch=True),
+            baseline="redis-relay",
+        ),
 {%- if cookiecutter.use_gateway == "y" %}
         Scenario("gateway", 2, "app-redis behind the gateway, 1 worker", GATEWAY_1W, "app-redis"),
         Scenario("gateway-2w", 2, "app-redis behind the gateway, 2 workers", GATEWAY_2W, "app-redis"),
@@ -200,7 +217,13 @@ SCENARIOS = {
 
 
 async def deploy_service(
-    stack: AsyncExitStack, config: RunConfig, database_url: str, broker_url: str, *, instances: int
+    stack: AsyncExitStack,
+    config: RunConfig,
+    database_url: str,
+    broker_url: str,
+    *,
+    instances: int,
+    batch: bool = False,
 ) -> Deployment:
     group = stack.enter_context(ServerGroup(config.log_dir))
     env = {
@@ -231,7 +254,8 @@ async def deploy_service(
     )
     tokens = await sign_up(servers[0].base_url, config.users)
     clients_tokens = [tokens[index % len(tokens)] for index in range(config.clients)]
-    return Deployment(servers, spread(servers, f"/ws/rooms/{ROOM}", clients_tokens))
+    path = f"/ws/rooms/{ROOM}" + ("?batch=1" if batch else "")
+    return Deployment(servers, spread(servers, path, clients_tokens))
 
 
 async def start_all(start: Callable[[str], Server], names: list[str]) -> list[Server]:

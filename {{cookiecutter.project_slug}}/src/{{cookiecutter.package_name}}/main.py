@@ -90,6 +90,8 @@ def create_manager(settings: Settings, presence: RoomPresence) -> WebSocketManag
         settings.broker_url,
         queue_size=settings.ws_outbound_queue_size,
         max_frame_bytes=settings.ws_max_message_bytes,
+        batch_max_bytes=settings.ws_batch_max_bytes,
+        batch_interval=settings.ws_batch_interval_seconds,
         presence_ttl=settings.ws_presence_ttl_seconds,
         on_presence_change=presence.on_presence_change,
         **({} if settings.broker_url.startswith("memory:") else redis_options),

@@ -111,6 +111,16 @@ class Settings(BaseSettings):
         "delivery (docs/PERFORMANCE.md).",
     )
     ws_outbound_queue_size: int = Field(default=256, gt=0)
+    ws_batch_interval_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="For clients that ask for batches (`?batch=1`): the least time between two rounds of "
+        "writes; the events of a burst closer together than that go out together, one frame a connection.",
+    )
+    ws_batch_max_bytes: int = Field(
+        default=64 * 1024, gt=0, description="Largest frame of several events, for clients that ask for them."
+    )
     ws_rate_limit_per_second: float = Field(default=10.0, gt=0)
     ws_rate_limit_burst: int = Field(default=20, gt=0)
     ws_max_connections_per_user: int = Field(

@@ -74,7 +74,8 @@ The pieces, from the bottom:
 - `create_broker(url)`: `InMemoryBroker` (`memory://`), `RedisBroker` (`redis://`, `rediss://`, `unix://`),
   `RedisClusterBroker` (`redis+cluster://host:port,...`, `rediss+cluster://`: sharded pub/sub);
   while Redis cannot be reached, sending raises `BrokerUnavailable` (a `BrokerError`): nothing was sent.
-- `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task.
+- `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task; a client
+  that connects with `?batch=1` gets the events waiting for it together, one JSON object a line of a frame.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`,
   `listening`, `stats` (`Stats`: broker messages, fan-out sizes by kind, frames dropped, queue high water);

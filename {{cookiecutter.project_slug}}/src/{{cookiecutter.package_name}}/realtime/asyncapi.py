@@ -12,7 +12,8 @@ clients send: one `receive` operation per frame type, whose reply lists the hand
 consumer's `sends`, and the `error` frame (what the server sends: one `send` operation). The models' JSON
 Schemas go to `components/schemas`, and each message carries an example assembled from the fields'
 `examples`. With a `token_url`, the three ways of passing a bearer token that `auth.token_from` accepts
-are the server's security schemes.
+are the server's security schemes. Every channel's query takes the engine's `batch` parameter (see
+`connection`): the frames described are then the lines of the text frames the server sends.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from .connection import BATCH_PARAMETER
 from .consumer import JsonConsumer
 from .exceptions import ErrorCode
 from .handlers import message_types
@@ -37,6 +39,16 @@ WEBSOCKET_BINDING_VERSION = "0.1.0"
 SCHEMA_REF_TEMPLATE = "#/components/schemas/{model}"
 _ADDRESS_PARAMETER = re.compile(r"\{([^{}]+)\}")
 _NO_EXAMPLE = object()
+BATCH_QUERY_SCHEMA: dict[str, Any] = {
+    "type": "integer",
+    "enum": [0, 1],
+    "default": 0,
+    "description": (
+        "1: when several events are waiting for this connection, they come in one text frame, one JSON "
+        "object a line (newline-delimited JSON), each line one of the frames described here; split each "
+        "text frame on newlines. 0 (or absent): one event a frame. Any other value is closed with 1008."
+    ),
+}
 
 
 class ErrorFrame(BaseModel):
@@ -202,10 +214,14 @@ def _channel(channel: Channel, schemas: _Schemas) -> dict[str, Any]:
         result["description"] = description
     if names:
         result["parameters"] = {name: {"description": channel.parameters[name]} for name in names}
-    binding: dict[str, Any] = {"method": "GET", "bindingVersion": WEBSOCKET_BINDING_VERSION}
-    if channel.query is not None:
-        # Inline: the binding takes a schema or a reference, and a `$ref` alone would be both.
-        binding["query"] = channel.query.model_json_schema(ref_template=SCHEMA_REF_TEMPLATE)
+    # Inline: the binding takes a schema or a reference, and a `$ref` alone would be both.
+    query: dict[str, Any] = (
+        channel.query.model_json_schema(ref_template=SCHEMA_REF_TEMPLATE)
+        if channel.query is not None
+        else {"type": "object"}
+    )
+    query.setdefault("properties", {})[BATCH_PARAMETER] = BATCH_QUERY_SCHEMA
+    binding = {"method": "GET", "query": query, "bindingVersion": WEBSOCKET_BINDING_VERSION}
     result["bindings"] = {"ws": binding}
     return result
 

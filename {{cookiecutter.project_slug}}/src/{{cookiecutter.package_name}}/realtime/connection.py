@@ -5,6 +5,11 @@ to its id, topics and groups are reported to the manager that holds it, which in
 live set of the connection's MQTT filters: adding to it subscribes, removing unsubscribes, as in the seed
 library. A connection made around a WebSocket that the app already accepted starts its outbox at the first
 send; one that was never accepted raises on send rather than drop the frame.
+
+A client asks for batches with `?batch=1` on the handshake: its connection then gets several events in one
+text frame when several are waiting for it, one JSON object a line (see `outbox`). Any other value than 0 or
+1 is refused with 1008 when the engine accepts the connection; a connection around a WebSocket that the app
+accepted itself batches only for `1`.
 """
 
 from __future__ import annotations
@@ -16,15 +21,38 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from typing import Any, Protocol
 
 from starlette import status
+from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .calls import Call, done, start
 from .exceptions import InvalidMessage
 from .message import Frame, Message, encode_frame, loads
-from .outbox import EventFilter, EventHandler, Filtered, Outbox
+from .outbox import Batches, EventFilter, EventHandler, Filtered, Outbox
 from .topics import validate_filter
 
-__all__ = ["Connection", "ConnectionHub", "ConnectionState", "EventFilter", "EventHandler", "TopicSet"]
+__all__ = [
+    "BATCH_PARAMETER",
+    "Connection",
+    "ConnectionHub",
+    "ConnectionState",
+    "EventFilter",
+    "EventHandler",
+    "TopicSet",
+    "batch_requested",
+]
+
+BATCH_PARAMETER = "batch"
+"""The query parameter of the handshake by which a client asks for batched frames: `?batch=1`."""
+
+
+def batch_requested(websocket: WebSocket) -> bool:
+    """Whether the client asked for batched frames; raises `ValueError` for a value other than 0 or 1."""
+    value = websocket.query_params.get(BATCH_PARAMETER)
+    if value is None or value == "0":
+        return False
+    if value == "1":
+        return True
+    raise ValueError(f"{BATCH_PARAMETER} must be 0 or 1")
 
 
 class ConnectionState(enum.Enum):
@@ -92,6 +120,7 @@ class Connection:
         queue_size: int = 256,
         max_frame_bytes: int = 64 * 1024,
         close_timeout: float = 5.0,
+        batches: Batches | None = None,
     ) -> None:
         if topic is not None:
             validate_filter(topic, self)
@@ -100,6 +129,8 @@ class Connection:
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
+        self.batches = batches
+        """How this connection's batches are written, if its client asks for them; its own by default."""
         # Set by the connection's consumer: for an event type, the method to pass such events to, or the
         # filter that tells which of them its client gets. See `WebSocketManager.group_send`.
         self.event_handler: Callable[[str], EventHandler | None] | None = None
@@ -155,6 +186,11 @@ class Connection:
         """Frames waiting to be written."""
         return self._outbox.pending if self._outbox is not None else 0
 
+    @property
+    def batching(self) -> bool:
+        """Whether the client gets several events in one frame (it asked with `?batch=1`)."""
+        return self._outbox is not None and self._outbox.batches is not None
+
     def attach(self, hub: ConnectionHub | None) -> None:
         """Let `hub` (the manager) index this connection's changes; None detaches it."""
         self._hub = hub
@@ -162,10 +198,21 @@ class Connection:
     async def accept(
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
     ) -> None:
+        try:
+            batch = batch_requested(self.websocket)
+        except ValueError as error:
+            await self.websocket.accept(subprotocol=subprotocol, headers=headers)
+            raise WebSocketException(status.WS_1008_POLICY_VIOLATION, str(error)) from None
         await self.websocket.accept(subprotocol=subprotocol, headers=headers)
-        self._open_outbox()
+        self._open_outbox(batch)
 
-    def _open_outbox(self) -> Outbox:
+    def _open_outbox(self, batch: bool | None = None) -> Outbox:
+        """Start writing; `batch` None for a WebSocket the app accepted, whose `?batch` nothing checked."""
+        if batch is None:
+            try:
+                batch = batch_requested(self.websocket)
+            except ValueError:
+                batch = False
         self._outbox = Outbox(
             self.websocket,
             size=self.queue_size,
@@ -176,6 +223,7 @@ class Connection:
             on_call_failed=self._call_failed,
             on_dropped=self._frames_dropped,
             on_high_water=self._queue_grew,
+            batches=(self.batches or Batches()) if batch else None,
         )
         return self._outbox
 

@@ -30,6 +30,7 @@ from .connection import Connection
 from .dispatch import Dispatcher
 from .exceptions import BrokerError, InvalidMessage, RealtimeError, error_frame
 from .message import Envelope, Frame, Message, encode_frame, frame_type
+from .outbox import Batches
 from .presence import Presence, PresenceChange
 from .recovery import Recovery, RecoveryOptions
 from .stats import Stats
@@ -48,6 +49,10 @@ class WebSocketManager:
 
     `on_presence_change(manager, change)` is told of the presence changes that no `presence_join` or
     `presence_leave` reported, such as the members of an instance that died (see `presence`).
+
+    For the clients that ask for batches (`?batch=1`), `batch_max_bytes` bounds a frame of several events,
+    and `batch_interval` is the least time between two rounds of batch writes: events closer together than
+    that go out together (see `outbox.Batches`).
     """
 
     def __init__(
@@ -59,6 +64,8 @@ class WebSocketManager:
         queue_size: int = 256,
         max_frame_bytes: int = 64 * 1024,
         close_timeout: float = 5.0,
+        batch_max_bytes: int = 64 * 1024,
+        batch_interval: float = 0.0,
         presence_ttl: float = 30.0,
         on_presence_change: Callable[[WebSocketManager, PresenceChange], Awaitable[None]] | None = None,
         recovery: RecoveryOptions | None = None,
@@ -74,6 +81,7 @@ class WebSocketManager:
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
+        self.batches = Batches(max_bytes=batch_max_bytes, interval=batch_interval)
         self.stats = Stats()
         self._dispatcher = Dispatcher(self.broker, broker_channel, self.stats)
         on_change = functools.partial(on_presence_change, self) if on_presence_change is not None else None
@@ -162,6 +170,7 @@ class WebSocketManager:
             queue_size=self.queue_size,
             max_frame_bytes=self.max_frame_bytes,
             close_timeout=self.close_timeout,
+            batches=self.batches,
         )
 
     async def add_connection(self, connection: Connection) -> None:

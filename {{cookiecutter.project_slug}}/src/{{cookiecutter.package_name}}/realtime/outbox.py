@@ -19,6 +19,14 @@ The queue is a deque and a future that the idle writer awaits, which the next fr
 each connection holds one deque rather than the four of an `asyncio.Queue`. docs/PERFORMANCE.md has the
 figures.
 
+A connection whose client asked for batches (`batches`) is never written at once: its frames are queued
+without waking the writer, and `Batches` wakes the writers of every connection with frames waiting in one
+callback: at the next step of the event loop, or, when it did so less than `interval` seconds before, that
+long after the last time. The writer then sends the text frames waiting in a row as one WebSocket frame, one
+event a line (newline-delimited JSON, as Centrifugo's JSON protocol sends), at most `max_bytes` bytes unless
+one event alone is larger. Each event's encoded text is reused as it is: under load, a socket costs one
+write, and its writer one wake-up, for all the events of an interval; when events are rare, none waits.
+
 What is thrown away, or refused once the connection is closing, is reported to `on_dropped`; each new
 high-water mark of the queue, to `on_high_water`.
 """
@@ -39,7 +47,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .calls import eager_task_factory
 from .exceptions import RealtimeError, error_frame
 
-__all__ = ["EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
+__all__ = ["Batches", "EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +82,44 @@ class Filtered:
 Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]] | Filtered
 
 
+class Batches:
+    """When, and how large, the batches of the connections that asked for them are written.
+
+    One callback wakes the writers of all the batching connections with frames waiting: at the next step of
+    the event loop, but never sooner than `interval` seconds after the previous one. Events that come
+    further apart than that go out at once, one a frame; a burst of them, a fan-out of several events, costs
+    each connection one wake-up and one write an interval. Each batch is at most `max_bytes` bytes of UTF-8,
+    unless one event alone is larger.
+    """
+
+    def __init__(self, *, max_bytes: int = 64 * 1024, interval: float = 0.0) -> None:
+        if max_bytes < 1 or interval < 0:
+            raise ValueError("max_bytes must be at least 1 and interval not negative")
+        self.max_bytes = max_bytes
+        self.interval = interval
+        self._due: list[Outbox] = []
+        self._handle: asyncio.Handle | None = None
+        self._flushed = float("-inf")
+
+    def due(self, outbox: Outbox) -> None:
+        """Have `outbox`'s writer woken with the others at the next flush."""
+        self._due.append(outbox)
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            at = self._flushed + self.interval
+            if at > loop.time():
+                self._handle = loop.call_at(at, self._flush)
+            else:
+                self._handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        self._flushed = asyncio.get_running_loop().time()
+        due, self._due = self._due, []
+        for outbox in due:
+            outbox.write_batch()
+
+
 class Outbox:
     def __init__(
         self,
@@ -87,6 +133,7 @@ class Outbox:
         on_call_failed: Callable[[], None],
         on_dropped: Callable[[int], None],
         on_high_water: Callable[[int], None],
+        batches: Batches | None = None,
     ) -> None:
         self.websocket = websocket
         self.size = size
@@ -95,6 +142,9 @@ class Outbox:
         self.state = OutboxState.OPEN
         self.close_code: int | None = None
         self.high_water = 0
+        self.batches = batches
+        """Set: text frames queued in a row go out together, as lines of one frame (see `Batches`)."""
+        self._batch_due = False
         self._encode = encode
         self._on_overflow = on_overflow
         self._on_call_failed = on_call_failed
@@ -130,12 +180,23 @@ class Outbox:
             self._overflow()
             self._on_dropped(1)
             return False
-        if depth or not self._write_now(item):
+        if self.batches is not None:
+            self._queue.append(item)  # the writer is woken with the others by `Batches`, or is busy
+            if not self._batch_due:
+                self._batch_due = True
+                self.batches.due(self)
+        elif depth or not self._write_now(item):
             self._push(item)
         if depth >= self.high_water:
             self.high_water = depth + 1
             self._on_high_water(depth + 1)
         return True
+
+    def write_batch(self) -> None:
+        """Wake the writer, if it waits, to write what was queued for a batch."""
+        self._batch_due = False
+        if self._queue:
+            self._wake()
 
     async def send(self, frame: str | bytes) -> None:
         if self.in_writer():
@@ -237,6 +298,9 @@ class Outbox:
 
     def _push(self, item: Outbound | _Close) -> None:
         self._queue.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
         ready, self._ready = self._ready, None
         if ready is not None and not ready.done():  # done: the writer was cancelled while it waited
             ready.set_result(None)
@@ -297,18 +361,48 @@ class Outbox:
             await self._failed()
 
     async def _write_filtered(self, item: Filtered) -> None:
+        frame = self._filtered(item)
+        if frame is not None:
+            await self._write(frame)
+
+    def _filtered(self, item: Filtered) -> str | None:
+        """What to write for a filtered frame now that its turn came: the frame, nothing, or an error."""
         try:
             accepted = item.accept(item.event, item.frame)
         except Exception:
             logger.exception("an event filter of %s failed", self.name)
-            await self._failed()
-            return
-        if accepted:
-            await self._write(item.frame)
+            return self._failure()
+        return item.frame if accepted else None
 
     async def _failed(self) -> None:
+        await self._write(self._failure())
+
+    def _failure(self) -> str:
         self._on_call_failed()
-        await self._write(self._encode(error_frame("internal_error", "the server could not handle an event")))
+        return self._encode(error_frame("internal_error", "the server could not handle an event"))
+
+    async def _write_batch(self, first: str | Filtered, limit: int) -> None:
+        """Write `first` and the text frames queued right after it as the lines of one frame of at most
+        `limit` bytes (or one frame alone, if larger); a call, a binary frame or a close ends the batch."""
+        lines: list[str] = []
+        size = -1  # the newlines: one fewer than the lines
+        item = first
+        while True:
+            frame = self._filtered(item) if isinstance(item, Filtered) else item
+            if frame is not None:
+                length = len(frame) if frame.isascii() else len(frame.encode())
+                if lines and size + 1 + length > limit:
+                    self._queue.appendleft(frame)  # its filter, if any, has run: it opens the next batch
+                    break
+                lines.append(frame)
+                size += 1 + length
+            following = self._queue[0] if self._queue else None
+            if not isinstance(following, str | Filtered):
+                break
+            self._queue.popleft()
+            item = following
+        if lines:
+            await self._write("\n".join(lines))
 
     async def _write_forever(self) -> None:
         while self.state is not OutboxState.CLOSED:
@@ -330,6 +424,8 @@ class Outbox:
             item = self._queue.popleft()
             if isinstance(item, _Close):
                 await self._close_socket(item.code, item.reason)
+            elif self.batches is not None and isinstance(item, str | Filtered):
+                await self._write_batch(item, self.batches.max_bytes)
             elif isinstance(item, str | bytes):
                 await self._write(item)
             elif isinstance(item, Filtered):
