@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from {{ cookiecutter.package_name }}.gateway import create_gateway
+from {{ cookiecutter.package_name }}.gateway.websocket_relay import RelayProtocol
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import PROJECT_DIR, ProcessGroup, ServerProcess, serve_in_loop
@@ -45,12 +46,13 @@ def gateway_settings(upstream_urls: list[str], **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_gateway(
-    upstream_urls: list[str], proxy_headers: bool = True, **overrides: Any
+    upstream_urls: list[str], proxy_headers: bool = True, ws: Any = RelayProtocol, **overrides: Any
 ) -> AsyncIterator[str]:
     """A gateway over `upstream_urls`, served in the running event loop; yields its base URL.
 
     `proxy_headers=False` makes the gateway trust no `X-Forwarded-*` from its clients, as on a public edge.
+    `ws` is uvicorn's WebSocket protocol: the gateway's own, as the `gateway` command serves it, by default.
     """
     gateway = create_gateway(gateway_settings(upstream_urls, **overrides))
-    async with serve_in_loop(gateway, proxy_headers=proxy_headers) as base_url:
+    async with serve_in_loop(gateway, proxy_headers=proxy_headers, ws=ws) as base_url:
         yield base_url
