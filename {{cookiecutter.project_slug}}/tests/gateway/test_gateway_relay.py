@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import httpx
 import pytest
 from websockets.asyncio.client import connect
@@ -11,9 +14,9 @@ from websockets.frames import Close, Frame, Opcode
 from {{ cookiecutter.package_name }}.gateway.websocket_relay import FrameReader
 from {{ cookiecutter.package_name }}.observability.metrics import FrameCounts
 
-from ..processes import ServerProcess, wait_until
+from ..processes import ProcessGroup, ServerProcess, wait_until
 from ..realtime.support import close_received, hello, websocket_url
-from .gateway_support import TIMEOUT, running_gateway
+from .gateway_support import TIMEOUT, running_gateway, start_upstream
 
 FRAMES = [
     Frame(Opcode.TEXT, b"hello"),
@@ -109,3 +112,18 @@ async def test_a_stopping_gateway_tells_its_clients_to_reconnect(
         websocket = await connect(websocket_url(gateway) + "/ws/echo")
         await hello(websocket)
     assert await close_received(websocket) == (1012, "")
+
+
+async def test_an_upstream_gone_silent_is_pinged_then_its_client_closed_with_1014(
+    process_group: ProcessGroup,
+) -> None:
+    """A stopped process keeps its connections open, as a host that vanished without resetting them."""
+    silent = start_upstream(process_group, "silent")
+    async with running_gateway([silent.base_url], ws_ping_interval=0.5) as gateway:
+        websocket = await connect(websocket_url(gateway) + "/ws/echo")
+        await hello(websocket)
+        os.kill(silent.process.pid, signal.SIGSTOP)
+        try:
+            assert await close_received(websocket, seconds=TIMEOUT) == (1014, "upstream timed out")
+        finally:
+            os.kill(silent.process.pid, signal.SIGCONT)

@@ -84,13 +84,17 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())  # noqa: S324 - the protocol's hash
 
 
-def close_frame(code: int, reason: str, *, masked: bool) -> bytes:
-    """A close frame, masked as a client's must be when `masked`."""
-    payload = code.to_bytes(2, "big") + reason.encode()[:123]
+def control_frame(opcode: int, payload: bytes, *, masked: bool) -> bytes:
+    """A control frame (at most 125 bytes of payload), masked as a client's must be when `masked`."""
     if not masked:
-        return bytes((0x88, len(payload))) + payload
+        return bytes((0x80 | opcode, len(payload))) + payload
     mask = os.urandom(4)
-    return bytes((0x88, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    masked_payload = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked_payload
+
+
+def close_frame(code: int, reason: str, *, masked: bool) -> bytes:
+    return control_frame(0x8, code.to_bytes(2, "big") + reason.encode()[:123], masked=masked)
 
 
 class FrameReader:
@@ -189,6 +193,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.client: RelayProtocol | None = None
         self.client_transport: asyncio.Transport | None = None
         self.lost = False
+        self.heard = False  # whether the upstream sent anything since the keepalive last looked
 
     def header(self, name: bytes) -> bytes | None:
         return next((value for key, value in self.headers if key == name), None)
@@ -204,6 +209,7 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client_transport = self.client_transport
         if client_transport is not None:
+            self.heard = True
             self.frames.feed(data)
             client_transport.write(data)
         elif self.answered.done():
@@ -293,6 +299,8 @@ class RelayProtocol(asyncio.Protocol):
         self.upstream_transport: asyncio.Transport | None = None
         self.read_paused = False
         self.deadline: asyncio.TimerHandle | None = None
+        self.keepalive: asyncio.TimerHandle | None = None
+        self.ping_pending = False
 
     # The client's transport
 
@@ -427,10 +435,41 @@ class RelayProtocol(asyncio.Protocol):
             self.data_received(held)
         upstream.transport.resume_reading()
         self.resume_reading()
+        if self.config.ws_ping_interval:
+            self.keepalive = self.loop.call_later(self.config.ws_ping_interval, self._check_upstream)
+
+    def _check_upstream(self) -> None:
+        """Ping an upstream that sent nothing for `ws_ping_interval`; one still silent `ws_ping_timeout` later
+        is gone (its host vanished without a reset), and its client is told so with 1014.
+
+        The app pings each client through the relay, so a live upstream is seldom silent that long. Its pong
+        to the gateway's ping reaches the client too, as an unsolicited pong, which clients ignore."""
+        upstream, interval = self.upstream, self.config.ws_ping_interval
+        if self.stage is not _Stage.RELAYING or upstream is None or self.upstream_transport is None:
+            return
+        if not interval:
+            return
+        if upstream.heard:
+            upstream.heard = self.ping_pending = False
+        elif self.ping_pending:
+            if upstream.frames.between_frames:
+                self.transport.write(
+                    close_frame(status.WS_1014_BAD_GATEWAY, "upstream timed out", masked=False)
+                )
+            self._finish()
+            return
+        elif self.frames.between_frames:
+            self.upstream_transport.write(control_frame(0x9, b"gateway", masked=True))
+            self.ping_pending = True
+            interval = self.config.ws_ping_timeout or interval
+        self.keepalive = self.loop.call_later(interval, self._check_upstream)
 
     def _finish(self) -> None:
         """Close both sides once what each was sent is written, and abort whichever is not closed in time."""
         self.upstream_transport = None
+        if self.keepalive is not None:
+            self.keepalive.cancel()
+            self.keepalive = None
         if self.upstream is not None:
             self.upstream.client_transport = None
             self.upstream.close()
