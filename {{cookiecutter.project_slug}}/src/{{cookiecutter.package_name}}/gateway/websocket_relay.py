@@ -13,8 +13,10 @@ when the app agrees to it, is between the client and the app).
 
 The headers of each direction's frames are read as the bytes pass and their payloads skipped, never copied:
 that tells where a frame begins, so that a side that vanishes without a close frame can be replaced by one
-(1014 to the client when the upstream connection is lost, 1001 to the upstream when the client's is), and
-gives the messages and payload bytes counted in the metrics. Reading stops on a side while the other side's
+(1014 to the client when the upstream connection is lost, 1001 to the upstream when the client's is), that
+a client frame over `ws_max_size` is refused (1009) before it is relayed, that an upstream silent for too
+long can be pinged, and gives the messages and payload bytes counted in the metrics. A stopping server
+closes its relayed clients with 1012 (service restart). Reading stops on a side while the other side's
 write buffer is over its high-water mark, so that a slow client holds up its upstream connection (and the
 app then deals with a slow client as it does with any), never the gateway's memory.
 
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 import hashlib
 import logging
 import os
 import ssl
 import sys
+from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -569,20 +573,20 @@ class RelayProtocol(asyncio.Protocol):
             elif kind == "websocket.http.response.start":
                 self._log(str(message["status"]))
                 self.stage = _Stage.DENIED
-                self.transport.write(
-                    self.http.send(
-                        h11.Response(status_code=message["status"], headers=list(message.get("headers", [])))
+                headers = list(message.get("headers", []))
+                self._write(
+                    h11.Response(
+                        status_code=message["status"], headers=headers, reason=_phrase(message["status"])
                     )
-                    or b""
                 )
             else:
                 raise RuntimeError(
                     f"Expected 'websocket.accept', 'websocket.close' or a denial, got {kind!r}"
                 )
         elif self.stage is _Stage.DENIED and kind == "websocket.http.response.body":
-            self.transport.write(self.http.send(h11.Data(data=message.get("body", b""))) or b"")
+            self._write(h11.Data(data=message.get("body", b"")))
             if not message.get("more_body", False):
-                self.transport.write(self.http.send(h11.EndOfMessage()) or b"")
+                self._write(h11.EndOfMessage())
                 self._end({"type": "websocket.disconnect", "code": status.WS_1006_ABNORMAL_CLOSURE})
                 self.transport.close()
         elif self.stage is _Stage.ACCEPTED and kind == "websocket.relay":
@@ -609,8 +613,8 @@ class RelayProtocol(asyncio.Protocol):
             headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode()))
         headers += self.default_headers
         headers += message.get("headers", [])
-        self.transport.write(
-            self.http.send(h11.InformationalResponse(status_code=101, headers=headers)) or b""
+        self._write(
+            h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
         )
         self.stage = _Stage.ACCEPTED
 
@@ -623,17 +627,16 @@ class RelayProtocol(asyncio.Protocol):
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
-        try:
-            output = self.http.send(h11.Response(status_code=status_code, headers=headers)) or b""
-            output += (self.http.send(h11.Data(data=body)) or b"") + (
-                self.http.send(h11.EndOfMessage()) or b""
-            )
-        except h11.LocalProtocolError:
-            output = b""  # a response was already under way: the connection is closed as it is
-        self.transport.write(output)
+        with contextlib.suppress(h11.LocalProtocolError):  # one was under way: the connection just closes
+            self._write(h11.Response(status_code=status_code, headers=headers, reason=_phrase(status_code)))
+            self._write(h11.Data(data=body))
+            self._write(h11.EndOfMessage())
         self.stage = _Stage.DENIED
         self._end({"type": "websocket.disconnect", "code": status.WS_1006_ABNORMAL_CLOSURE})
         self.transport.close()
+
+    def _write(self, event: h11.Event) -> None:
+        self.transport.write(self.http.send(event) or b"")
 
     def _end(self, message: Message) -> None:
         if not self.ended.done():
@@ -647,6 +650,13 @@ class RelayProtocol(asyncio.Protocol):
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
         logger.info('%s - "WebSocket %s" %s', where, path.replace('"', "%22"), outcome)
+
+
+def _phrase(status_code: int) -> bytes:
+    try:
+        return HTTPStatus(status_code).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _b64decode(value: bytes) -> bytes:
