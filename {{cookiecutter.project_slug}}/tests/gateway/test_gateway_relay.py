@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import signal
+import socket
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -127,3 +131,49 @@ async def test_an_upstream_gone_silent_is_pinged_then_its_client_closed_with_101
             assert await close_received(websocket, seconds=TIMEOUT) == (1014, "upstream timed out")
         finally:
             os.kill(silent.process.pid, signal.SIGCONT)
+
+
+async def test_a_client_that_stops_reading_holds_up_its_upstream_not_the_gateways_memory(
+    upstream_pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """128 MB sent to a client that reads nothing: the upstream is made to wait, and goes on once it reads."""
+    count, size = 2_000, 64 * 1024
+    upstream = upstream_pair[0]
+    async with (
+        httpx.AsyncClient(base_url=upstream.base_url, timeout=TIMEOUT) as http,
+        running_gateway([upstream.base_url]) as gateway,
+    ):
+        reader, writer = await raw_websocket(gateway, "/ws/echo")
+        writer.write(Frame(Opcode.TEXT, f"flood:{count}:{size}".encode()).serialize(mask=True))
+        progress: list[int] = []
+
+        async def upstream_stalled() -> bool:
+            progress.append((await http.get("/flood-progress")).json()["sent"])
+            return len(progress) > 10 and len(set(progress[-10:])) == 1
+
+        await wait_until(upstream_stalled, within=60)
+        # Socket buffers (at most 4 MB to send and 32 MB to receive on Linux) and the gateway's hold a part.
+        assert progress[-1] < count // 2
+
+        async def upstream_going_on() -> bool:
+            await reader.read(1024 * 1024)
+            return bool((await http.get("/flood-progress")).json()["sent"] > progress[-1])
+
+        await wait_until(upstream_going_on, within=60)
+        writer.close()
+
+
+async def raw_websocket(base_url: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket opened by hand, on a socket with a small receive buffer that nothing reads unless asked."""
+    host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16))
+    head = [b"GET " + path.encode() + b" HTTP/1.1", b"Host: " + f"{host}:{port}".encode()]
+    head += [b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Version: 13"]
+    writer.write(b"\r\n".join([*head, b"Sec-WebSocket-Key: " + key, b"", b""]))
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+    return reader, writer
