@@ -679,7 +679,7 @@ async def relay_to_upstream(
     handed_over = False
     try:
         if upstream.status != 101:
-            await _relay_refusal(scope, send, upstream)
+            await _relay_refusal(send, upstream)
             return
         relayed = [
             (name, value)
@@ -703,7 +703,7 @@ async def relay_to_upstream(
             upstream.close()
 
 
-async def _relay_refusal(scope: Scope, send: Send, upstream: UpstreamConnection) -> None:
+async def _relay_refusal(send: Send, upstream: UpstreamConnection) -> None:
     content_type = upstream.header(b"content-type") or b"text/plain; charset=utf-8"
     headers = [(b"content-type", content_type), (b"content-length", str(len(upstream.body)).encode())]
     await send({"type": "websocket.http.response.start", "status": upstream.status, "headers": headers})
