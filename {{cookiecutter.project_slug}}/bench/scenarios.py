@@ -8,6 +8,8 @@
   events waiting for a socket go out together, one JSON object a line of one frame.
 {%- if cookiecutter.use_gateway == "y" %}
 - `gateway`, `gateway-2w` (2 instances): the same, every client through the gateway with 1 or 2 workers.
+- `gateway-frames` (2 instances): the gateway under uvicorn's own WebSocket protocol, which relays frame by
+  frame through ASGI (`WebSocketProxy`) instead of copying bytes; 1 worker.
 {%- endif %}
 - `nginx` (2 instances): the same through nginx with deploy/nginx.conf and one worker, the anchor proxy
   (run only where nginx is installed).
@@ -48,6 +50,7 @@ from .servers import PROJECT_DIR, Server, ServerGroup
 APP = "{{ cookiecutter.package_name }}.main:create_app"
 {%- if cookiecutter.use_gateway == "y" %}
 GATEWAY = "{{ cookiecutter.package_name }}.gateway:create_gateway"
+RELAY_PROTOCOL = "{{ cookiecutter.package_name }}.gateway.websocket_relay:RelayProtocol"
 {%- endif %}
 ROOM = "bench"
 SIGN_UP_CONCURRENCY = 16
@@ -143,7 +146,9 @@ async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig, *, batch: b
 
 
 {% if cookiecutter.use_gateway == "y" -%}
-async def deploy_gateway(stack: AsyncExitStack, config: RunConfig, *, workers: int) -> Deployment:
+async def deploy_gateway(
+    stack: AsyncExitStack, config: RunConfig, *, workers: int, relay_bytes: bool = True
+) -> Deployment:
     apps = await deploy_app_redis(stack, config)
     group = stack.enter_context(ServerGroup(config.log_dir))
     env = {
@@ -151,11 +156,13 @@ async def deploy_gateway(stack: AsyncExitStack, config: RunConfig, *, workers: i
         "GATEWAY_UPSTREAMS": ",".join(server.base_url for server in apps.servers),
         "GATEWAY_WORKERS": str(workers),
     }
-    # As `gateway --workers N` runs it: clients are not offered compression.
-    options = [*config.uvicorn_options, "--workers", str(workers), "--ws-per-message-deflate", "false"]
+    # As `gateway --workers N` runs it, with its own WebSocket protocol (which leaves compression to the
+    # client and the app); or under uvicorn's, not offering compression to clients.
+    ws = RELAY_PROTOCOL if relay_bytes else config.ws
+    options = ["--ws", ws, "--loop", config.loop, "--workers", str(workers), "--ws-per-message-deflate", "0"]
     gateway = await asyncio.to_thread(
         group.start_uvicorn,
-        f"gateway-{workers}w",
+        f"gateway-{workers}w" if relay_bytes else "gateway-frames",
         GATEWAY,
         options=options,
         env=env,
@@ -167,6 +174,7 @@ async def deploy_gateway(stack: AsyncExitStack, config: RunConfig, *, workers: i
 
 GATEWAY_1W = partial(deploy_gateway, workers=1)
 GATEWAY_2W = partial(deploy_gateway, workers=2)
+GATEWAY_FRAMES = partial(deploy_gateway, workers=1, relay_bytes=False)
 
 
 {% endif -%}
@@ -210,6 +218,7 @@ SCENARIOS = {
 {%- if cookiecutter.use_gateway == "y" %}
         Scenario("gateway", 2, "app-redis behind the gateway, 1 worker", GATEWAY_1W, "app-redis"),
         Scenario("gateway-2w", 2, "app-redis behind the gateway, 2 workers", GATEWAY_2W, "app-redis"),
+        Scenario("gateway-frames", 2, "app-redis behind the gateway, by frames", GATEWAY_FRAMES, "app-redis"),
 {%- endif %}
         Scenario("nginx", 2, "app-redis behind nginx, 1 worker", deploy_nginx, "app-redis", requires="nginx"),
     ]

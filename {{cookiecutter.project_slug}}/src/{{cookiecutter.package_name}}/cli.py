@@ -88,7 +88,7 @@ def configuration_problems(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
+def serve(factory: str, host: str, port: int, *, workers: int = 1, ws: str = "auto") -> None:
     """Run the app `factory` with uvicorn, logging as configured, until SIGTERM or Ctrl-C.
 
     On SIGTERM uvicorn stops accepting, closes WebSockets with 1012 (service restart) so that clients
@@ -99,6 +99,7 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
     which answers 431 to a request head over `HTTP_MAX_HEADER_BYTES` and closes a connection whose head is
     not in after `HTTP_HEADER_TIMEOUT_SECONDS`. permessage-deflate is negotiated with clients only with
     `WS_COMPRESSION=deflate`: compressed again for every connection, a frame costs far more to fan out.
+    `ws` names uvicorn's WebSocket protocol (`auto`, or a class as `module:name`).
     """
     settings = get_settings()
     uvicorn.run(
@@ -111,6 +112,7 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         http=BoundedH11Protocol,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        ws=ws,
         ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=settings.ws_compression == "deflate",
     )
@@ -118,9 +120,14 @@ def serve(factory: str, host: str, port: int, *, workers: int = 1) -> None:
 
 {% if cookiecutter.use_gateway == "y" -%}
 def serve_gateway(host: str, port: int, *, workers: int) -> None:
-    """Run the gateway; its workers share the port and split the upstreams' health checks between them."""
+    """Run the gateway; its workers share the port and split the upstreams' health checks between them.
+
+    Its WebSockets are served by the gateway's own protocol, which relays their bytes once the upstream
+    has accepted them (`gateway.websocket_relay`).
+    """
     os.environ["GATEWAY_WORKERS"] = str(workers)  # read by each worker's settings
-    serve("{{ cookiecutter.package_name }}.gateway:create_gateway", host, port, workers=workers)
+    relay = "{{ cookiecutter.package_name }}.gateway.websocket_relay:RelayProtocol"
+    serve("{{ cookiecutter.package_name }}.gateway:create_gateway", host, port, workers=workers, ws=relay)
 
 
 {% endif -%}

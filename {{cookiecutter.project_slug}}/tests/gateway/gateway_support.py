@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from {{ cookiecutter.package_name }}.gateway import create_gateway
+from {{ cookiecutter.package_name }}.gateway.websocket_relay import RelayProtocol
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import PROJECT_DIR, ProcessGroup, ServerProcess, serve_in_loop
@@ -45,12 +46,19 @@ def gateway_settings(upstream_urls: list[str], **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_gateway(
-    upstream_urls: list[str], proxy_headers: bool = True, **overrides: Any
+    upstream_urls: list[str],
+    proxy_headers: bool = True,
+    ws: Any = RelayProtocol,
+    ws_ping_interval: float = 20.0,
+    **overrides: Any,
 ) -> AsyncIterator[str]:
     """A gateway over `upstream_urls`, served in the running event loop; yields its base URL.
 
     `proxy_headers=False` makes the gateway trust no `X-Forwarded-*` from its clients, as on a public edge.
+    `ws` is uvicorn's WebSocket protocol: the gateway's own, as the `gateway` command serves it, by default.
+    `ws_ping_interval` is uvicorn's, and its ping timeout too.
     """
     gateway = create_gateway(gateway_settings(upstream_urls, **overrides))
-    async with serve_in_loop(gateway, proxy_headers=proxy_headers) as base_url:
+    pings = {"ws_ping_interval": ws_ping_interval, "ws_ping_timeout": ws_ping_interval}
+    async with serve_in_loop(gateway, proxy_headers=proxy_headers, ws=ws, **pings) as base_url:
         yield base_url

@@ -9,6 +9,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from {{ cookiecutter.package_name }}.gateway.websocket_relay import RelayProtocol
+
 from ..processes import ProcessGroup, ServerProcess
 from ..realtime.support import close_received, hello, websocket_url
 from .gateway_support import TIMEOUT, running_gateway, start_upstream
@@ -31,12 +33,14 @@ async def test_connections_take_turns_and_tell_where_they_landed(
     assert told == landed
 
 
+@pytest.mark.parametrize("ws", [RelayProtocol, "auto"], ids=["bytes relay", "uvicorn's protocol"])
 async def test_frames_subprotocol_and_closes_cross_the_gateway(
-    upstream_pair: tuple[ServerProcess, ServerProcess],
+    upstream_pair: tuple[ServerProcess, ServerProcess], ws: type[RelayProtocol] | str
 ) -> None:
+    """As the `gateway` command serves it, or as any other ASGI app (frame by frame, `WebSocketProxy`)."""
     offered = [Subprotocol("chat.v1"), Subprotocol("chat.v2")]
     async with (
-        running_gateway([upstream_pair[0].base_url]) as gateway,
+        running_gateway([upstream_pair[0].base_url], ws=ws) as gateway,
         connect(websocket_url(gateway) + "/ws/echo?since=7", subprotocols=offered) as websocket,
     ):
         upstream_saw = await hello(websocket)

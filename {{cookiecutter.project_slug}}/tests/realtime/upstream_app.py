@@ -26,6 +26,7 @@ def create_upstream_app(instance: str | None = None) -> Starlette:
     released = asyncio.Event()
     upload = {"received": 0}
     websocket_closes: list[dict[str, object]] = []
+    flood = {"sent": 0}
 
     def tagged(response: Response) -> Response:
         response.headers["x-instance"] = name
@@ -87,8 +88,12 @@ def create_upstream_app(instance: str | None = None) -> Starlette:
     async def closes(_request: Request) -> Response:
         return JSONResponse(websocket_closes)
 
+    async def flood_progress(_request: Request) -> Response:
+        return JSONResponse(flood)
+
     async def websocket_echo(websocket: WebSocket) -> None:
-        """Says hello with what it was sent, echoes every frame, and closes on `close:<code>:<reason>`."""
+        """Says hello with what it was sent, echoes every frame, closes on `close:<code>:<reason>`, and sends
+        `<count>` frames of `<size>` bytes on `flood:<count>:<size>`, counting them in `/flood-progress`."""
         offered = websocket.scope.get("subprotocols", [])
         subprotocol = next((name for name in PREFERRED_SUBPROTOCOLS if name in offered), None)
         await websocket.accept(subprotocol=subprotocol, headers=[(b"x-instance", name.encode())])
@@ -111,6 +116,13 @@ def create_upstream_app(instance: str | None = None) -> Starlette:
                     _, code, reason = text.split(":", 2)
                     await websocket.close(int(code), reason)
                     return
+                if text is not None and text.startswith("flood:"):
+                    _, count, size = text.split(":")
+                    flood["sent"] = 0
+                    for _ in range(int(count)):
+                        await websocket.send_bytes(bytes(int(size)))
+                        flood["sent"] += 1
+                    continue
                 if text is not None:
                     await websocket.send_text(text)
                 else:
@@ -131,6 +143,7 @@ def create_upstream_app(instance: str | None = None) -> Starlette:
             Route("/upload", upload_stream, methods=["POST"]),
             Route("/upload-progress", upload_progress),
             Route("/websocket-closes", closes),
+            Route("/flood-progress", flood_progress),
             WebSocketRoute("/ws/echo", websocket_echo),
             WebSocketRoute("/ws/refuse", websocket_refuse),
         ]

@@ -42,6 +42,7 @@ from ..settings import Settings, get_settings
 from .metrics import UpstreamCollector
 from .reverse_proxy import ReverseProxy
 from .upstreams import UpstreamPool, parse_upstreams
+from .websocket_relay import RELAY_EXTENSION, relay_to_upstream
 
 
 class Gateway:
@@ -116,23 +117,30 @@ class Gateway:
             response = await self.reverse_proxy(Request(scope, receive))
             await response(scope, receive, send)
         elif scope["type"] == "websocket":
-            await self._relay_websocket(WebSocket(scope, receive, send))
+            await self._relay_websocket(scope, receive, send)
 
-    async def _relay_websocket(self, websocket: WebSocket) -> None:
-        """Relay to the next healthy upstream; one that cannot be reached is marked down, the next tried."""
-        raw_path: bytes = websocket.scope.get("raw_path") or websocket.scope["path"].encode()
+    async def _relay_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Relay to the next healthy upstream; one that cannot be reached is marked down, the next tried.
+
+        Under `RelayProtocol` (the `gateway` command) the frames cross as bytes; under another server's
+        WebSocket protocol, `WebSocketProxy` relays them one by one.
+        """
+        websocket = WebSocket(scope, receive, send)
+        url_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        timeout = self.settings.gateway_connect_timeout_seconds
+        as_bytes = RELAY_EXTENSION in scope.get("extensions", {})
         # 1014 for any failure to reach an instance: 1013 means a client too slow everywhere else.
         code, reason = status.WS_1014_BAD_GATEWAY, "no healthy upstream"
         for _attempt in range(len(self.pool.upstreams)):
             upstream = self.pool.choose()
             if upstream is None:
                 break
-            proxy = WebSocketProxy(
-                websocket,
-                upstream.websocket_url + raw_path.decode("latin-1"),
-                open_timeout=self.settings.gateway_connect_timeout_seconds,
-            )
+            url = upstream.websocket_url + url_path
             try:
+                if as_bytes:
+                    await relay_to_upstream(scope, receive, send, url, open_timeout=timeout)
+                    return
+                proxy = WebSocketProxy(websocket, url, open_timeout=timeout)
                 await proxy.connect()
             except UpstreamUnreachable as unreachable:
                 self.pool.mark_down(upstream, str(unreachable))

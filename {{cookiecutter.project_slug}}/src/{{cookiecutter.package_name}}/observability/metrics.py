@@ -245,6 +245,11 @@ class _CountingWebSocketSend:
             counts.bytes_sent += _size(message)
         elif kind == "websocket.accept":
             self._accepted()
+{%- if cookiecutter.use_gateway == "y" %}
+        elif kind == "websocket.relay" and counts is not None:
+            # The gateway's server relays the frames below ASGI and counts them itself, here.
+            message["counts"] = counts
+{%- endif %}
         elif kind == "websocket.close":
             route = self.route or route_template(self.scope, self.original)
             self.metrics.websocket_closes.labels(route, str(message.get("code", 1000))).inc()
