@@ -105,3 +105,56 @@ async def test_members_healing_at_once_share_one_read_and_a_lost_last_event_arri
         finally:
             for client in clients:
                 await client.close()
+
+
+async def test_members_in_step_get_events_as_they_come_and_fill_a_gap_from_the_history(
+    manager: WebSocketManager,
+) -> None:
+    manager.recovery.options = RecoveryOptions(gap_wait=0.05)
+    history = ListHistory()
+    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
+        clients = [await connect(f"{url}/ws") for _ in range(3)]
+        try:
+            for client in clients:
+                assert (await receive_json(client))["type"] == "joined"
+            first = history.store("first")
+            await manager.group_send("notes", first)
+            assert [await seqs(client, 1) for client in clients] == [[1]] * 3
+            stream = manager.recovery.streams["notes"]
+            assert len(stream.in_step) == 3  # their seqs are checked once for all of them
+            second, _lost, fourth = (history.store(text) for text in ("second", "lost", "fourth"))
+            for event in (second, first, fourth):  # then one heard before, then one ahead of a gap
+                await manager.group_send("notes", event)
+            assert [await seqs(client, 3) for client in clients] == [[2, 3, 4]] * 3
+            await manager.group_send("notes", history.store("fifth"))
+            assert [await seqs(client, 1) for client in clients] == [[5]] * 3
+            await manager.group_send("notes", history.store("sixth"))
+            assert [await seqs(client, 1) for client in clients] == [[6]] * 3
+            assert len(stream.in_step) == 3  # back in step once the gap was filled
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_a_lost_last_event_and_a_heal_reach_members_in_step(manager: WebSocketManager) -> None:
+    manager.recovery.options = RecoveryOptions(heal_interval=0.1)
+    history = ListHistory()
+    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
+        clients = [await connect(f"{url}/ws") for _ in range(3)]
+        try:
+            for client in clients:
+                assert (await receive_json(client))["type"] == "joined"
+            await manager.group_send("notes", history.store("published"))
+            assert [await seqs(client, 1) for client in clients] == [[1]] * 3
+            history.store("never published")
+            async with asyncio.timeout(10):
+                assert [await seqs(client, 1) for client in clients] == [[2]] * 3
+            history.store("stored while the broker was down")
+            assert manager.recovery.heal_group("notes")
+            assert [await seqs(client, 1) for client in clients] == [[3]] * 3
+            for _ in range(2):
+                await manager.group_send("notes", history.store("live"))
+            assert [await seqs(client, 2) for client in clients] == [[4, 5]] * 3
+        finally:
+            for client in clients:
+                await client.close()

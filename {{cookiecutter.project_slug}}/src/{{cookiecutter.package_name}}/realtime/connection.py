@@ -155,6 +155,11 @@ class Connection:
         """Frames waiting to be written."""
         return self._outbox.pending if self._outbox is not None else 0
 
+    @property
+    def idle(self) -> bool:
+        """Open, with nothing queued nor being written: what is delivered now is the next frame written."""
+        return self._outbox is not None and self._outbox.idle
+
     def attach(self, hub: ConnectionHub | None) -> None:
         """Let `hub` (the manager) index this connection's changes; None detaches it."""
         self._hub = hub
