@@ -33,13 +33,13 @@ class ListHistory:
         return self.events[after : after + limit]
 
 
-def recoverable_endpoint(manager: WebSocketManager, history: ListHistory) -> Any:
+def recoverable_endpoint(manager: WebSocketManager, history: ListHistory, event_type: str = "note") -> Any:
     class NotesConsumer(JsonConsumer):
         async def connect(self) -> None:
             await self.accept()
             since = self.websocket.query_params.get("since")
             await self.join_recoverable(
-                "notes", history, event_type="note", since=int(since) if since is not None else None
+                "notes", history, event_type=event_type, since=int(since) if since is not None else None
             )
             await self.send_json({"type": "joined"})
 
@@ -158,3 +158,19 @@ async def test_a_lost_last_event_and_a_heal_reach_members_in_step(manager: WebSo
         finally:
             for client in clients:
                 await client.close()
+
+
+async def test_the_sequenced_events_of_a_group_are_of_one_type(manager: WebSocketManager) -> None:
+    history = ListHistory()
+    routes = {
+        "/notes": recoverable_endpoint(manager, history),
+        "/other": recoverable_endpoint(manager, history, event_type="other"),
+    }
+    async with serve(routes) as url, connect(f"{url}/notes") as notes:
+        assert (await receive_json(notes))["type"] == "joined"
+        async with connect(f"{url}/other") as other:
+            async with asyncio.timeout(10):
+                await other.wait_closed()
+            assert other.close_code == 1011
+        await manager.group_send("notes", history.store("still here"))
+        assert await seqs(notes, 1) == [1]
