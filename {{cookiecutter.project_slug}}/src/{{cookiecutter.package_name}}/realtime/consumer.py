@@ -190,7 +190,8 @@ class Consumer:
         await self._connected().unsubscribe(topic_filter)
 
     async def group_send(self, group: str, event: Frame, *, exclude: str | Iterable[str] = ()) -> None:
-        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`.
+        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`
+        (a recoverable group's sequenced events reach all its members: see `recovery`).
 
         An event of a recoverable group that cannot be published (the broker is down) is not an error: it
         is stored, so the group's members here are healed from its history at once, and elsewhere by the
