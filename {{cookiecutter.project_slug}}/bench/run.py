@@ -82,11 +82,12 @@ class PhaseOutcome:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 clients, a few messages")
-    available = [name for name, scenario in SCENARIOS.items() if scenario.available]
+    available = [name for name, scenario in SCENARIOS.items() if scenario.available and scenario.default]
     parser.add_argument(
         "--scenarios",
         default=",".join(available),
-        help=f"comma-separated, of: {','.join(SCENARIOS)} (default: those whose tools are installed)",
+        help=f"comma-separated, of: {','.join(SCENARIOS)} (default: those whose tools are installed, "
+        "but the -unsequenced ones)",
     )
     parser.add_argument("--clients", type=int, default=1000, help="N, the publisher included")
     parser.add_argument("--users", type=int, help="users the clients sign in as (default: clients / 10)")

@@ -6,6 +6,8 @@
 - `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.
 - `app-batch`, `app-redis-batch`: the same, every client asking for batched frames (`?batch=1`): the
   events waiting for a socket go out together, one JSON object a line of one frame.
+- `app-unsequenced`, `app-redis-unsequenced`: the same with the rooms joined as plain groups
+  (`bench.unsequenced`), to measure what recovery costs; not in a default run.
 {%- if cookiecutter.use_gateway == "y" %}
 - `gateway`, `gateway-2w` (2 instances): the same, every client through the gateway with 1 or 2 workers.
 - `gateway-frames` (2 instances): the gateway under uvicorn's own WebSocket protocol, which relays frame by
@@ -48,6 +50,7 @@ import httpx
 from .servers import PROJECT_DIR, Server, ServerGroup
 
 APP = "{{ cookiecutter.package_name }}.main:create_app"
+APP_UNSEQUENCED = "bench.unsequenced:create_app"
 {%- if cookiecutter.use_gateway == "y" %}
 GATEWAY = "{{ cookiecutter.package_name }}.gateway:create_gateway"
 RELAY_PROTOCOL = "{{ cookiecutter.package_name }}.gateway.websocket_relay:RelayProtocol"
@@ -106,6 +109,8 @@ class Scenario:
     baseline: str | None = None
     requires: str | None = None
     """An executable the scenario needs; without it on PATH the scenario is left out of a default run."""
+    default: bool = True
+    """Whether a run without `--scenarios` measures it (when it is available)."""
 
     @property
     def available(self) -> bool:
@@ -143,6 +148,19 @@ async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig, *, batch: b
     database = f"bench_{config.run_id}_{secrets.token_hex(4)}"
     database_url = await create_postgres_database(stack, config.postgres_url, database)
     return await deploy_service(stack, config, database_url, config.redis_url, instances=2, batch=batch)
+
+
+async def deploy_app_unsequenced(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    database_url = f"sqlite+aiosqlite:///{config.log_dir / f'bench-{config.run_id}-unsequenced.db'}"
+    return await deploy_service(stack, config, database_url, "memory://", instances=1, app=APP_UNSEQUENCED)
+
+
+async def deploy_app_redis_unsequenced(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    name = f"bench_{config.run_id}_unsequenced"
+    database_url = await create_postgres_database(stack, config.postgres_url, name)
+    return await deploy_service(
+        stack, config, database_url, config.redis_url, instances=2, app=APP_UNSEQUENCED
+    )
 
 
 {% if cookiecutter.use_gateway == "y" -%}
@@ -215,6 +233,17 @@ SCENARIOS = {
             partial(deploy_app_redis, batch=True),
             baseline="redis-relay",
         ),
+        Scenario(
+            "app-unsequenced", 1, "app, rooms as plain groups", deploy_app_unsequenced, "app", default=False
+        ),
+        Scenario(
+            "app-redis-unsequenced",
+            2,
+            "app-redis, rooms as plain groups",
+            deploy_app_redis_unsequenced,
+            "app-redis",
+            default=False,
+        ),
 {%- if cookiecutter.use_gateway == "y" %}
         Scenario("gateway", 2, "app-redis behind the gateway, 1 worker", GATEWAY_1W, "app-redis"),
         Scenario("gateway-2w", 2, "app-redis behind the gateway, 2 workers", GATEWAY_2W, "app-redis"),
@@ -233,6 +262,7 @@ async def deploy_service(
     *,
     instances: int,
     batch: bool = False,
+    app: str = APP,
 ) -> Deployment:
     group = stack.enter_context(ServerGroup(config.log_dir))
     env = {
@@ -254,7 +284,7 @@ async def deploy_service(
     def start(name: str) -> Server:
         instance_env = {**env, "INSTANCE_NAME": name}
         return group.start_uvicorn(
-            name, APP, options=config.uvicorn_options, env=instance_env, ready_path="/readyz", factory=True
+            name, app, options=config.uvicorn_options, env=instance_env, ready_path="/readyz", factory=True
         )
 
     # Nothing reads the tables before the first request, so the instances start while the migration runs.

@@ -76,6 +76,7 @@ class Reader:
     latencies: dict[int, float] = field(default_factory=dict)  # commit to arrival, by seq
     reading: asyncio.Event = field(default_factory=asyncio.Event)
     close_codes: list[int | None] = field(default_factory=list)
+    texts: set[str] = field(default_factory=set)  # of the chat messages received
 
     async def read(self) -> None:
         """Receive until closed; pauses while `reading` is clear."""
@@ -85,6 +86,7 @@ class Reader:
                 frame = json.loads(await self.websocket.recv())
                 if frame["type"] == "chat.message":
                     self.seqs.append(frame["seq"])
+                    self.texts.add(frame["text"])
                     committed = datetime.fromisoformat(frame["created_at"].replace("Z", "+00:00")).timestamp()
                     self.committed.setdefault(frame["seq"], committed)
                     self.latencies.setdefault(frame["seq"], time.time() - committed)
@@ -107,13 +109,21 @@ class Stream:
     senders: list[Reader]
     said: int = 0
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    last_said: dict[str, str] = field(default_factory=dict)  # by sender
+
+    async def all_stored(self) -> bool:
+        """Each sender heard its own last line: the lines it sent before are stored too (in order, on one
+        connection), so the room's count no longer grows once the senders stopped."""
+        return all(
+            said in sender.texts for sender in self.senders if (said := self.last_said.get(sender.name))
+        )
 
     async def run(self) -> None:
         async def keep_sending(sender: Reader) -> None:
             with contextlib.suppress(ConnectionClosed):
                 while not self.stopped.is_set():
                     self.said += 1
-                    text = f"{sender.name} {self.said}"
+                    text = self.last_said[sender.name] = f"{sender.name} {self.said}"
                     await sender.websocket.send(json.dumps({"type": "chat.message", "text": text}))
                     await asyncio.sleep(SEND_INTERVAL)
 
@@ -305,6 +315,7 @@ async def test_every_reader_gets_every_message_once_in_order_through_each_fault(
         }
         stream.stopped.set()
         await streaming
+        await wait_until(stream.all_stored, within=CATCH_UP_TIMEOUT)
         total = await stored_messages(postgres_database_url)
         connected = [*steady, bulk]
 

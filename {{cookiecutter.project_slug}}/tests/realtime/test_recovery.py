@@ -33,13 +33,13 @@ class ListHistory:
         return self.events[after : after + limit]
 
 
-def recoverable_endpoint(manager: WebSocketManager, history: ListHistory) -> Any:
+def recoverable_endpoint(manager: WebSocketManager, history: ListHistory, event_type: str = "note") -> Any:
     class NotesConsumer(JsonConsumer):
         async def connect(self) -> None:
             await self.accept()
             since = self.websocket.query_params.get("since")
             await self.join_recoverable(
-                "notes", history, event_type="note", since=int(since) if since is not None else None
+                "notes", history, event_type=event_type, since=int(since) if since is not None else None
             )
             await self.send_json({"type": "joined"})
 
@@ -105,3 +105,72 @@ async def test_members_healing_at_once_share_one_read_and_a_lost_last_event_arri
         finally:
             for client in clients:
                 await client.close()
+
+
+async def test_members_in_step_get_events_as_they_come_and_fill_a_gap_from_the_history(
+    manager: WebSocketManager,
+) -> None:
+    manager.recovery.options = RecoveryOptions(gap_wait=0.05)
+    history = ListHistory()
+    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
+        clients = [await connect(f"{url}/ws") for _ in range(3)]
+        try:
+            for client in clients:
+                assert (await receive_json(client))["type"] == "joined"
+            first = history.store("first")
+            await manager.group_send("notes", first)
+            assert [await seqs(client, 1) for client in clients] == [[1]] * 3
+            stream = manager.recovery.streams["notes"]
+            assert len(stream.in_step) == 3  # their seqs are checked once for all of them
+            second, _lost, fourth = (history.store(text) for text in ("second", "lost", "fourth"))
+            for event in (second, first, fourth):  # then one heard before, then one ahead of a gap
+                await manager.group_send("notes", event)
+            assert [await seqs(client, 3) for client in clients] == [[2, 3, 4]] * 3
+            await manager.group_send("notes", history.store("fifth"))
+            assert [await seqs(client, 1) for client in clients] == [[5]] * 3
+            await manager.group_send("notes", history.store("sixth"))
+            assert [await seqs(client, 1) for client in clients] == [[6]] * 3
+            assert len(stream.in_step) == 3  # back in step once the gap was filled
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_a_lost_last_event_and_a_heal_reach_members_in_step(manager: WebSocketManager) -> None:
+    manager.recovery.options = RecoveryOptions(heal_interval=0.1)
+    history = ListHistory()
+    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
+        clients = [await connect(f"{url}/ws") for _ in range(3)]
+        try:
+            for client in clients:
+                assert (await receive_json(client))["type"] == "joined"
+            await manager.group_send("notes", history.store("published"))
+            assert [await seqs(client, 1) for client in clients] == [[1]] * 3
+            history.store("never published")
+            async with asyncio.timeout(10):
+                assert [await seqs(client, 1) for client in clients] == [[2]] * 3
+            history.store("stored while the broker was down")
+            assert manager.recovery.heal_group("notes")
+            assert [await seqs(client, 1) for client in clients] == [[3]] * 3
+            for _ in range(2):
+                await manager.group_send("notes", history.store("live"))
+            assert [await seqs(client, 2) for client in clients] == [[4, 5]] * 3
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_the_sequenced_events_of_a_group_are_of_one_type(manager: WebSocketManager) -> None:
+    history = ListHistory()
+    routes = {
+        "/notes": recoverable_endpoint(manager, history),
+        "/other": recoverable_endpoint(manager, history, event_type="other"),
+    }
+    async with serve(routes) as url, connect(f"{url}/notes") as notes:
+        assert (await receive_json(notes))["type"] == "joined"
+        async with connect(f"{url}/other") as other:
+            async with asyncio.timeout(10):
+                await other.wait_closed()
+            assert other.close_code == 1011
+        await manager.group_send("notes", history.store("still here"))
+        assert await seqs(notes, 1) == [1]

@@ -191,6 +191,11 @@ class Connection:
         """Whether the client gets several events in one frame (it asked with `?batch=1`)."""
         return self._outbox is not None and self._outbox.batches is not None
 
+    @property
+    def idle(self) -> bool:
+        """Open, with nothing queued nor being written: what is delivered now is the next frame written."""
+        return self._outbox is not None and self._outbox.idle
+
     def attach(self, hub: ConnectionHub | None) -> None:
         """Let `hub` (the manager) index this connection's changes; None detaches it."""
         self._hub = hub

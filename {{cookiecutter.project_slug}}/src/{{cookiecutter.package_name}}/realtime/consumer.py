@@ -164,13 +164,14 @@ class Consumer:
     ) -> None:
         """Join `group` and get each of its `event_type` events (which carry a `seq`) once, in seq order,
         with the stored ones after `since` first and any missed live read from `history` (see `recovery`).
-        One recoverable group per event type."""
+        One recoverable group per event type, and one event type per recoverable group (`ValueError`)."""
         if event_type in self._cursors:
             raise ValueError(f"{type(self).__name__} already has a recoverable group of {event_type!r}")
         connection = self._connected()
         if since is None:  # from the head before the join: what is stored after it comes, live or replayed
             since = await self.manager.recovery.head(group, history)
-        cursor = self._cursors[event_type] = self.manager.recovery.cursor(connection, group, history)
+        cursor = self.manager.recovery.cursor(connection, group, history, event_type)
+        self._cursors[event_type] = cursor
         joined = asyncio.Event()
         self.queue_call(functools.partial(cursor.start, since, joined))  # live events wait behind it
         try:
@@ -189,7 +190,8 @@ class Consumer:
         await self._connected().unsubscribe(topic_filter)
 
     async def group_send(self, group: str, event: Frame, *, exclude: str | Iterable[str] = ()) -> None:
-        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`.
+        """Send `event` to the members of `group` on every instance, but those with an id in `exclude`
+        (a recoverable group's sequenced events reach all its members: see `recovery`).
 
         An event of a recoverable group that cannot be published (the broker is down) is not an error: it
         is stored, so the group's members here are healed from its history at once, and elsewhere by the
@@ -284,8 +286,6 @@ class Consumer:
         return getattr(self, name) if name is not None else None
 
     def _event_filter(self, event_type: str) -> EventFilter | None:
-        if (cursor := self._cursors.get(event_type)) is not None:
-            return cursor.accept
         name = self._event_filters.get(event_type)
         return getattr(self, name) if name is not None else None
 

@@ -20,6 +20,7 @@ from .brokers import BrokerInterface, BrokerMessage
 from .connection import Connection
 from .message import Envelope, loads
 from .outbox import Filtered
+from .recovery import Stream, seq_of
 from .stats import Stats
 from .topics import MULTI_LEVEL, SINGLE_LEVEL, TopicIndex, escape_glob, filter_to_glob
 
@@ -29,6 +30,14 @@ __all__ = ["Dispatcher"]
 def is_exact(topic_filter: str) -> bool:
     """Whether a valid filter has no wildcard, and so matches exactly the topic of the same name."""
     return SINGLE_LEVEL not in topic_filter and MULTI_LEVEL not in topic_filter
+
+
+def decode_event(frame: str) -> Mapping[str, Any]:
+    """A group event's frame decoded once for all its recipients, read-only; `ValueError` if not an object."""
+    decoded = loads(frame)
+    if not isinstance(decoded, dict):
+        raise ValueError("an event for a consumer must be a JSON object")
+    return MappingProxyType(decoded)
 
 
 class _Subscriptions:
@@ -73,10 +82,14 @@ class _Subscriptions:
 class Dispatcher:
     """The local side of the manager: connection indexes, broker subscriptions, and local delivery."""
 
-    def __init__(self, broker: BrokerInterface, prefix: str, stats: Stats) -> None:
+    def __init__(
+        self, broker: BrokerInterface, prefix: str, stats: Stats, streams: Mapping[str, Stream]
+    ) -> None:
         self.broker = broker
         self.prefix = prefix
         self.stats = stats
+        self.streams = streams
+        """The recoverable groups with local members, by name: they take their sequenced events."""
         self.connections: set[Connection] = set()
         self.channels = _Subscriptions(broker.subscribe, broker.unsubscribe)
         self.patterns = _Subscriptions(broker.psubscribe, broker.punsubscribe)
@@ -189,6 +202,10 @@ class Dispatcher:
             recipients = self._by_id.get(envelope.target, ())
         elif envelope.kind == "group":
             recipients = self._groups.get(envelope.target, ())
+            stream = self.streams.get(envelope.target)
+            if stream is not None and envelope.event == stream.event_type:
+                self.stats.fanned_out("group", self._deliver_sequenced(stream, recipients, envelope))
+                return
         elif envelope.kind == "topic":
             # Redis delivers a message once for its channel and once per matching pattern, back to back:
             # the first copy reaches every local filter that matches, so the others are dropped.
@@ -201,12 +218,26 @@ class Dispatcher:
             raise ValueError(f"unknown envelope kind {envelope.kind!r}")
         self.stats.fanned_out(envelope.kind, self._deliver(recipients, envelope))
 
-    def _deliver(self, recipients: Iterable[Connection], envelope: Envelope) -> int:
+    def _deliver_sequenced(self, stream: Stream, recipients: Iterable[Connection], envelope: Envelope) -> int:
+        """Hand an event of a recoverable group's type to its stream, which checks its seq once for the
+        members with a cursor; the other members get it as any group event."""
+        event = decode_event(envelope.frame)
+        seq = seq_of(event)
+        if seq is None:
+            return self._deliver(recipients, envelope, event)
+        others: list[Connection] = []
+        queued = stream.deliver(recipients, envelope.frame, event, seq, others)
+        if others:
+            queued += self._deliver(others, envelope, event)
+        return queued
+
+    def _deliver(
+        self, recipients: Iterable[Connection], envelope: Envelope, event: Mapping[str, Any] | None = None
+    ) -> int:
         """Queue the frame as it is on each recipient not excluded, unless its consumer takes such events
         through a filter (given the event decoded once for all) or a method (given its own copy).
         Returns the number of connections it was queued for."""
         event_type, exclude = envelope.event, envelope.exclude
-        event: Mapping[str, Any] | None = None
         queued = 0
         for connection in recipients:
             if exclude and connection.id in exclude:
@@ -220,10 +251,7 @@ class Dispatcher:
                 queued += connection.deliver(envelope.frame)
                 continue
             if event is None:
-                decoded = loads(envelope.frame)
-                if not isinstance(decoded, dict):
-                    raise ValueError("an event for a consumer must be a JSON object")
-                event = MappingProxyType(decoded)
+                event = decode_event(envelope.frame)
             if accept is not None:
                 queued += connection.deliver(Filtered(envelope.frame, event, accept))
             elif handler is not None:

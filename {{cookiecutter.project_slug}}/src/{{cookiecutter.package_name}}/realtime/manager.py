@@ -83,15 +83,15 @@ class WebSocketManager:
         self.close_timeout = close_timeout
         self.batches = Batches(max_bytes=batch_max_bytes, interval=batch_interval)
         self.stats = Stats()
-        self._dispatcher = Dispatcher(self.broker, broker_channel, self.stats)
+        # Recoverable groups (see `recovery`): their members' cursors, healed after broker reconnects.
+        self.recovery = Recovery(self.broker, recovery)
+        self._dispatcher = Dispatcher(self.broker, broker_channel, self.stats, self.recovery.streams)
         on_change = functools.partial(on_presence_change, self) if on_presence_change is not None else None
         self._presence = Presence(self.broker, broker_channel, presence_ttl, on_change)
         self._instance = uuid.uuid4().hex[:12]
         self._topic_messages = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
-        # Recoverable groups (see `recovery`): their members' cursors, healed after broker reconnects.
-        self.recovery = Recovery(self.broker, recovery)
 
     async def __aenter__(self) -> Self:
         await self.startup()

@@ -201,12 +201,13 @@ class Outbox:
     async def send(self, frame: str | bytes) -> None:
         if self.in_writer():
             await self._write(frame)
-        elif self._idle() and asyncio.current_task() is self._owner:
+        elif self.idle and asyncio.current_task() is self._owner:
             await self._write_direct(frame)
         else:
             self.put(frame)
 
-    def _idle(self) -> bool:
+    @property
+    def idle(self) -> bool:
         """Open, nothing queued and the writer waiting for frames: a write now keeps every frame in order."""
         ready = self._ready
         return (

@@ -3,7 +3,12 @@
 Pub/sub is at-most-once: a message published while an instance was not subscribed (the broker restarted,
 or dropped a lagging subscriber) never reaches it. A group whose events carry a contiguous `seq` (1, 2,
 3... assigned where they are stored) and whose consumer names a `HistoryProvider` for it closes that gap.
-Each member connection has a `Cursor`, the seq it last wrote to its client, and in its writer task:
+
+The seq of a live event is checked once per instance, not once per member: the group's `Stream` notes the
+highest seq it heard, and its members that are in step (every seq up to that one was written or queued for
+them, none is held back) get an event with the next seq as the plain frame, as any group's members do, and
+one heard before not at all. A member that is not in step (it is joining, healing, or has a gap) checks
+each event itself with its `Cursor`, the seq it last wrote to its client, in its writer task:
 
 - on joining, reads the group's head after the group's traffic reaches the instance, then replays what
   follows `since` (or nothing without it), before any live event is written: nothing stored during the
@@ -11,7 +16,11 @@ Each member connection has a `Cursor`, the seq it last wrote to its client, and 
 - lets a live event through when its seq is the next one, drops it when it was sent already, and keeps it
   aside when it is ahead of a gap; a gap still open after `gap_wait` seconds is filled from the provider;
 - replays at most `max_replay` events: beyond that the client gets a `history.truncated` frame with the
-  first seq that follows, and can page older ones from wherever the provider reads them.
+  first seq that follows, and can page older ones from wherever the provider reads them;
+- is in step again once it was sent the seq before a live event that comes in order, with nothing queued.
+
+An event that skips seqs takes every member out of step, and so does any heal; `exclude` does not apply to
+a member's sequenced events, which it gets all of.
 
 The `Recovery` of the manager watches the broker: after it reconnected (and so resubscribed), and every
 `heal_interval` seconds, it reads the head of each recoverable group with local members and heals every
@@ -24,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -34,8 +43,9 @@ from starlette import status
 from .brokers import BrokerInterface, BrokerState
 from .connection import Connection
 from .message import Frame, encode_frame
+from .outbox import Filtered
 
-__all__ = ["Cursor", "HistoryProvider", "HistoryTruncated", "Recovery", "RecoveryOptions"]
+__all__ = ["Cursor", "HistoryProvider", "HistoryTruncated", "Recovery", "RecoveryOptions", "Stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,36 +99,60 @@ def seq_of(frame: Frame | Mapping[str, Any]) -> int | None:
 
 
 class Cursor:
-    """What one connection of a recoverable group was sent; all of it runs in the connection's writer."""
+    """What one connection of a recoverable group was sent; all of it runs in the connection's writer.
 
-    def __init__(
-        self,
-        recovery: Recovery,
-        connection: Connection,
-        group: str,
-        provider: HistoryProvider,
-    ) -> None:
-        self.recovery = recovery
+    `sent` is the seq last written, or queued ahead of anything else, to the client; while the cursor is in
+    step with its stream it is not kept up to date (see `position`)."""
+
+    def __init__(self, stream: Stream, connection: Connection) -> None:
+        self.stream = stream
         self.connection = connection
-        self.group = group
-        self.provider = provider
         self.sent: int | None = None  # None until `start` has read the head
-        self.heard = 0  # live events that reached this cursor: while they flow, gaps show by themselves
         self._ahead: dict[int, str] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._heal_queued = False
 
     @property
+    def group(self) -> str:
+        return self.stream.group
+
+    @property
+    def provider(self) -> HistoryProvider:
+        return self.stream.provider
+
+    @property
+    def recovery(self) -> Recovery:
+        return self.stream.recovery
+
+    @property
     def options(self) -> RecoveryOptions:
         return self.recovery.options
 
+    @property
+    def position(self) -> int | None:
+        """The seq last written or queued for the client."""
+        return self.stream.last if self.connection in self.stream.in_step else self.sent
+
+    def can_step(self, seq: int) -> bool:
+        """Whether the live event `seq` is the next this client gets: it was sent the one before, holds
+        nothing back, and has nothing queued or being written (a replay included)."""
+        return self.sent == seq - 1 and not self._ahead and not self._heal_queued and self.connection.idle
+
+    def step(self) -> None:
+        """From now on the stream delivers to this connection (see the module)."""
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self.stream.in_step.add(self.connection)
+
+    def leave_step(self) -> None:
+        """Check each event again from here: every seq up to the stream's last one was written or queued."""
+        if self.connection in self.stream.in_step:
+            self.stream.in_step.discard(self.connection)
+            self.sent = self.stream.last
+
     def accept(self, event: Mapping[str, Any], frame: str) -> bool:
-        """The event filter of the group's sequenced events: True to write this live one now."""
-        self.heard += 1
-        seq, sent = event.get("seq"), self.sent
-        if type(seq) is int and sent is not None and seq == sent + 1 and not self._ahead:
-            self.sent = seq  # the usual case, first: it runs for every member of every event
-            return True
+        """The event filter of the group's sequenced events out of step: True to write this live one now."""
         seq = seq_of(event)
         if seq is None:
             return True
@@ -151,6 +185,7 @@ class Cursor:
 
     def request_heal(self) -> None:
         """Queue a heal in the writer, behind what is queued already (once, however often asked)."""
+        self.leave_step()
         if self._gap_timer is not None:
             self._gap_timer.cancel()
             self._gap_timer = None
@@ -230,9 +265,63 @@ class _SharedCalls:
         return await function()
 
 
+class Stream:
+    """A recoverable group's sequenced events as this instance hears them, and its local cursors: the seq
+    of each event is checked here once for all the members in step (see the module)."""
+
+    def __init__(self, recovery: Recovery, group: str, provider: HistoryProvider, event_type: str) -> None:
+        self.recovery = recovery
+        self.group = group
+        self.provider = provider
+        self.event_type = event_type
+        self.last: int | None = None
+        """The highest seq heard: every member in step was sent all those up to it."""
+        self.heard = 0
+        """Sequenced events heard: while they flow, gaps show by themselves."""
+        self.cursors: dict[Connection, Cursor] = {}
+        self.in_step: set[Connection] = set()
+        self.checked_head = 0
+        self.checked_heard = 0
+
+    def deliver(
+        self,
+        recipients: Iterable[Connection],
+        frame: str,
+        event: Mapping[str, Any],
+        seq: int,
+        others: list[Connection],
+    ) -> int:
+        """Queue a live event of seq `seq` for the members with a cursor, as a plain frame for those in
+        step; the members without one are added to `others`. Returns how many it was queued for."""
+        self.heard += 1
+        last = self.last
+        fresh = last is None or seq > last
+        if fresh:
+            if last is not None and seq > last + 1:
+                for connection in list(self.in_step):  # a gap: each member fills it for itself
+                    self.cursors[connection].leave_step()
+            self.last = seq
+        in_step, cursors = self.in_step, self.cursors
+        queued = 0
+        for connection in recipients:
+            if connection in in_step:
+                if fresh:
+                    queued += connection.deliver(frame)
+                continue
+            cursor = cursors.get(connection)
+            if cursor is None:
+                others.append(connection)
+            elif fresh and cursor.can_step(seq):
+                cursor.step()
+                queued += connection.deliver(frame)
+            else:
+                queued += connection.deliver(Filtered(frame, event, cursor.accept))
+        return queued
+
+
 class Recovery:
-    """The cursors of one manager's connections, and the task that heals them after broker reconnects and
-    while groups are quiet. It runs only while there are cursors.
+    """The streams of one manager's recoverable groups, and the task that heals their cursors after broker
+    reconnects and while groups are quiet. It runs only while there are cursors.
 
     Reads of the history are shared by the cursors of a group that ask at once, and the latest events read
     are kept per group (at most `max_replay`), so that a fault healed by every member of a large group
@@ -244,9 +333,8 @@ class Recovery:
         self.options = options or RecoveryOptions()
         self.healed = 0
         self.truncated = 0
-        self._cursors: dict[str, set[Cursor]] = {}
-        self._heads: dict[str, int] = {}
-        self._heard: dict[str, int] = {}
+        self.streams: dict[str, Stream] = {}
+        """By group: those with local cursors. The manager's dispatcher hands them their events."""
         self._recent: dict[str, dict[int, str]] = {}  # by group: frames read lately, encoded, by seq
         self._calls = _SharedCalls()
         self._task: asyncio.Task[None] | None = None
@@ -280,30 +368,40 @@ class Recovery:
                 del recent[seq]
         return found
 
-    def cursor(self, connection: Connection, group: str, provider: HistoryProvider) -> Cursor:
-        cursor = Cursor(self, connection, group, provider)
-        self._cursors.setdefault(group, set()).add(cursor)
+    def cursor(
+        self, connection: Connection, group: str, provider: HistoryProvider, event_type: str
+    ) -> Cursor:
+        """A cursor of `connection` in `group`, whose sequenced events are those of type `event_type`."""
+        stream = self.streams.get(group)
+        if stream is None:
+            stream = self.streams[group] = Stream(self, group, provider, event_type)
+        elif stream.event_type != event_type:
+            raise ValueError(f"the sequenced events of {group!r} are of type {stream.event_type!r}")
+        if connection in stream.cursors:
+            raise ValueError(f"{connection!r} already has a cursor in {group!r}")
+        cursor = stream.cursors[connection] = Cursor(stream, connection)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._watch(), name="recoverable-groups")
         return cursor
 
     def forget(self, cursor: Cursor) -> None:
-        cursors = self._cursors.get(cursor.group, set())
-        cursors.discard(cursor)
-        if not cursors:
-            self._cursors.pop(cursor.group, None)
-            self._heads.pop(cursor.group, None)
-            self._heard.pop(cursor.group, None)
-            self._recent.pop(cursor.group, None)
-        if not self._cursors and self._task is not None:
+        stream = cursor.stream
+        if stream.cursors.get(cursor.connection) is cursor:
+            del stream.cursors[cursor.connection]
+            stream.in_step.discard(cursor.connection)
+        if not stream.cursors and self.streams.get(stream.group) is stream:
+            del self.streams[stream.group]
+            self._recent.pop(stream.group, None)
+        if not self.streams and self._task is not None:
             self._task.cancel()
             self._task = None
 
     def heal_group(self, group: str) -> bool:
         """Heal the local members of `group` now (say, an event of it could not be published); False if
         it has none here."""
-        cursors = self._cursors.get(group)
-        for cursor in cursors or ():
+        stream = self.streams.get(group)
+        cursors = list(stream.cursors.values()) if stream is not None else []
+        for cursor in cursors:
             cursor.request_heal()
         return bool(cursors)
 
@@ -313,27 +411,24 @@ class Recovery:
         group is quiet (its head did not move since) or deaf (no live event reached it since, as while the
         broker is down). While live events flow, a lost one shows as a gap before the next: healing then
         would only race an instance that is behind the database (a busy listener) with reads of its own."""
-        for group, cursors in list(self._cursors.items()):
-            if not cursors:
-                continue
-            provider = next(iter(cursors)).provider
+        for group, stream in list(self.streams.items()):
             try:
-                head = await self.head(group, provider)
+                head = await self.head(group, stream.provider)
             except Exception as error:  # noqa: BLE001 - the history's own error; the next check tries again
                 logger.warning("could not read the head of group %r: %r", group, error)
                 continue
-            previous, heard = self._heads.get(group, 0), sum(cursor.heard for cursor in cursors)
-            flowing = head != previous and heard != self._heard.get(group)
-            if group in self._cursors:
-                self._heads[group], self._heard[group] = head, heard
+            previous, heard = stream.checked_head, stream.heard
+            flowing = head != previous and heard != stream.checked_heard
+            stream.checked_head, stream.checked_heard = head, heard
             if settled and flowing:
                 continue
             behind = previous if settled else head
-            for cursor in list(cursors):
+            for cursor in list(stream.cursors.values()):
                 # In a periodic check, not one whose queue still holds frames: it is behind because its
                 # client is, and what it lacks may well be queued.
                 waiting = settled and cursor.connection.pending > 0
-                if cursor.sent is not None and cursor.sent < behind and not waiting:
+                position = cursor.position
+                if position is not None and position < behind and not waiting:
                     cursor.request_heal()
 
     async def _watch(self) -> None:
