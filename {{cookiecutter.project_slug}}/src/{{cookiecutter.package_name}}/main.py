@@ -116,7 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
         )
         app.state.account_watch = account_watch = AccountWatch(
-            app.state.session_factory, settings.account_check_interval_seconds
+            app.state.session_factory,
+            settings.account_check_interval_seconds,
+            reuse_for=settings.ws_account_reuse_seconds,
         )
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         description="How often the accounts behind open WebSockets are checked: a disabled one, or an "
         "expired token, is closed with 1008 within this time even if no instance was told.",
     )
+    ws_account_reuse_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="A new WebSocket whose token names the user and token key of a socket open on the "
+        "instance takes that socket's account, if it was read from the database less than this long ago, "
+        "instead of reading it again; 0 reads it for every socket. A revocation the instance is told of "
+        "(logout, password change, disable-user) stops this at once.",
+    )
     password_hash_concurrency: int = Field(
         default=2,
         gt=0,
