@@ -5,6 +5,7 @@ periodic account check."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
@@ -72,6 +73,20 @@ async def test_the_tabs_of_a_user_read_the_account_once_within_the_reuse_time(
                 tab = await tabs.enter_async_context(connect_ws(f"{ws_url}/ws/rooms/lobby", alice))
                 await receive_type(tab, "presence.state")
         assert len(reads) == expected_reads
+
+
+async def test_tabs_connecting_at_once_share_one_read(settings: Settings) -> None:
+    async with running(settings, 3600) as (app, http, ws_url), AsyncExitStack() as tabs:
+        alice = await log_in(http, "alice")
+        await create_room(http, alice, "lobby")
+        with account_reads(app) as reads:
+            url = f"{ws_url}/ws/rooms/lobby"
+            opened = await asyncio.gather(
+                *(tabs.enter_async_context(connect_ws(url, alice)) for _ in range(TABS))
+            )
+            for tab in opened:
+                await receive_type(tab, "presence.state")
+        assert len(reads) == 1
 
 
 async def test_a_revocation_made_in_the_database_is_closed_by_the_account_check(settings: Settings) -> None:

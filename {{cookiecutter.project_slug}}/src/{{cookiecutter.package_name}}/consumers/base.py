@@ -15,15 +15,17 @@ uncounted, and the heartbeat counts them once it is back.
 
 A handshake reads the token's user from the database, unless a socket open on the instance has the same user
 and token key and read its account less than `WS_ACCOUNT_REUSE_SECONDS` ago: it then takes that account, so
-that the tabs of a user reconnecting at once cost one read. A revocation that the instance is told of (the
-`session.ended` of a logout, a password change or `disable-user`) stops this for the user at once; one it is
-not told of (the broker down, a change made in the database directly) lets a new socket in for at most that
-long, and the periodic account check closes it as it closes the others.
+that the tabs of a user reconnecting at once cost one read (those that ask while it is on its way share it).
+A revocation that the instance is told of (the `session.ended` of a logout, a password change or
+`disable-user`) stops this for the user at once; one it is not told of (the broker down, a change made in the
+database directly) lets a new socket in for at most that long, and the periodic account check closes it as
+it closes the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -137,15 +139,12 @@ class UserConsumer(JsonConsumer):
     async def _account(self, claims: AccessClaims) -> User | None:
         """The token's user: lent by a socket of this instance (see the module), or read from the database."""
         watch = self._account_watch()
-        lent = watch.lend(claims) if watch is not None else None
-        if lent is not None:
-            account, self.account_read_at = lent
-            return account
-        read_at = time.monotonic()
+        if watch is not None:
+            user, self.account_read_at = await watch.account(claims)
+            return user
+        self.account_read_at = time.monotonic()
         async with self.session_factory() as session:
-            user = await user_for_claims(session, claims=claims)
-        self.account_read_at = read_at
-        return user
+            return await user_for_claims(session, claims=claims)
 
     def _account_watch(self) -> AccountWatch | None:
         watch: AccountWatch | None = getattr(self.websocket.app.state, "account_watch", None)
@@ -232,11 +231,40 @@ class AccountWatch:
         self.reuse_for = reuse_for
         self._consumers: weakref.WeakSet[UserConsumer] = weakref.WeakSet()
         self._by_user: dict[str, weakref.WeakSet[UserConsumer]] = {}
+        self._reading: dict[tuple[str, str | None], asyncio.Task[tuple[User | None, float]]] = {}
 
     def add(self, consumer: UserConsumer) -> None:
         self._consumers.add(consumer)
         if self.reuse_for > 0:
             self._by_user.setdefault(str(consumer.user.id), weakref.WeakSet()).add(consumer)
+
+    async def account(self, claims: AccessClaims) -> tuple[User | None, float]:
+        """The active user `claims` were issued to (None if revoked, gone or disabled), and when it was read
+        from the database: lent by an open socket, or read, once for the handshakes that ask at once."""
+        lent = self.lend(claims)
+        if lent is not None:
+            return lent
+        key = (claims.subject, claims.key)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.create_task(self._read(claims), name="account-read")
+            if self.reuse_for > 0 and not reading.done():
+                self._reading[key] = reading
+                reading.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(reading)
+
+    def _read_done(
+        self, key: tuple[str, str | None], reading: asyncio.Task[tuple[User | None, float]]
+    ) -> None:
+        """Forget a shared read once done; its failure reached whoever still waited for it."""
+        self._reading.pop(key, None)
+        if not reading.cancelled():
+            reading.exception()
+
+    async def _read(self, claims: AccessClaims) -> tuple[User | None, float]:
+        read_at = time.monotonic()
+        async with self.session_factory() as session:
+            return await user_for_claims(session, claims=claims), read_at
 
     def lend(self, claims: AccessClaims) -> tuple[User, float] | None:
         """The account of an open socket with the user and token key of `claims`, and when it was read,
