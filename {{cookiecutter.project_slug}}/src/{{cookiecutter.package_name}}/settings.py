@@ -47,13 +47,13 @@ class Settings(BaseSettings):
         description="How often the accounts behind open WebSockets are checked: a disabled one, or an "
         "expired token, is closed with 1008 within this time even if no instance was told.",
     )
-    ws_account_reuse_seconds: float = Field(
+    ws_handshake_reuse_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="A new WebSocket whose token names the user and token key of a socket open on the "
-        "instance takes that socket's account, if it was read from the database less than this long ago, "
-        "instead of reading it again; 0 reads it for every socket. A revocation the instance is told of "
-        "(logout, password change, disable-user) stops this at once.",
+        description="What a WebSocket handshake reads from the database is reused for this long: the account "
+        "of a socket open on the instance with the same token key, and a public room's record; those asked "
+        "for at once are read once. 0 reads them for every socket. A revocation the instance is told of "
+        "(logout, password change, disable-user) stops the reuse of that account at once.",
     )
     password_hash_concurrency: int = Field(
         default=2,

@@ -14,7 +14,7 @@ both be refused, but never both admitted. While the broker cannot be reached, co
 uncounted, and the heartbeat counts them once it is back.
 
 A handshake reads the token's user from the database, unless a socket open on the instance has the same user
-and token key and read its account less than `WS_ACCOUNT_REUSE_SECONDS` ago: it then takes that account, so
+and token key and read its account less than `WS_HANDSHAKE_REUSE_SECONDS` ago: it then takes that account, so
 that the tabs of a user reconnecting at once cost one read (those that ask while it is on its way share it).
 A revocation that the instance is told of (the `session.ended` of a logout, a password change or
 `disable-user`) stops this for the user at once; one it is not told of (the broker down, a change made in the
