@@ -118,6 +118,7 @@ class LoadGenerator:
             self.readers.add(reader)
             reader.add_done_callback(self.readers.discard)
             self.clients.append(websocket)
+        self.last_frame = perf_counter()  # what arrived is still to be read: `settle` waits for it
         return {"connected": len(opened), "handshakes_ms": handshakes_ms}
 
     @staticmethod
