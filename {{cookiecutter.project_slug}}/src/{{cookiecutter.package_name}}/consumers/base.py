@@ -257,7 +257,8 @@ class AccountWatch:
         self, key: tuple[str, str | None], reading: asyncio.Task[tuple[User | None, float]]
     ) -> None:
         """Forget a shared read once done; its failure reached whoever still waited for it."""
-        self._reading.pop(key, None)
+        if self._reading.get(key) is reading:
+            del self._reading[key]
         if not reading.cancelled():
             reading.exception()
 
@@ -282,9 +283,12 @@ class AccountWatch:
         return None
 
     def forget(self, user: User) -> None:
-        """Lend none of `user`'s accounts any more: their session ended, maybe revoked."""
+        """Lend none of `user`'s accounts any more, nor share a read of them begun before: their session
+        ended, maybe revoked."""
         for consumer in self._by_user.pop(str(user.id), ()):
             consumer.account_read_at = -float("inf")
+        for key in [key for key in self._reading if key[0] == str(user.id)]:
+            del self._reading[key]
 
     async def watch_forever(self) -> None:
         while True:
