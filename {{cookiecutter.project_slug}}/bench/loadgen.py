@@ -267,6 +267,7 @@ class LoadGenerator:
             *(open_client(first + offset, str(c["url"]), c["token"]) for offset, c in enumerate(clients))
         )
         self.clients.extend(opened)
+        self.last_frame = perf_counter()  # what arrived is still to be read: `settle` waits for it
         return {"connected": len(opened), "handshakes_ms": handshakes_ms}
 
     async def settle(self, quiet: float, within: float) -> Any:

@@ -253,6 +253,7 @@ async def run_scenario(
             await run_phase(generators, pids, proxy_pids, "warm-up-1", WARM_UP_MESSAGES, plan.rate, plan)
             frames_before = await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
             memory_before = sum(map(rss_bytes, pids))
+            cpu_before = sum(map(cpu_seconds, pids))
             started = perf_counter()
             connected = await asyncio.gather(
                 *(
@@ -263,6 +264,8 @@ async def run_scenario(
             connect_seconds = perf_counter() - started
             handshakes_ms = sorted(latency for reply in connected for latency in reply["handshakes_ms"])
             frames_after = await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
+            # The servers' CPU from the first handshake until the room is quiet: presence frames included.
+            connect_cpu_ms = (sum(map(cpu_seconds, pids)) - cpu_before) * 1000 / max(1, len(others))
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
             filling_frames, filling_events = (
                 sum(reply[key] for reply in frames_after) - sum(reply[key] for reply in frames_before)
@@ -272,6 +275,7 @@ async def run_scenario(
                 f"  {config.clients} clients in {connect_seconds:.1f}s:"
                 f" {len(others) / connect_seconds:,.0f} handshakes/s,"
                 f" p99 {percentile(handshakes_ms, 0.99):.0f} ms,"
+                f" {connect_cpu_ms:.2f} ms of server CPU each,"
                 f" {filling_frames:,} frames ({filling_events:,} events) received while the room filled",
                 file=sys.stderr,
             )

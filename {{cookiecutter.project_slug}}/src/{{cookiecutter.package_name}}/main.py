@@ -21,6 +21,7 @@ from . import __version__
 from .consumers.base import AccountWatch
 from .consumers.chat import RoomPresence
 from .db.errors import DATABASE_UNAVAILABLE
+from .db.rooms import RoomReads
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
 from .http_limits import RequestLimitsMiddleware
@@ -113,12 +114,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.room_presence = room_presence = RoomPresence(settings.ws_presence_tick_seconds)
+        app.state.room_reads = RoomReads(app.state.session_factory, settings.ws_handshake_reuse_seconds)
         app.state.manager = manager = create_manager(settings, room_presence)
         app.state.attempts = attempts = AttemptCounter.for_broker(
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
         )
         app.state.account_watch = account_watch = AccountWatch(
-            app.state.session_factory, settings.account_check_interval_seconds
+            app.state.session_factory,
+            settings.account_check_interval_seconds,
+            reuse_for=settings.ws_handshake_reuse_seconds,
         )
         try:
             await create_first_superuser(settings, app.state.session_factory, app.state.password_hasher)

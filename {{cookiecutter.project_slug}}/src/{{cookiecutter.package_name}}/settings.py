@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         description="How often the accounts behind open WebSockets are checked: a disabled one, or an "
         "expired token, is closed with 1008 within this time even if no instance was told.",
     )
+    ws_handshake_reuse_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="What a WebSocket handshake reads from the database is reused for this long: the account "
+        "of a socket open on the instance with the same token key, and a public room's record; those asked "
+        "for at once are read once. 0 reads them for every socket. A revocation the instance is told of "
+        "(logout, password change, disable-user) stops the reuse of that account at once.",
+    )
     password_hash_concurrency: int = Field(
         default=2,
         gt=0,

@@ -113,7 +113,8 @@ async def test_presence_updates_report_arrivals_departures_and_expiries_once(
     assert await update({"c3": "alice"}) == PresenceDelta()
     assert await update({"c4": "ghost", "c5": "back"}) == joined("ghost", "back")
     assert await broker.presence_members(key) == {"alice", "bob", "ghost", "back"}
-    assert await update({"c4": "ghost", "c5": "back"}, ttl=0.2) == PresenceDelta()  # their last refresh
+    # The last refresh of ghost's and back's entries, and a third entry of alice's that expires as well.
+    assert await update({"c4": "ghost", "c5": "back", "c6": "alice"}, ttl=0.2) == PresenceDelta()
     await asyncio.sleep(0.3)
     assert await broker.presence_members(key) == {"alice", "bob"}
 

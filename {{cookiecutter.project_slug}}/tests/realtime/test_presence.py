@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
+import pytest
+import redis
 from websockets.asyncio.client import connect
 
 from {{ cookiecutter.package_name }}.realtime import Connection, PresenceChange, RedisBroker, WebSocketManager
 
+from ..hardening.faults import PrivateRedis
 from .support import eventually, library_endpoint, serve
 
 GROUPS = 20
+STORM_CONNECTIONS = 60
+STORM_USERS = 6
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis server of this test's own, whose command counts no other test adds to; skipped without
+    `redis-server`, unless `REQUIRE_SERVICES=1`."""
+    try:
+        server = PrivateRedis(tmp_path)
+    except FileNotFoundError as error:
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{error} (REQUIRE_SERVICES=1)")
+        pytest.skip(str(error))
+    with server:
+        yield server
+
+
+def script_calls(server: PrivateRedis) -> int:
+    """How many Lua scripts (presence updates and reads) the server has run."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 @asynccontextmanager
@@ -132,3 +163,53 @@ async def test_members_whose_entries_expire_are_reported_gone_by_one_surviving_i
             )
         else:
             assert len(changes) == 1  # bob is still there, on the other instance
+
+
+async def test_connections_joining_one_group_at_once_share_presence_updates(
+    redis_server: PrivateRedis, broker_channel: str
+) -> None:
+    """A room filling up is a few presence updates in the broker, not one per connection made one after
+    the other: when they queued, a connection storm announced its users seconds late, to every connection
+    that came meanwhile. Each user is still announced once, by one of their connections."""
+    async with (
+        WebSocketManager(broker_channel, redis_server.url, presence_ttl=3600) as manager,
+        serve({"/ws": library_endpoint(manager)}) as url,
+        AsyncExitStack() as stack,
+    ):
+        for _ in range(STORM_CONNECTIONS):
+            await stack.enter_async_context(connect(f"{url}/ws"))
+        await eventually(lambda: len(manager) == STORM_CONNECTIONS)
+        connections = list(manager.active_connections)
+        users = [f"user{number % STORM_USERS}" for number in range(STORM_CONNECTIONS)]
+        await manager.presence_join("elsewhere", connections[0], "warm-up")  # loads the script
+        before = script_calls(redis_server)
+
+        pairs = zip(connections, users, strict=True)
+        joins = (manager.presence_join("room", each, user) for each, user in pairs)
+        joined = await asyncio.gather(*joins)
+        assert script_calls(redis_server) - before <= 2
+        assert sorted(user for user, came in zip(users, joined, strict=True) if came) == sorted(set(users))
+        before = script_calls(redis_server)
+        reads = await asyncio.gather(*(manager.presence_members("room") for _ in connections))
+        assert script_calls(redis_server) - before <= 2
+        assert reads == [set(users)] * STORM_CONNECTIONS
+
+        before = script_calls(redis_server)
+        left = await asyncio.gather(*(manager.presence_leave("room", each) for each in connections))
+        assert script_calls(redis_server) - before <= 2
+        assert sorted(user for user, gone in zip(users, left, strict=True) if gone) == sorted(set(users))
+        assert await manager.presence_members("room") == set()
+
+
+async def test_a_heartbeat_never_adds_back_an_entry_that_left_while_it_ran(manager: WebSocketManager) -> None:
+    async with serve({"/ws": library_endpoint(manager)}) as url, connect(f"{url}/ws"), connect(f"{url}/ws"):
+        await eventually(lambda: len(manager) == 2)
+        staying, leaving = manager.active_connections
+        await manager.presence_join("room", staying, "alice")
+        await manager.presence_join("room", leaving, "bob")
+        heartbeat = asyncio.create_task(manager._presence.heartbeat())
+        assert await manager.presence_leave("room", leaving) is True
+        await heartbeat
+        assert await manager.presence_members("room") == {"alice"}
+        await manager._presence.heartbeat()
+        assert await manager.presence_members("room") == {"alice"}

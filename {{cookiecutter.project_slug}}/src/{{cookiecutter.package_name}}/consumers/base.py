@@ -12,11 +12,20 @@ longer. A connection that finds more than `WS_MAX_CONNECTIONS_PER_USER` entries,
 with 1008. Each connection counts itself before it looks, so two opened at once when one slot is left may
 both be refused, but never both admitted. While the broker cannot be reached, connections are admitted
 uncounted, and the heartbeat counts them once it is back.
+
+A handshake reads the token's user from the database, unless a socket open on the instance has the same user
+and token key and read its account less than `WS_HANDSHAKE_REUSE_SECONDS` ago: it then takes that account, so
+that the tabs of a user reconnecting at once cost one read (those that ask while it is on its way share it).
+A revocation that the instance is told of (the `session.ended` of a logout, a password change or
+`disable-user`) stops this for the user at once; one it is not told of (the broker down, a change made in the
+database directly) lets a new socket in for at most that long, and the periodic account check closes it as
+it closes the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -30,7 +39,7 @@ from starlette import status
 from starlette.websockets import WebSocket
 
 from ..db.models import User
-from ..db.users import authenticate_token
+from ..db.users import user_for_claims
 from ..realtime import (
     BrokerError,
     Connection,
@@ -41,6 +50,7 @@ from ..realtime import (
     reject,
     token_from,
 )
+from ..security.tokens import AccessClaims, InvalidTokenError, decode_access_token
 from ..settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -90,6 +100,8 @@ class UserConsumer(JsonConsumer):
     user: User
     token_expires_at: float = float("inf")
     token_key: str | None = None
+    account_read_at: float = -float("inf")
+    """When `user` was read from the database (`time.monotonic()`); -inf once the session has ended."""
 
     def __init__(
         self,
@@ -113,14 +125,30 @@ class UserConsumer(JsonConsumer):
         token = token_from(self.websocket)
         if token is None:
             await reject(self.websocket, "Not authenticated")
-        async with self.session_factory() as session:
-            authenticated = await authenticate_token(session, token=token, settings=self.settings)
-        if authenticated is None:
+        try:
+            claims = decode_access_token(token, secret_key=self.settings.secret_key.get_secret_value())
+        except InvalidTokenError:
             await reject(self.websocket, "Invalid or expired token, or its user no longer exists")
-        user, claims = authenticated
+        user = await self._account(claims)
+        if user is None:
+            await reject(self.websocket, "Invalid or expired token, or its user no longer exists")
         self.token_expires_at, self.token_key = claims.expires_at, claims.key
         self.conn_id = user.username
         return user
+
+    async def _account(self, claims: AccessClaims) -> User | None:
+        """The token's user: lent by a socket of this instance (see the module), or read from the database."""
+        watch = self._account_watch()
+        if watch is not None:
+            user, self.account_read_at = await watch.account(claims)
+            return user
+        self.account_read_at = time.monotonic()
+        async with self.session_factory() as session:
+            return await user_for_claims(session, claims=claims)
+
+    def _account_watch(self) -> AccountWatch | None:
+        watch: AccountWatch | None = getattr(self.websocket.app.state, "account_watch", None)
+        return watch
 
     def session_problem(self, user: User | None = None, *, checked: bool = False) -> str | None:
         """Why this socket's session is over, or None: its token expired, or (when `checked`, with the
@@ -133,13 +161,17 @@ class UserConsumer(JsonConsumer):
 
     async def end_session(self, reason: str) -> None:
         """Tell the client why, and close with 1008."""
+        self.account_read_at = -float("inf")
         if self.connection is None or self.connection.state is not ConnectionState.OPEN:
             return
         await self.send_json(SessionEnded(reason=reason).model_dump())
         await self.close(status.WS_1008_POLICY_VIOLATION, f"{SESSION_ENDED}: {reason}")
 
     async def session_ended(self, event: Mapping[str, Any]) -> None:
-        """Sent by `end_sessions`, from any instance."""
+        """Sent by `end_sessions`, from any instance: the user's tokens may have been revoked."""
+        watch = self._account_watch()
+        if watch is not None:
+            watch.forget(self.user)
         await self.end_session(str(event.get("reason", "")))
 
     async def receive(self, text: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -170,23 +202,93 @@ class UserConsumer(JsonConsumer):
             await self.manager.presence_leave(group, connection)
             await reject(self.websocket, f"Too many connections: at most {limit} per user")
         await self.manager.group_add(account_group(self.user.username), connection)
-        watch: AccountWatch | None = getattr(self.websocket.app.state, "account_watch", None)
+        watch = self._account_watch()
         if watch is not None:
             watch.add(self)
         return connection
 
+    @property
+    def session_open(self) -> bool:
+        """Connected, and the session has not ended as far as this socket knows."""
+        return (
+            self.connection is not None
+            and self.connection.state is ConnectionState.OPEN
+            and self.account_read_at > -float("inf")
+            and self.session_problem() is None
+        )
+
 
 class AccountWatch:
     """Ends the sessions of this instance's sockets whose token expired or whose account changed (see the
-    module), checking them every `interval` seconds, all in a few queries."""
+    module), checking them every `interval` seconds, all in a few queries; and lends a socket's account to a
+    new one of the same token key, for `reuse_for` seconds after it was read."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession], interval: float) -> None:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], interval: float, *, reuse_for: float = 0.0
+    ) -> None:
         self.session_factory = session_factory
         self.interval = interval
+        self.reuse_for = reuse_for
         self._consumers: weakref.WeakSet[UserConsumer] = weakref.WeakSet()
+        self._by_user: dict[str, weakref.WeakSet[UserConsumer]] = {}
+        self._reading: dict[tuple[str, str | None], asyncio.Task[tuple[User | None, float]]] = {}
 
     def add(self, consumer: UserConsumer) -> None:
         self._consumers.add(consumer)
+        if self.reuse_for > 0:
+            self._by_user.setdefault(str(consumer.user.id), weakref.WeakSet()).add(consumer)
+
+    async def account(self, claims: AccessClaims) -> tuple[User | None, float]:
+        """The active user `claims` were issued to (None if revoked, gone or disabled), and when it was read
+        from the database: lent by an open socket, or read, once for the handshakes that ask at once."""
+        lent = self.lend(claims)
+        if lent is not None:
+            return lent
+        key = (claims.subject, claims.key)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.create_task(self._read(claims), name="account-read")
+            if self.reuse_for > 0 and not reading.done():
+                self._reading[key] = reading
+                reading.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(reading)
+
+    def _read_done(
+        self, key: tuple[str, str | None], reading: asyncio.Task[tuple[User | None, float]]
+    ) -> None:
+        """Forget a shared read once done; its failure reached whoever still waited for it."""
+        if self._reading.get(key) is reading:
+            del self._reading[key]
+        if not reading.cancelled():
+            reading.exception()
+
+    async def _read(self, claims: AccessClaims) -> tuple[User | None, float]:
+        read_at = time.monotonic()
+        async with self.session_factory() as session:
+            return await user_for_claims(session, claims=claims), read_at
+
+    def lend(self, claims: AccessClaims) -> tuple[User, float] | None:
+        """The account of an open socket with the user and token key of `claims`, and when it was read,
+        if that was less than `reuse_for` seconds ago."""
+        sockets = self._by_user.get(claims.subject)
+        if sockets is None:
+            return None
+        now = time.monotonic()
+        for consumer in sockets:
+            fresh = consumer.token_key == claims.key and now - consumer.account_read_at < self.reuse_for
+            if fresh and consumer.session_open:
+                return consumer.user, consumer.account_read_at
+        if not sockets:
+            del self._by_user[claims.subject]
+        return None
+
+    def forget(self, user: User) -> None:
+        """Lend none of `user`'s accounts any more, nor share a read of them begun before: their session
+        ended, maybe revoked."""
+        for consumer in self._by_user.pop(str(user.id), ()):
+            consumer.account_read_at = -float("inf")
+        for key in [key for key in self._reading if key[0] == str(user.id)]:
+            del self._reading[key]
 
     async def watch_forever(self) -> None:
         while True:
@@ -203,6 +305,7 @@ class AccountWatch:
             for consumer in self._consumers
             if consumer.connection is not None and consumer.connection.state is ConnectionState.OPEN
         ]
+        self._by_user = {user: sockets for user, sockets in self._by_user.items() if sockets}
         accounts = await self._accounts(sorted({consumer.user.id for consumer in consumers}))
         ended = 0
         for consumer in consumers:

@@ -33,9 +33,10 @@ from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 
-from ..db import messages, rooms
+from ..db import messages
 from ..db.errors import DATABASE_UNAVAILABLE
 from ..db.models import MAX_SEQ, Room
+from ..db.rooms import RoomReads
 from ..realtime import (
     BrokerError,
     Frame,
@@ -222,9 +223,11 @@ class RoomConsumer(UserConsumer):
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
         presence: RoomPresence,
+        rooms: RoomReads,
     ) -> None:
         super().__init__(websocket, manager, settings=settings, session_factory=session_factory)
         self.presence = presence
+        self.rooms = rooms
         self.room_name = room
         self.group = room_group(room)
 
@@ -232,8 +235,7 @@ class RoomConsumer(UserConsumer):
         self.user = await self.authenticate()
         if "\x00" in self.room_name:
             await reject(self.websocket, "No such room, or it is private and you are not a member")
-        async with self.session_factory() as session:
-            room = await rooms.get_visible_room(session, name=self.room_name, user=self.user)
+        room = await self.rooms.visible_room(name=self.room_name, user=self.user)
         if room is None:
             await reject(self.websocket, "No such room, or it is private and you are not a member")
         self.room = room

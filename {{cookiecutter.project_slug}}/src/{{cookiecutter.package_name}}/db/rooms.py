@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import time
+
 from sqlalchemy import not_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .errors import commit_new
 from .models import Membership, Role, Room, User
@@ -48,3 +52,59 @@ async def add_member(
     session.add(membership)
     await commit_new(session, conflict=f"{user.username!r} is already a member of {room.name!r}")
     return membership
+
+
+class RoomReads:
+    """The rooms the chat's handshakes look up, each read from the database at most once every `reuse_for`
+    seconds, and once for the handshakes that ask at the same time: a room filling up in a connection storm
+    reads its record once, not once per connection.
+
+    Only public rooms are kept: rooms are neither deleted nor made private through the API, and a change made
+    in the database directly is seen at most `reuse_for` seconds later. Whether a user is a member of a
+    private room is read every time. The room objects are shared, which `messages.create_message` allows.
+    """
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], reuse_for: float) -> None:
+        self.session_factory = session_factory
+        self.reuse_for = reuse_for
+        self._read: dict[str, tuple[Room, float]] = {}
+        self._reading: dict[str, asyncio.Task[Room | None]] = {}
+
+    async def visible_room(self, *, name: str, user: User) -> Room | None:
+        """The room if it exists and `user` may read and write in it (see `get_visible_room`)."""
+        if self.reuse_for <= 0:
+            async with self.session_factory() as session:
+                return await get_visible_room(session, name=name, user=user)
+        room = await self._room(name)
+        if room is None or not room.is_private:
+            return room
+        async with self.session_factory() as session:
+            return room if await get_membership(session, room=room, user=user) is not None else None
+
+    async def _room(self, name: str) -> Room | None:
+        read = self._read.get(name)
+        if read is not None and time.monotonic() - read[1] < self.reuse_for:
+            return read[0]
+        reading = self._reading.get(name)
+        if reading is None:
+            reading = asyncio.create_task(self._read_room(name), name="room-read")
+            if not reading.done():
+                self._reading[name] = reading
+                reading.add_done_callback(functools.partial(self._read_done, name))
+        return await asyncio.shield(reading)
+
+    async def _read_room(self, name: str) -> Room | None:
+        read_at = time.monotonic()
+        async with self.session_factory() as session:
+            room = await get_room(session, name=name)
+        for stale in [key for key, (_, at) in self._read.items() if read_at - at >= self.reuse_for]:
+            del self._read[stale]
+        if room is not None and not room.is_private:
+            self._read[name] = (room, read_at)
+        return room
+
+    def _read_done(self, name: str, reading: asyncio.Task[Room | None]) -> None:
+        """Forget a shared read once done; its failure reached whoever still waited for it."""
+        self._reading.pop(name, None)
+        if not reading.cancelled():
+            reading.exception()

@@ -83,12 +83,19 @@ async def authenticate_token(
         claims = decode_access_token(token, secret_key=settings.secret_key.get_secret_value())
     except InvalidTokenError:
         return None
+    user = await user_for_claims(session, claims=claims)
+    return (user, claims) if user is not None else None
+
+
+async def user_for_claims(session: AsyncSession, *, claims: AccessClaims) -> User | None:
+    """The active user a decoded token was issued to, or None if it was revoked or its user is gone or
+    disabled."""
     if not (claims.subject.isdecimal() and len(claims.subject) <= MAX_USER_ID_DIGITS):
         return None
     user = await get_user(session, user_id=int(claims.subject))
     if user is None or not user.is_active or claims.key != user.token_key:
         return None
-    return user, claims
+    return user
 
 
 async def revoke_tokens(session: AsyncSession, *, user: User) -> None:

@@ -157,6 +157,7 @@ class WebSocketManager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._presence.aclose()
         await self.broker.disconnect()
 
     def create_connection(

@@ -5,6 +5,13 @@ of the broker. A member with several connections is present while any of them is
 atomic in the broker, which says whether the member arrived or left with that connection, even when
 instances change the same member at once: the app announces each arrival and departure exactly once.
 
+The changes of one group on this instance go to the broker in batches, one update at a time: those made
+while an update is on its way go together in the next one. A room that fills up in a connection storm
+costs a few updates rather than one per connection queued behind the others, so arrivals are known (and
+announced) while the room fills, not seconds later. Of a batch's connections of a member who arrived, the
+first to join is told so; of one who left, the last to leave. Reads of a group's members are shared the
+same way: those asked for while a read is on its way get the next one, which sees their own changes.
+
 Every `ttl / 3` seconds the heartbeat pushes back the deadlines of this instance's entries and evicts the
 expired entries of its groups. The entries of an instance that died expire `ttl` seconds after their last
 heartbeat, and the first surviving instance to evict them learns which members that left absent; those
@@ -17,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from .brokers import BrokerInterface, PresenceDelta
 from .connection import Connection
@@ -39,6 +46,39 @@ class PresenceChange:
     left: frozenset[str]
 
 
+@dataclass(eq=False, slots=True)
+class _Change:
+    """One connection's entry in a group going from `before`'s member to `after`'s (None: no entry).
+
+    `outcome` is set to whether this change made its member arrive, and whether it made them leave. What
+    nobody will announce (`announced` is False, or the caller was cancelled) goes to `on_change`."""
+
+    connection: Connection
+    before: str | None
+    after: str | None
+    announced: bool
+    outcome: asyncio.Future[tuple[bool, bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The changes of one group for its next update; with `refreshed`, every local entry is pushed back."""
+
+    changes: list[_Change] = field(default_factory=list)
+    refreshed: asyncio.Future[None] | None = None
+
+    def fail(self, error: Exception) -> None:
+        """The update failed: every caller waiting for it hears why."""
+        waiters: list[asyncio.Future[Any]] = [change.outcome for change in self.changes]
+        if self.refreshed is not None:
+            waiters.append(self.refreshed)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+
 class Presence:
     def __init__(
         self,
@@ -52,53 +92,59 @@ class Presence:
         self.ttl = ttl
         self.on_change = on_change
         self._local: dict[str, dict[Connection, str]] = {}
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._waiting: dict[str, _Batch] = {}
+        self._updating: dict[str, asyncio.Task[None]] = {}
+        self._reads: dict[str, asyncio.Future[frozenset[str]]] = {}
+        self._reading: dict[str, asyncio.Task[None]] = {}
 
     def key(self, group: str) -> str:
         return f"{self.prefix}:presence:{group}"
 
     async def join(self, group: str, connection: Connection, member: str) -> bool:
         """Mark `connection` present in `group` as `member`; True when the member was absent before."""
-        async with self._exclusive(group):
-            entries = self._local.setdefault(group, {})
-            previous = entries.get(connection)
-            entries[connection] = member
-            remove = {connection.uid: previous} if previous not in (None, member) else {}
-            delta = await self._update(group, add={connection.uid: member}, remove=remove)
-        await self._report(group, delta, member)
-        return member in delta.joined
+        entries = self._local.setdefault(group, {})
+        previous = entries.get(connection)
+        entries[connection] = member
+        arrived, _ = await self._change(group, _Change(connection, previous, member, announced=True))
+        return arrived
 
     async def leave(self, group: str, connection: Connection) -> bool:
         """Forget `connection` in `group`; True when its member is now absent from every instance."""
-        async with self._exclusive(group):
-            member = self._forget(group, connection)
-            if member is None:
-                return False
-            delta = await self._update(group, remove={connection.uid: member})
-        await self._report(group, delta, member)
-        return member in delta.left
+        member = self._forget(group, connection)
+        if member is None:
+            return False
+        _, left = await self._change(group, _Change(connection, member, None, announced=True))
+        return left
 
     async def leave_all(self, connection: Connection) -> None:
         """Forget `connection` in every group; members it leaves absent are reported as changes."""
+        outcomes = []
         for group in [group for group, entries in self._local.items() if connection in entries]:
-            async with self._exclusive(group):
-                member = self._forget(group, connection)
-                if member is None:
-                    continue
-                delta = await self._update(group, remove={connection.uid: member})
-            await self._report(group, delta)
+            member = self._forget(group, connection)
+            if member is not None:
+                outcomes.append(self._change(group, _Change(connection, member, None, announced=False)))
+        for outcome in await asyncio.gather(*outcomes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def members(self, group: str) -> set[str]:
         """The members present in `group` on any instance."""
-        return await self.broker.presence_members(self.key(group))
+        read = self._reads.get(group)
+        if read is None:
+            read = self._reads[group] = asyncio.get_running_loop().create_future()
+            read.add_done_callback(_retrieve)
+            _keep_running(self._reading, group, self._read_members)
+        return set(await asyncio.shield(read))
 
     async def heartbeat(self) -> None:
         """Push back the deadlines of this instance's entries, and evict the expired ones of its groups."""
         for group in list(self._local):
-            async with self._exclusive(group):
-                entries = self._local.get(group, {})
-                delta = await self._update(group, add={each.uid: member for each, member in entries.items()})
-            await self._report(group, delta)
+            batch = self._waiting.setdefault(group, _Batch())
+            if batch.refreshed is None:
+                batch.refreshed = asyncio.get_running_loop().create_future()
+            refreshed = batch.refreshed
+            _keep_running(self._updating, group, self._send_batches)
+            await refreshed
 
     async def beat_forever(self) -> None:
         while True:
@@ -108,6 +154,10 @@ class Presence:
             except Exception:
                 logger.exception("could not refresh presence; entries of this instance may expire")
 
+    async def aclose(self) -> None:
+        """Wait for the updates and reads under way: the broker is about to be disconnected."""
+        await asyncio.gather(*self._updating.values(), *self._reading.values(), return_exceptions=True)
+
     def _forget(self, group: str, connection: Connection) -> str | None:
         entries = self._local.get(group, {})
         member = entries.pop(connection, None)
@@ -115,15 +165,68 @@ class Presence:
             self._local.pop(group, None)
         return member
 
-    async def _update(
-        self, group: str, *, add: dict[str, str] | None = None, remove: dict[str, str] | None = None
-    ) -> PresenceDelta:
-        return await self.broker.presence_update(self.key(group), add=add, remove=remove, ttl=self.ttl)
+    def _change(self, group: str, change: _Change) -> asyncio.Future[tuple[bool, bool]]:
+        self._waiting.setdefault(group, _Batch()).changes.append(change)
+        _keep_running(self._updating, group, self._send_batches)
+        return change.outcome
 
-    async def _report(self, group: str, delta: PresenceDelta, caller: str | None = None) -> None:
-        """Pass on what changed besides `caller`'s own arrival or departure, which its caller announces."""
-        joined = frozenset(member for member in delta.joined if member != caller)
-        left = frozenset(member for member in delta.left if member != caller)
+    async def _send_batches(self, group: str) -> None:
+        """Send `group`'s batches one after the other, so that a heartbeat never adds back an entry whose
+        leave overtook it, until none is waiting."""
+        while (batch := self._waiting.pop(group, None)) is not None:
+            await self._update(group, batch)
+
+    async def _read_members(self, group: str) -> None:
+        while (read := self._reads.pop(group, None)) is not None:
+            try:
+                read.set_result(frozenset(await self.broker.presence_members(self.key(group))))
+            except Exception as error:  # noqa: BLE001 - whatever it is, the callers waiting for it are told
+                read.set_exception(error)
+
+    async def _update(self, group: str, batch: _Batch) -> None:
+        # This instance alone writes its entries: after the update, the broker holds their local state.
+        local = self._local.get(group, {})
+        touched = dict.fromkeys(change.connection for change in batch.changes)
+        if batch.refreshed is not None:
+            touched.update(dict.fromkeys(local))
+        add = {connection.uid: local[connection] for connection in touched if connection in local}
+        written: dict[Connection, str | None] = {}
+        for change in batch.changes:
+            written.setdefault(change.connection, change.before)  # as the updates before this one left it
+        remove = {
+            connection.uid: member
+            for connection, member in written.items()
+            if member is not None and local.get(connection) != member
+        }
+        try:
+            delta = await self.broker.presence_update(self.key(group), add=add, remove=remove, ttl=self.ttl)
+        except Exception as error:  # noqa: BLE001 - whatever it is, the callers waiting for it are told
+            batch.fail(error)
+            return
+        await self._settle(group, batch, delta)
+
+    async def _settle(self, group: str, batch: _Batch, delta: PresenceDelta) -> None:
+        """Tell each change's caller what it did, and `on_change` what no caller will announce."""
+        first_joins: dict[str, _Change] = {}
+        last_leaves: dict[str, _Change] = {}
+        for change in batch.changes:
+            if change.after is not None:
+                first_joins.setdefault(change.after, change)
+            elif change.before is not None:
+                last_leaves[change.before] = change
+        arrivals = {member: first_joins.get(member) for member in delta.joined}
+        departures = {member: last_leaves.get(member) for member in delta.left}
+        for change in batch.changes:
+            if not change.outcome.done():
+                arrived = change.after is not None and arrivals.get(change.after) is change
+                departed = change.before is not None and departures.get(change.before) is change
+                change.outcome.set_result((arrived, departed))
+        if batch.refreshed is not None and not batch.refreshed.done():
+            batch.refreshed.set_result(None)
+        joined, left = (
+            frozenset(member for member, change in changes.items() if not _announces(change))
+            for changes in (arrivals, departures)
+        )
         if self.on_change is None or not (joined or left):
             return
         try:
@@ -131,18 +234,31 @@ class Presence:
         except Exception:
             logger.exception("on_presence_change failed for %s in %r", sorted(joined | left), group)
 
-    @asynccontextmanager
-    async def _exclusive(self, group: str) -> AsyncIterator[None]:
-        """One presence update of `group` at a time on this instance, so that a heartbeat never adds back
-        an entry whose leave overtook it."""
-        lock, holders = self._locks.get(group, (asyncio.Lock(), 0))
-        self._locks[group] = (lock, holders + 1)
+
+def _announces(change: _Change | None) -> bool:
+    """Whether a caller is told of `change`'s outcome, and so announces it."""
+    return change is not None and change.announced and not change.outcome.cancelled()
+
+
+def _keep_running(
+    tasks: dict[str, asyncio.Task[None]], group: str, work: Callable[[str], Awaitable[None]]
+) -> None:
+    """Have `work(group)` run unless it is running already: it takes what is waiting until nothing is."""
+    if group in tasks:
+        return
+
+    async def run() -> None:
         try:
-            async with lock:
-                yield
+            await work(group)
         finally:
-            lock, holders = self._locks[group]
-            if holders == 1:
-                del self._locks[group]
-            else:
-                self._locks[group] = (lock, holders - 1)
+            tasks.pop(group, None)
+
+    task = asyncio.create_task(run(), name=f"presence {group}")
+    if not task.done():  # an eager task may have finished already
+        tasks[group] = task
+
+
+def _retrieve(read: asyncio.Future[frozenset[str]]) -> None:
+    """Mark a failed read as seen: its callers may all have been cancelled, and it needs no report then."""
+    if not read.cancelled():
+        read.exception()

@@ -28,6 +28,7 @@ async def chat_room(websocket: WebSocket, room: str) -> None:
         settings=get_app_settings(websocket),
         session_factory=get_session_factory(websocket),
         presence=presence,
+        rooms=websocket.app.state.room_reads,
     )
     await consumer.run()
 {%- if cookiecutter.use_notifications == "y" %}

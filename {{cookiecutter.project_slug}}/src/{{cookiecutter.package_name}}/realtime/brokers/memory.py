@@ -79,6 +79,8 @@ class _PresenceSet:
 
     def members(self) -> set[str]:
         now = time.monotonic()
+        if now < self.next_expiry:  # no entry has expired: the members counted are those present
+            return set(self.counts)
         return {member for (_, member), deadline in self.deadlines.items() if deadline > now}
 
 

@@ -4,7 +4,9 @@ A set `<key>` is two Redis keys: `<key>:entries`, a sorted set of `<id>:<member>
 `<key>:members`, a hash of each member's number of entries. An update evicts the entries past their
 deadline, removes and adds entries, and compares each member's count before and after: two instances
 adding the first two entries of a member at once are served one after the other, so exactly one of them
-hears that the member joined, and the same goes for the last two leaving. Deadlines are in milliseconds
+hears that the member joined, and the same goes for the last two leaving. A read takes the members from
+the counts, less those whose every entry is past its deadline, so it costs the members, not the entries
+(a room's connections). Deadlines are in milliseconds
 of the Redis server's clock, so the instances' clocks do not matter. Both keys expire with their latest
 deadline, so a set whose instances all died goes away. Scripts need Redis 7 or later (`PEXPIRE NX|GT`).
 On a Redis Cluster the two keys are `{<key>}:entries` and `{<key>}:members`: the hash tag puts them in one
@@ -70,8 +72,23 @@ return {joined, left}
 """
 )
 
-# KEYS: entries. The entries that have not expired.
-_LIVE_ENTRIES = _NOW_MS + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')"
+# KEYS: entries, members. The members with an entry that has not expired: each member's count, less its
+# entries past their deadline (not evicted yet), so that a read costs the members, not every entry.
+_MEMBERS = (
+    _NOW_MS
+    + """
+local expired = {}
+for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local member = string.sub(entry, string.find(entry, ':', 1, true) + 1)
+  expired[member] = (expired[member] or 0) + 1
+end
+local present, counts = {}, redis.call('HGETALL', KEYS[2])
+for index = 1, #counts, 2 do
+  if tonumber(counts[index + 1]) > (expired[counts[index]] or 0) then table.insert(present, counts[index]) end
+end
+return present
+"""
+)
 
 
 def _entries(entries: Mapping[str, str]) -> list[str]:
@@ -85,7 +102,7 @@ class RedisPresence:
 
     def __init__(self, client: Redis | RedisCluster, *, hash_tags: bool = False) -> None:
         self._update = client.register_script(_UPDATE)
-        self._live_entries = client.register_script(_LIVE_ENTRIES)
+        self._members = client.register_script(_MEMBERS)
         self._hash_tags = hash_tags
 
     def _keys(self, key: str) -> tuple[str, str]:
@@ -106,5 +123,4 @@ class RedisPresence:
         )
 
     async def members(self, key: str) -> set[str]:
-        live = await self._live_entries(keys=[self._keys(key)[0]])
-        return {entry.decode().partition(":")[2] for entry in live}
+        return {member.decode() for member in await self._members(keys=list(self._keys(key)))}
