@@ -30,6 +30,7 @@ from starlette import status
 from starlette.websockets import WebSocket
 
 from ..db.models import User
+from ..db.refs import UserRecord
 from ..db.users import authenticate_token
 from ..realtime import (
     BrokerError,
@@ -87,7 +88,7 @@ class UserConsumer(JsonConsumer):
     and closes it with 1008 when they have more than `WS_MAX_CONNECTIONS_PER_USER` open (see the module).
     """
 
-    user: User
+    user: UserRecord
     token_expires_at: float = float("inf")
     token_key: str | None = None
 
@@ -105,10 +106,11 @@ class UserConsumer(JsonConsumer):
         self.settings = settings
         self.session_factory = session_factory
 
-    async def authenticate(self) -> User:
+    async def authenticate(self) -> UserRecord:
         """The active user the client's token was issued to; without one, the client is closed with 1008.
 
         The connection takes the user's name as its id: sends by id, and `exclude`, reach all their tabs.
+        The user is kept as a record: the ORM object is dropped with its session (see `db.refs`).
         """
         token = token_from(self.websocket)
         if token is None:
@@ -120,7 +122,7 @@ class UserConsumer(JsonConsumer):
         user, claims = authenticated
         self.token_expires_at, self.token_key = claims.expires_at, claims.key
         self.conn_id = user.username
-        return user
+        return UserRecord.of(user)
 
     def session_problem(self, user: User | None = None, *, checked: bool = False) -> str | None:
         """Why this socket's session is over, or None: its token expired, or (when `checked`, with the
