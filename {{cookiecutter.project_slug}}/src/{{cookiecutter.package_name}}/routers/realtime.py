@@ -1,13 +1,19 @@
 """WebSocket routes: each connection is served by a consumer of `consumers/`.
 
-They are plain Starlette routes, and what a consumer needs comes from the app's state: a FastAPI WebSocket
-route keeps its dependency solving, its two exit stacks and what they refer to for as long as the socket
-lives, about 3 KB a connection. The AsyncAPI document (`realtime.asyncapi`) describes them instead of OpenAPI.
+Whatever a route runs around a consumer stays alive for as long as its socket is open, so the routes are
+`ConsumerRoute`s, Starlette routes whose app is a `ConsumerEndpoint`, and a consumer takes what it needs
+from the app's state. A FastAPI WebSocket route would keep its dependency solving and two exit stacks,
+and a Starlette function endpoint an exception wrapper that a consumer does not need: about 5 KB a
+connection together (docs/PERFORMANCE.md). The AsyncAPI document, not OpenAPI, describes these routes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, WebSocket
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from ..consumers.chat import RoomConsumer, RoomPresence
 {%- if cookiecutter.use_notifications == "y" %}
@@ -15,7 +21,31 @@ from ..consumers.notifications import NotificationConsumer
 {%- endif %}
 from ..deps import get_app_settings, get_manager, get_session_factory
 
-router = APIRouter(tags=["realtime"])
+
+class ConsumerEndpoint:
+    """The ASGI app of a `ConsumerRoute`: `serve(websocket)` runs the socket's consumer, whose `run()` turns
+    every error into a close code itself, so nothing else is wrapped around it.
+
+    It records its route in the scope when the router did not: FastAPI serves the Starlette routes of an
+    included router through copies that do not, and the metrics label a socket with its route's template.
+    """
+
+    def __init__(self, serve: Callable[[WebSocket], Awaitable[None]]) -> None:
+        self.serve = serve
+        self.route: WebSocketRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("route", self.route)
+        await self.serve(WebSocket(scope, receive, send))
+
+
+class ConsumerRoute(WebSocketRoute):
+    """A WebSocket route served by a `ConsumerEndpoint`."""
+
+    def __init__(self, path: str, serve: Callable[[WebSocket], Awaitable[None]]) -> None:
+        endpoint = ConsumerEndpoint(serve)
+        super().__init__(path, endpoint, name=serve.__name__)
+        endpoint.route = self
 
 
 async def chat_room(websocket: WebSocket) -> None:
@@ -30,9 +60,6 @@ async def chat_room(websocket: WebSocket) -> None:
         presence=presence,
     )
     await consumer.run()
-
-
-router.add_websocket_route("/ws/rooms/{room}", chat_room)
 {%- if cookiecutter.use_notifications == "y" %}
 
 
@@ -45,7 +72,15 @@ async def notifications(websocket: WebSocket) -> None:
         session_factory=get_session_factory(websocket),
     )
     await consumer.run()
-
-
-router.add_websocket_route("/ws/notifications", notifications)
 {%- endif %}
+
+
+router = APIRouter(
+    tags=["realtime"],
+    routes=[
+        ConsumerRoute("/ws/rooms/{room}", chat_room),
+{%- if cookiecutter.use_notifications == "y" %}
+        ConsumerRoute("/ws/notifications", notifications),
+{%- endif %}
+    ],
+)
