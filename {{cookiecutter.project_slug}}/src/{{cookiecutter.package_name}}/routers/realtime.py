@@ -26,8 +26,9 @@ class ConsumerEndpoint:
     """The ASGI app of a `ConsumerRoute`: `serve(websocket)` runs the socket's consumer, whose `run()` turns
     every error into a close code itself, so nothing else is wrapped around it.
 
-    It records its route in the scope when the router did not: FastAPI serves the Starlette routes of an
-    included router through copies that do not, and the metrics label a socket with its route's template.
+    It knows its `route` for the metrics: FastAPI serves the Starlette routes of an included router through
+    copies that do not record themselves in the scope, and adding a key to it there would grow the scope's
+    table, which lives as long as the socket.
     """
 
     def __init__(self, serve: Callable[[WebSocket], Awaitable[None]]) -> None:
@@ -35,7 +36,6 @@ class ConsumerEndpoint:
         self.route: WebSocketRoute | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope.setdefault("route", self.route)
         await self.serve(WebSocket(scope, receive, send))
 
 
