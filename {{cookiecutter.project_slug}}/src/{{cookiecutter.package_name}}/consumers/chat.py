@@ -278,13 +278,11 @@ class RoomConsumer(UserConsumer):
             {
                 "id": stored.id,
                 "seq": stored.seq,
-                "room": self.room.name,
-                "user": self.user.username,
+                "room": {"name": self.room.name},
+                "user": {"username": self.user.username},
                 "text": stored.text,
                 "created_at": stored.created_at,
-            },
-            by_alias=False,
-            by_name=True,
+            }
         )
         await self.group_send(self.group, public)
 
