@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIWebSocketRoute
 from httpx import AsyncClient
 from jsonschema import Draft7Validator
+from starlette.routing import WebSocketRoute
 
 from {{ cookiecutter.package_name }}.asyncapi_page import render_page
 from {{ cookiecutter.package_name }}.realtime import JsonConsumer
@@ -122,7 +122,7 @@ def test_every_reference_resolves(document: dict[str, Any]) -> None:
 
 @on_sqlite
 def test_every_websocket_route_is_a_channel(document: dict[str, Any]) -> None:
-    routes = {route.path for route in realtime.router.routes if isinstance(route, APIWebSocketRoute)}
+    routes = {route.path for route in realtime.router.routes if isinstance(route, WebSocketRoute)}
     assert routes
     assert routes == {channel["address"] for channel in document["channels"].values()}
 

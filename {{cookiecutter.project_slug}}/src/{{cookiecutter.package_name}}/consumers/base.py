@@ -39,6 +39,7 @@ from starlette import status
 from starlette.websockets import WebSocket
 
 from ..db.models import User
+from ..db.refs import UserRecord
 from ..db.users import user_for_claims
 from ..realtime import (
     BrokerError,
@@ -97,7 +98,7 @@ class UserConsumer(JsonConsumer):
     and closes it with 1008 when they have more than `WS_MAX_CONNECTIONS_PER_USER` open (see the module).
     """
 
-    user: User
+    user: UserRecord
     token_expires_at: float = float("inf")
     token_key: str | None = None
     account_read_at: float = -float("inf")
@@ -117,10 +118,11 @@ class UserConsumer(JsonConsumer):
         self.settings = settings
         self.session_factory = session_factory
 
-    async def authenticate(self) -> User:
+    async def authenticate(self) -> UserRecord:
         """The active user the client's token was issued to; without one, the client is closed with 1008.
 
         The connection takes the user's name as its id: sends by id, and `exclude`, reach all their tabs.
+        The user is kept as a record: the ORM object is dropped with its session (see `db.refs`).
         """
         token = token_from(self.websocket)
         if token is None:
@@ -136,7 +138,7 @@ class UserConsumer(JsonConsumer):
         self.conn_id = user.username
         return user
 
-    async def _account(self, claims: AccessClaims) -> User | None:
+    async def _account(self, claims: AccessClaims) -> UserRecord | None:
         """The token's user: lent by a socket of this instance (see the module), or read from the database."""
         watch = self._account_watch()
         if watch is not None:
@@ -144,7 +146,8 @@ class UserConsumer(JsonConsumer):
             return user
         self.account_read_at = time.monotonic()
         async with self.session_factory() as session:
-            return await user_for_claims(session, claims=claims)
+            user = await user_for_claims(session, claims=claims)
+        return UserRecord.of(user) if user is not None else None
 
     def _account_watch(self) -> AccountWatch | None:
         watch: AccountWatch | None = getattr(self.websocket.app.state, "account_watch", None)
@@ -231,14 +234,14 @@ class AccountWatch:
         self.reuse_for = reuse_for
         self._consumers: weakref.WeakSet[UserConsumer] = weakref.WeakSet()
         self._by_user: dict[str, weakref.WeakSet[UserConsumer]] = {}
-        self._reading: dict[tuple[str, str | None], asyncio.Task[tuple[User | None, float]]] = {}
+        self._reading: dict[tuple[str, str | None], asyncio.Task[tuple[UserRecord | None, float]]] = {}
 
     def add(self, consumer: UserConsumer) -> None:
         self._consumers.add(consumer)
         if self.reuse_for > 0:
             self._by_user.setdefault(str(consumer.user.id), weakref.WeakSet()).add(consumer)
 
-    async def account(self, claims: AccessClaims) -> tuple[User | None, float]:
+    async def account(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
         """The active user `claims` were issued to (None if revoked, gone or disabled), and when it was read
         from the database: lent by an open socket, or read, once for the handshakes that ask at once."""
         lent = self.lend(claims)
@@ -254,7 +257,7 @@ class AccountWatch:
         return await asyncio.shield(reading)
 
     def _read_done(
-        self, key: tuple[str, str | None], reading: asyncio.Task[tuple[User | None, float]]
+        self, key: tuple[str, str | None], reading: asyncio.Task[tuple[UserRecord | None, float]]
     ) -> None:
         """Forget a shared read once done; its failure reached whoever still waited for it."""
         if self._reading.get(key) is reading:
@@ -262,12 +265,13 @@ class AccountWatch:
         if not reading.cancelled():
             reading.exception()
 
-    async def _read(self, claims: AccessClaims) -> tuple[User | None, float]:
+    async def _read(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
         read_at = time.monotonic()
         async with self.session_factory() as session:
-            return await user_for_claims(session, claims=claims), read_at
+            user = await user_for_claims(session, claims=claims)
+        return (UserRecord.of(user) if user is not None else None), read_at
 
-    def lend(self, claims: AccessClaims) -> tuple[User, float] | None:
+    def lend(self, claims: AccessClaims) -> tuple[UserRecord, float] | None:
         """The account of an open socket with the user and token key of `claims`, and when it was read,
         if that was less than `reuse_for` seconds ago."""
         sockets = self._by_user.get(claims.subject)
@@ -282,7 +286,7 @@ class AccountWatch:
             del self._by_user[claims.subject]
         return None
 
-    def forget(self, user: User) -> None:
+    def forget(self, user: UserRecord) -> None:
         """Lend none of `user`'s accounts any more, nor share a read of them begun before: their session
         ended, maybe revoked."""
         for consumer in self._by_user.pop(str(user.id), ()):

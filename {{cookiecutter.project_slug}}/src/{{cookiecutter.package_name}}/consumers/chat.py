@@ -35,7 +35,8 @@ from starlette.websockets import WebSocket
 
 from ..db import messages
 from ..db.errors import DATABASE_UNAVAILABLE
-from ..db.models import MAX_SEQ, Room
+from ..db.models import MAX_SEQ
+from ..db.refs import RoomRecord, RoomRef
 from ..db.rooms import RoomReads
 from ..realtime import (
     BrokerError,
@@ -181,7 +182,7 @@ class RoomPresence:
 class RoomHistory:
     """Where a room's messages are read from when a connection missed some: the database."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession], room: Room) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], room: RoomRef) -> None:
         self.session_factory = session_factory
         self.room = room
 
@@ -212,7 +213,7 @@ class RoomConsumer(UserConsumer):
         PresenceDiff,
         SessionEnded,
     )
-    room: Room
+    room: RoomRecord
 
     def __init__(
         self,
@@ -238,14 +239,14 @@ class RoomConsumer(UserConsumer):
         room = await self.rooms.visible_room(name=self.room_name, user=self.user)
         if room is None:
             await reject(self.websocket, "No such room, or it is private and you are not a member")
-        self.room = room
+        self.room = RoomRecord.of(room)
         since, since_id = (self.websocket.query_params.get(name) for name in ("since", "since_id"))
         for value in (since, since_id):
             if value is not None and not (
                 value.isdecimal() and len(value) <= MAX_SEQ_DIGITS and int(value) <= MAX_SEQ
             ):
                 await reject(self.websocket, "since and since_id must be non-negative integers")
-        history = RoomHistory(self.session_factory, room)
+        history = RoomHistory(self.session_factory, self.room)
         resume = int(since) if since is not None else None
         if since_id is not None and resume is None:
             resume = await history.seq_after_id(int(since_id))
@@ -275,7 +276,17 @@ class RoomConsumer(UserConsumer):
                 "the message could not be stored; send it again later", code="unavailable"
             ) from None
         crash_point("after-commit", message.text)
-        await self.group_send(self.group, ChatMessagePublic.model_validate(stored))
+        public = ChatMessagePublic.model_validate(
+            {
+                "id": stored.id,
+                "seq": stored.seq,
+                "room": {"name": self.room.name},
+                "user": {"username": self.user.username},
+                "text": stored.text,
+                "created_at": stored.created_at,
+            }
+        )
+        await self.group_send(self.group, public)
 
     @handler(sends=[ChatTypingPublic])
     async def on_chat_typing(self, message: ChatTyping) -> None:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
-from .models import Message, Room, User
+from .models import Message, Room
+from .refs import RoomRef, UserRef
 
 
-async def create_message(session: AsyncSession, *, room: Room, user: User, text: str) -> Message:
+async def create_message(session: AsyncSession, *, room: RoomRef, user: UserRef, text: str) -> Message:
     """Store and commit the message with the room's next `seq`.
 
     The seq comes from incrementing the room's `last_seq` in the same transaction: the row lock this takes
     makes concurrent messages of a room commit one after the other, so seqs are contiguous and a message
     with a larger seq never commits before one with a smaller. `room` and `user` are referenced by id and
-    never added to `session`, so objects loaded once (say, when a WebSocket connects) can be passed here
-    from any number of concurrent sessions.
+    never added to `session`, so objects loaded once (say, when a WebSocket connects), or their records,
+    can be passed here from any number of concurrent sessions. The message's `room` and `user` are not
+    loaded: the caller has them.
     """
     seq = await session.scalar(
         update(Room).where(Room.id == room.id).values(last_seq=Room.last_seq + 1).returning(Room.last_seq)
@@ -26,12 +27,10 @@ async def create_message(session: AsyncSession, *, room: Room, user: User, text:
     message = Message(room_id=room.id, seq=seq, user_id=user.id, text=text)
     session.add(message)
     await session.commit()
-    set_committed_value(message, "room", room)
-    set_committed_value(message, "user", user)
     return message
 
 
-async def last_seq(session: AsyncSession, *, room: Room) -> int:
+async def last_seq(session: AsyncSession, *, room: RoomRef) -> int:
     """The seq of the room's latest stored message, 0 if it has none."""
     return await session.scalar(select(Room.last_seq).where(Room.id == room.id)) or 0
 
@@ -39,7 +38,7 @@ async def last_seq(session: AsyncSession, *, room: Room) -> int:
 async def list_messages(
     session: AsyncSession,
     *,
-    room: Room,
+    room: RoomRef,
     after: int | None = None,
     before: int | None = None,
     limit: int | None = None,
@@ -61,7 +60,7 @@ async def list_messages(
     return found[::-1] if newest_first else found
 
 
-async def seq_after_id(session: AsyncSession, *, room: Room, message_id: int) -> int:
+async def seq_after_id(session: AsyncSession, *, room: RoomRef, message_id: int) -> int:
     """The seq to resume after for a client that gives the id of the last message it has (the protocol
     before seqs): the largest seq among the room's messages with an id up to it."""
     query = select(func.max(Message.seq)).where(Message.room_id == room.id, Message.id <= message_id)

@@ -11,17 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .errors import commit_new
 from .models import Membership, Role, Room, User
+from .refs import RoomRef, UserRef
 
 
 async def get_room(session: AsyncSession, *, name: str) -> Room | None:
     return await session.scalar(select(Room).where(Room.name == name))
 
 
-async def get_membership(session: AsyncSession, *, room: Room, user: User) -> Membership | None:
+async def get_membership(session: AsyncSession, *, room: RoomRef, user: UserRef) -> Membership | None:
     return await session.get(Membership, (room.id, user.id))
 
 
-async def get_visible_room(session: AsyncSession, *, name: str, user: User) -> Room | None:
+async def get_visible_room(session: AsyncSession, *, name: str, user: UserRef) -> Room | None:
     """The room if it exists and `user` may read and write in it: it is public or they are a member."""
     room = await get_room(session, name=name)
     if room is None or not room.is_private:
@@ -70,7 +71,7 @@ class RoomReads:
         self._read: dict[str, tuple[Room, float]] = {}
         self._reading: dict[str, asyncio.Task[Room | None]] = {}
 
-    async def visible_room(self, *, name: str, user: User) -> Room | None:
+    async def visible_room(self, *, name: str, user: UserRef) -> Room | None:
         """The room if it exists and `user` may read and write in it (see `get_visible_room`)."""
         if self.reuse_for <= 0:
             async with self.session_factory() as session:

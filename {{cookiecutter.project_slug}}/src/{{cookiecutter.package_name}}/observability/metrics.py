@@ -63,10 +63,12 @@ def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitab
 def route_template(scope: Scope, original: Mapping[str, Any]) -> str:
     """The template of the route that served `scope` (`/rooms/{room}`), or `unmatched`.
 
-    Routers record the route in the scope; a mount does not in every FastAPI version, so the app's routes
-    are matched again against `original`, the scope as it was before routing changed it.
+    Routers record the route in the scope, or else its endpoint may know it (`routers.realtime`'s do); a
+    mount does not in every FastAPI version, so the app's routes are matched again against `original`, the
+    scope as it was before routing changed it.
     """
-    template = getattr(scope.get("route"), "path_format", None)
+    route = scope.get("route") or getattr(scope.get("endpoint"), "route", None)
+    template = getattr(route, "path_format", None)
     if isinstance(template, str):
         return template
     for route in getattr(scope.get("app"), "routes", ()):
