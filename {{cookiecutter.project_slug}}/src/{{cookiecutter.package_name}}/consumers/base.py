@@ -89,6 +89,15 @@ async def end_sessions(manager: WebSocketManager, username: str, reason: str) ->
         logger.warning("the sockets of %r are left to the account watch: %s", username, error)
 
 
+async def read_account(
+    session_factory: async_sessionmaker[AsyncSession], claims: AccessClaims
+) -> UserRecord | None:
+    """The active user `claims` were issued to, read from the database; None if revoked, gone or disabled."""
+    async with session_factory() as session:
+        user = await user_for_claims(session, claims=claims)
+    return UserRecord.of(user) if user is not None else None
+
+
 class UserConsumer(JsonConsumer):
     """A JSON consumer for signed-in users: subclasses call `authenticate()` first thing in `connect()`.
 
@@ -145,9 +154,7 @@ class UserConsumer(JsonConsumer):
             user, self.account_read_at = await watch.account(claims)
             return user
         self.account_read_at = time.monotonic()
-        async with self.session_factory() as session:
-            user = await user_for_claims(session, claims=claims)
-        return UserRecord.of(user) if user is not None else None
+        return await read_account(self.session_factory, claims)
 
     def _account_watch(self) -> AccountWatch | None:
         watch: AccountWatch | None = getattr(self.websocket.app.state, "account_watch", None)
@@ -267,9 +274,7 @@ class AccountWatch:
 
     async def _read(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
         read_at = time.monotonic()
-        async with self.session_factory() as session:
-            user = await user_for_claims(session, claims=claims)
-        return (UserRecord.of(user) if user is not None else None), read_at
+        return await read_account(self.session_factory, claims), read_at
 
     def lend(self, claims: AccessClaims) -> tuple[UserRecord, float] | None:
         """The account of an open socket with the user and token key of `claims`, and when it was read,
