@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -50,6 +51,16 @@ async def seqs(client: ClientConnection, count: int) -> list[int]:
     return [(await receive_json(client))["seq"] for _ in range(count)]
 
 
+@asynccontextmanager
+async def joined_clients(url: str, count: int) -> AsyncIterator[list[ClientConnection]]:
+    """`count` clients of `url`, each told it joined."""
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(url)) for _ in range(count)]
+        for client in clients:
+            assert (await receive_json(client))["type"] == "joined"
+        yield clients
+
+
 async def test_gaps_are_filled_duplicates_dropped_and_what_was_kept_aside_stays_bounded(
     manager: WebSocketManager,
 ) -> None:
@@ -92,19 +103,15 @@ async def test_members_healing_at_once_share_one_read_and_a_lost_last_event_arri
 ) -> None:
     manager.recovery.options = RecoveryOptions(heal_interval=0.1)
     history = ListHistory()
-    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
-        clients = [await connect(f"{url}/ws") for _ in range(5)]
-        try:
-            for client in clients:
-                assert (await receive_json(client))["type"] == "joined"
-            history.store("never published")  # the last one: no later event shows the gap
-            async with asyncio.timeout(10):
-                received = [await seqs(client, 1) for client in clients]
-            assert received == [[1]] * 5
-            assert history.reads == 1
-        finally:
-            for client in clients:
-                await client.close()
+    async with (
+        serve({"/ws": recoverable_endpoint(manager, history)}) as url,
+        joined_clients(f"{url}/ws", 5) as clients,
+    ):
+        history.store("never published")  # the last one: no later event shows the gap
+        async with asyncio.timeout(10):
+            received = [await seqs(client, 1) for client in clients]
+        assert received == [[1]] * 5
+        assert history.reads == 1
 
 
 async def test_members_in_step_get_events_as_they_come_and_fill_a_gap_from_the_history(
@@ -112,52 +119,44 @@ async def test_members_in_step_get_events_as_they_come_and_fill_a_gap_from_the_h
 ) -> None:
     manager.recovery.options = RecoveryOptions(gap_wait=0.05)
     history = ListHistory()
-    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
-        clients = [await connect(f"{url}/ws") for _ in range(3)]
-        try:
-            for client in clients:
-                assert (await receive_json(client))["type"] == "joined"
-            first = history.store("first")
-            await manager.group_send("notes", first)
-            assert [await seqs(client, 1) for client in clients] == [[1]] * 3
-            stream = manager.recovery.streams["notes"]
-            assert len(stream.in_step) == 3  # their seqs are checked once for all of them
-            second, _lost, fourth = (history.store(text) for text in ("second", "lost", "fourth"))
-            for event in (second, first, fourth):  # then one heard before, then one ahead of a gap
-                await manager.group_send("notes", event)
-            assert [await seqs(client, 3) for client in clients] == [[2, 3, 4]] * 3
-            await manager.group_send("notes", history.store("fifth"))
-            assert [await seqs(client, 1) for client in clients] == [[5]] * 3
-            await manager.group_send("notes", history.store("sixth"))
-            assert [await seqs(client, 1) for client in clients] == [[6]] * 3
-            assert len(stream.in_step) == 3  # back in step once the gap was filled
-        finally:
-            for client in clients:
-                await client.close()
+    async with (
+        serve({"/ws": recoverable_endpoint(manager, history)}) as url,
+        joined_clients(f"{url}/ws", 3) as clients,
+    ):
+        first = history.store("first")
+        await manager.group_send("notes", first)
+        assert [await seqs(client, 1) for client in clients] == [[1]] * 3
+        stream = manager.recovery.streams["notes"]
+        assert len(stream.in_step) == 3  # their seqs are checked once for all of them
+        second, _lost, fourth = (history.store(text) for text in ("second", "lost", "fourth"))
+        for event in (second, first, fourth):  # then one heard before, then one ahead of a gap
+            await manager.group_send("notes", event)
+        assert [await seqs(client, 3) for client in clients] == [[2, 3, 4]] * 3
+        await manager.group_send("notes", history.store("fifth"))
+        assert [await seqs(client, 1) for client in clients] == [[5]] * 3
+        await manager.group_send("notes", history.store("sixth"))
+        assert [await seqs(client, 1) for client in clients] == [[6]] * 3
+        assert len(stream.in_step) == 3  # back in step once the gap was filled
 
 
 async def test_a_lost_last_event_and_a_heal_reach_members_in_step(manager: WebSocketManager) -> None:
     manager.recovery.options = RecoveryOptions(heal_interval=0.1)
     history = ListHistory()
-    async with serve({"/ws": recoverable_endpoint(manager, history)}) as url:
-        clients = [await connect(f"{url}/ws") for _ in range(3)]
-        try:
-            for client in clients:
-                assert (await receive_json(client))["type"] == "joined"
-            await manager.group_send("notes", history.store("published"))
-            assert [await seqs(client, 1) for client in clients] == [[1]] * 3
-            history.store("never published")
-            async with asyncio.timeout(10):
-                assert [await seqs(client, 1) for client in clients] == [[2]] * 3
-            history.store("stored while the broker was down")
-            assert manager.recovery.heal_group("notes")
-            assert [await seqs(client, 1) for client in clients] == [[3]] * 3
-            for _ in range(2):
-                await manager.group_send("notes", history.store("live"))
-            assert [await seqs(client, 2) for client in clients] == [[4, 5]] * 3
-        finally:
-            for client in clients:
-                await client.close()
+    async with (
+        serve({"/ws": recoverable_endpoint(manager, history)}) as url,
+        joined_clients(f"{url}/ws", 3) as clients,
+    ):
+        await manager.group_send("notes", history.store("published"))
+        assert [await seqs(client, 1) for client in clients] == [[1]] * 3
+        history.store("never published")
+        async with asyncio.timeout(10):
+            assert [await seqs(client, 1) for client in clients] == [[2]] * 3
+        history.store("stored while the broker was down")
+        assert manager.recovery.heal_group("notes")
+        assert [await seqs(client, 1) for client in clients] == [[3]] * 3
+        for _ in range(2):
+            await manager.group_send("notes", history.store("live"))
+        assert [await seqs(client, 2) for client in clients] == [[4, 5]] * 3
 
 
 async def test_the_sequenced_events_of_a_group_are_of_one_type(manager: WebSocketManager) -> None:
