@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
 from .consumers.base import AccountWatch
-from .consumers.chat import RoomPresence
+from .consumers.chat import room_presence
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.rooms import RoomReads
 from .db.session import create_engine, create_session_factory
@@ -28,7 +28,7 @@ from .http_limits import RequestLimitsMiddleware
 from .middleware import InstanceHeaderMiddleware
 from .observability import install_redaction
 from .observability.app import instrument_app
-from .realtime import RecoveryOptions, WebSocketManager
+from .realtime import PresenceTicks, RecoveryOptions, WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
 from .schemas import UserCreate
 from .security.attempts import AttemptCounter
@@ -81,7 +81,7 @@ async def create_first_superuser(
         )
 
 
-def create_manager(settings: Settings, presence: RoomPresence) -> WebSocketManager:
+def create_manager(settings: Settings, presence: PresenceTicks) -> WebSocketManager:
     redis_options: dict[str, Any] = {
         "command_timeout": settings.broker_command_timeout_seconds,
         "health_check_interval": settings.broker_health_check_seconds,
@@ -113,9 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
-        app.state.room_presence = room_presence = RoomPresence(settings.ws_presence_tick_seconds)
+        app.state.room_presence = presence = room_presence(settings.ws_presence_tick_seconds)
         app.state.room_reads = RoomReads(app.state.session_factory, settings.ws_handshake_reuse_seconds)
-        app.state.manager = manager = create_manager(settings, room_presence)
+        app.state.manager = manager = create_manager(settings, presence)
         app.state.attempts = attempts = AttemptCounter.for_broker(
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
         )
@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     watching.cancel()
                     await asyncio.gather(watching, return_exceptions=True)
         finally:
-            await room_presence.aclose()
+            await presence.aclose()
             await attempts.aclose()
             await engine.dispose()
 

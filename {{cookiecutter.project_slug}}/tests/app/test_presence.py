@@ -7,8 +7,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from {{ cookiecutter.package_name }}.consumers.chat import RoomPresence, room_group
+from {{ cookiecutter.package_name }}.consumers.chat import room_group
 from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.realtime import PresenceTicks
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import serve_in_loop
@@ -64,7 +65,7 @@ async def test_the_changes_of_one_tick_go_out_in_one_presence_diff(
     await create_room(client, alice, "lobby")
     async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws:
         await receive_type(alice_ws, "presence.state")
-        presence: RoomPresence = app.state.room_presence
+        presence: PresenceTicks = app.state.room_presence
         manager = app.state.manager
         changes = [("carol", True), ("bob", True), ("dave", False), ("erin", True), ("erin", False)]
         for user, present in changes:

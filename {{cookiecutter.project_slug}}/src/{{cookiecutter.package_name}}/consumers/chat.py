@@ -3,11 +3,8 @@
 The client sends `chat.message` {text}, stored with the room's next `seq` and then sent to everyone in the
 room, the sender included, and `chat.typing`, relayed to the others and not stored. The server also sends
 `presence.state` (who is here, on arrival) and the users who came (their first connection) or went (their
-last one), across every instance. Those are gathered per room for `WS_PRESENCE_TICK_SECONDS` by
-`RoomPresence`: a tick with one change sends `presence.join` or `presence.leave`, to everyone but that user;
-a tick with more sends one `presence.diff` to the whole room, so that a room filling up costs a frame per
-connection and tick rather than one per connection and newcomer. `RoomPresence.on_presence_change` tells
-the rooms of the users of an instance that died, once their presence expires.
+last one), across every instance, those of an instance that died included. The engine gathers them per room
+for `WS_PRESENCE_TICK_SECONDS` (`realtime.PresenceTicks`); `send_presence` says what a tick sends.
 
 A room is a recoverable group (see `realtime.recovery`): each connection gets every stored message once, in
 seq order, also across broker faults, without reconnecting. With `?since=<seq>` the stored messages after
@@ -23,10 +20,9 @@ integer.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
@@ -42,7 +38,7 @@ from ..realtime import (
     BrokerError,
     Frame,
     HistoryTruncated,
-    PresenceChange,
+    PresenceTicks,
     RealtimeError,
     WebSocketManager,
     handler,
@@ -125,58 +121,22 @@ class PresenceDiff(BaseModel):
     leaves: list[str] = Field(examples=[["dave"]])
 
 
-class RoomPresence:
-    """The presence changes of each room, announced once per tick: see the module.
+async def send_presence(manager: WebSocketManager, group: str, changes: Mapping[str, bool]) -> None:
+    """A tick's presence changes in a room: one alone is a `presence.join` or `presence.leave`, to everyone
+    but that user; more are one `presence.diff`, to the whole room."""
+    if len(changes) == 1:
+        [(user, present)] = changes.items()
+        single = PresenceJoin(user=user) if present else PresenceLeave(user=user)
+        await manager.group_send(group, single, exclude=user)
+        return
+    joins = sorted(user for user, present in changes.items() if present)
+    leaves = sorted(user for user, present in changes.items() if not present)
+    await manager.group_send(group, PresenceDiff(joins=joins, leaves=leaves))
 
-    Within a tick, a user's last change wins, so a user who left and came back is announced as present."""
 
-    def __init__(self, tick: float) -> None:
-        self.tick = tick
-        self._pending: dict[str, dict[str, bool]] = {}  # group -> user -> present
-        self._ticks: set[asyncio.Task[None]] = set()
-
-    def announce(self, manager: WebSocketManager, group: str, user: str, *, present: bool) -> None:
-        """Announce at the end of the room's current tick that `user` came (`present`) or went."""
-        changes = self._pending.get(group)
-        if changes is None:
-            changes = self._pending[group] = {}
-            tick = asyncio.create_task(self._announce_later(manager, group), name=f"presence-tick {group}")
-            self._ticks.add(tick)
-            tick.add_done_callback(self._ticks.discard)
-        changes.pop(user, None)
-        changes[user] = present
-
-    async def on_presence_change(self, manager: WebSocketManager, change: PresenceChange) -> None:
-        """Announce the users who came or went without a connection of theirs saying so: those of an
-        instance that died (or stalled, and came back). The manager's `on_presence_change`."""
-        if not change.group.startswith(ROOM_GROUP_PREFIX):
-            return
-        for user in sorted(change.left):
-            self.announce(manager, change.group, user, present=False)
-        for user in sorted(change.joined):
-            self.announce(manager, change.group, user, present=True)
-
-    async def aclose(self) -> None:
-        """Drop the changes not announced yet: the manager is closing."""
-        for tick in list(self._ticks):
-            tick.cancel()
-        await asyncio.gather(*self._ticks, return_exceptions=True)
-        self._pending.clear()
-
-    async def _announce_later(self, manager: WebSocketManager, group: str) -> None:
-        await asyncio.sleep(self.tick)
-        changes = self._pending.pop(group)
-        try:
-            if len(changes) == 1:
-                [(user, present)] = changes.items()
-                single = PresenceJoin(user=user) if present else PresenceLeave(user=user)
-                await manager.group_send(group, single, exclude=user)
-            else:
-                joins = sorted(user for user, present in changes.items() if present)
-                leaves = sorted(user for user, present in changes.items() if not present)
-                await manager.group_send(group, PresenceDiff(joins=joins, leaves=leaves))
-        except BrokerError as error:
-            logger.warning("could not announce presence in %r: %r", group, error)
+def room_presence(tick: float) -> PresenceTicks:
+    """The rooms' presence announcements, gathered per room for `tick` (`WS_PRESENCE_TICK_SECONDS`)."""
+    return PresenceTicks(tick, send_presence, prefix=ROOM_GROUP_PREFIX)
 
 
 class RoomHistory:
@@ -223,7 +183,7 @@ class RoomConsumer(UserConsumer):
         room: str,
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
-        presence: RoomPresence,
+        presence: PresenceTicks,
         rooms: RoomReads,
     ) -> None:
         super().__init__(websocket, manager, settings=settings, session_factory=session_factory)

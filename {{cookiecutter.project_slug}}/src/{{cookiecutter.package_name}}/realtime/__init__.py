@@ -80,6 +80,7 @@ The pieces, from the bottom:
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`,
   `listening`, `stats` (`Stats`: broker messages, fan-out sizes by kind, frames dropped, queue high water);
   `on_presence_change` hears of the `PresenceChange`s nobody announced (an instance died).
+- `PresenceTicks`: a group's presence changes gathered for a short tick and announced together.
 - `Consumer`, `JsonConsumer`, `handler`, `event_filter`, `RateLimit`: the Channels-style layer.
 - `HistoryProvider`, `RecoveryOptions`, `HistoryTruncated`: recoverable groups (`Consumer.join_recoverable`):
   every member gets each sequenced event once, in order, missed ones read from the group's history.
@@ -132,6 +133,7 @@ if TYPE_CHECKING:
     from .manager import WebSocketManager
     from .message import Frame, Message
     from .presence import PresenceChange
+    from .presence_ticks import PresenceTicks
     from .proxy import WebSocketProxy
     from .ratelimit import RateLimit
     from .recovery import HistoryProvider, HistoryTruncated, RecoveryOptions
@@ -177,6 +179,7 @@ _MODULE_OF = {
     "MinimalBrokerAdapter": ".brokers.adapter",
     "PresenceChange": ".presence",
     "PresenceDelta": ".brokers",
+    "PresenceTicks": ".presence_ticks",
     "RateLimit": ".ratelimit",
     "RecoveryOptions": ".recovery",
     "RedisBroker": ".brokers",
@@ -235,6 +238,7 @@ __all__ = [
     "MinimalBrokerAdapter",
     "PresenceChange",
     "PresenceDelta",
+    "PresenceTicks",
     "RateLimit",
     "RealtimeError",
     "RecoveryOptions",

@@ -15,11 +15,12 @@ from fastapi import APIRouter, WebSocket
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from ..consumers.chat import RoomConsumer, RoomPresence
+from ..consumers.chat import RoomConsumer
 {%- if cookiecutter.use_notifications == "y" %}
 from ..consumers.notifications import NotificationConsumer
 {%- endif %}
 from ..deps import get_app_settings, get_manager, get_session_factory
+from ..realtime import PresenceTicks
 
 
 class ConsumerEndpoint:
@@ -50,7 +51,7 @@ class ConsumerRoute(WebSocketRoute):
 
 async def chat_room(websocket: WebSocket) -> None:
     """A chat room; `?since=<seq>` replays the messages after that seq first."""
-    presence: RoomPresence = websocket.app.state.room_presence
+    presence: PresenceTicks = websocket.app.state.room_presence
     consumer = RoomConsumer(
         websocket,
         get_manager(websocket),
