@@ -1,21 +1,9 @@
 """The chat consumer of `/ws/rooms/{room}`: messages, presence and typing in one room.
 
-The client sends `chat.message` {text}, stored with the room's next `seq` and then sent to everyone in the
-room, the sender included, and `chat.typing`, relayed to the others and not stored. The server also sends
-`presence.state` (who is here, on arrival) and the users who came (their first connection) or went (their
-last one), across every instance, those of an instance that died included. The engine gathers them per room
-for `WS_PRESENCE_TICK_SECONDS` (`realtime.PresenceTicks`); `send_presence` says what a tick sends.
-
-A room is a recoverable group (see `realtime.recovery`): each connection gets every stored message once, in
-seq order, also across broker faults, without reconnecting. With `?since=<seq>` the stored messages after
-it come first (at most `WS_REPLAY_LIMIT`; beyond it a `history.truncated` frame says where the replay
-starts); a client that kept a message id rather than a seq sends `?since_id=<id>` instead. A message that
-cannot be stored (the database is down) is answered with an `error` of code `unavailable`; one stored but
-not published (the broker is down) reaches the room from its history.
-
-The connection is closed with 1008 and a reason when the token is missing or bad, when the room does not
-exist or is private and the user is not a member, and when `since` or `since_id` is not a non-negative
-integer.
+What a client sends and receives is in the README ("WebSocket endpoints") and the AsyncAPI document. The
+engine keeps the guarantees: a room is a recoverable group (`realtime.recovery`), so each connection gets
+every stored message once and in seq order, and presence is gathered per tick (`realtime.PresenceTicks`).
+This file says who may join a room, stores each message with the room's next `seq`, and shapes the frames.
 """
 
 from __future__ import annotations
