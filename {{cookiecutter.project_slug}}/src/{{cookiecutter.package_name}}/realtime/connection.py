@@ -28,6 +28,7 @@ from .calls import Call, done, start
 from .exceptions import InvalidMessage
 from .message import Frame, Message, encode_frame, loads
 from .outbox import Batches, EventFilter, EventHandler, Filtered, Outbox
+from .stats import Stats
 from .topics import validate_filter
 
 __all__ = [
@@ -65,16 +66,13 @@ class ConnectionState(enum.Enum):
 class ConnectionHub(Protocol):
     """What a manager does when a connection it holds changes; see `WebSocketManager`."""
 
+    stats: Stats
+
     async def topic_added(self, connection: Connection, topic_filter: str) -> None: ...
     async def topic_removed(self, connection: Connection, topic_filter: str) -> None: ...
     async def group_added(self, connection: Connection, group: str) -> None: ...
     async def group_removed(self, connection: Connection, group: str) -> None: ...
     async def id_changed(self, connection: Connection, previous: str) -> None: ...
-    def overflowed(self, connection: Connection) -> None: ...
-    def call_failed(self, connection: Connection) -> None: ...
-    def frames_dropped(self, connection: Connection, count: int) -> None: ...
-    def queue_grew(self, connection: Connection, depth: int) -> None: ...
-    def frame_encoded(self) -> None: ...
 
 
 class TopicSet(MutableSet[str]):
@@ -121,6 +119,7 @@ class Connection:
         max_frame_bytes: int = 64 * 1024,
         close_timeout: float = 5.0,
         batches: Batches | None = None,
+        stats: Stats | None = None,
     ) -> None:
         if topic is not None:
             validate_filter(topic, self)
@@ -131,6 +130,8 @@ class Connection:
         self.close_timeout = close_timeout
         self.batches = batches
         """How this connection's batches are written, if its client asks for them; its own by default."""
+        self.stats = stats if stats is not None else Stats()
+        """Where what happens to its frames is counted: its manager's, or its own."""
         # Set by the connection's consumer: for an event type, the method to pass such events to, or the
         # filter that tells which of them its client gets. See `WebSocketManager.group_send`.
         self.event_handler: Callable[[str], EventHandler | None] | None = None
@@ -197,8 +198,13 @@ class Connection:
         return self._outbox is not None and self._outbox.idle
 
     def attach(self, hub: ConnectionHub | None) -> None:
-        """Let `hub` (the manager) index this connection's changes; None detaches it."""
+        """Let `hub` (the manager) index this connection's changes and count what happens to its frames;
+        None detaches it (what happens to the frames still waiting is counted all the same)."""
         self._hub = hub
+        if hub is not None:
+            self.stats = hub.stats
+            if self._outbox is not None:
+                self._outbox.stats = hub.stats
 
     async def accept(
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
@@ -224,10 +230,7 @@ class Connection:
             close_timeout=self.close_timeout,
             name=f"{self._id}/{self.uid[:8]}",
             encode=self.encode,
-            on_overflow=self._overflowed,
-            on_call_failed=self._call_failed,
-            on_dropped=self._frames_dropped,
-            on_high_water=self._queue_grew,
+            stats=self.stats,
             batches=(self.batches or Batches()) if batch else None,
         )
         return self._outbox
@@ -294,8 +297,7 @@ class Connection:
 
     def encode(self, data: Frame | Message) -> str:
         """`data` encoded for this connection alone, and counted (see `Stats.frames_encoded`)."""
-        if self._hub is not None:
-            self._hub.frame_encoded()
+        self.stats.frames_encoded += 1
         return encode_frame(data)
 
     async def send_text(self, text: str) -> None:
@@ -374,19 +376,3 @@ class Connection:
         if isinstance(frame, bytes) or len(frame) * 4 <= limit:
             return False
         return len(frame.encode()) > limit
-
-    def _overflowed(self) -> None:
-        if self._hub is not None:
-            self._hub.overflowed(self)
-
-    def _call_failed(self) -> None:
-        if self._hub is not None:
-            self._hub.call_failed(self)
-
-    def _frames_dropped(self, count: int) -> None:
-        if self._hub is not None:
-            self._hub.frames_dropped(self, count)
-
-    def _queue_grew(self, depth: int) -> None:
-        if self._hub is not None:
-            self._hub.queue_grew(self, depth)

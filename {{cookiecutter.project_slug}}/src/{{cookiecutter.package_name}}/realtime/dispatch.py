@@ -161,22 +161,6 @@ class Dispatcher:
         await self._unindex_id(connection, previous)
         await self._index_id(connection, connection.id)
 
-    def overflowed(self, connection: Connection) -> None:
-        self.stats.slow_consumers_closed += 1
-
-    def call_failed(self, connection: Connection) -> None:
-        self.stats.handler_errors += 1
-
-    def frame_encoded(self) -> None:
-        self.stats.frames_encoded += 1
-
-    def frames_dropped(self, connection: Connection, count: int) -> None:
-        self.stats.frames_dropped += count
-
-    def queue_grew(self, connection: Connection, depth: int) -> None:
-        if depth > self.stats.queue_high_water:
-            self.stats.queue_high_water = depth
-
     async def _index_id(self, connection: Connection, conn_id: str) -> None:
         self._by_id.setdefault(conn_id, set()).add(connection)
         await self.channels.acquire(self.channel("conn", conn_id))

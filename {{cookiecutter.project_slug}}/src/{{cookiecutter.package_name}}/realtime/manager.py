@@ -172,6 +172,7 @@ class WebSocketManager:
             max_frame_bytes=self.max_frame_bytes,
             close_timeout=self.close_timeout,
             batches=self.batches,
+            stats=self.stats,
         )
 
     async def add_connection(self, connection: Connection) -> None:

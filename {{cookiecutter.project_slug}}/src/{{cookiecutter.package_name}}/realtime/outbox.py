@@ -27,8 +27,8 @@ event a line (newline-delimited JSON, as Centrifugo's JSON protocol sends), at m
 one event alone is larger. Each event's encoded text is reused as it is: under load, a socket costs one
 write, and its writer one wake-up, for all the events of an interval; when events are rare, none waits.
 
-What is thrown away, or refused once the connection is closing, is reported to `on_dropped`; each new
-high-water mark of the queue, to `on_high_water`.
+What is thrown away, or refused once the connection is closing, the slow clients closed, the calls that
+failed and the queue's high-water mark are counted in the manager's `Stats` as they happen.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .calls import eager_task_factory
 from .exceptions import RealtimeError, error_frame
+from .stats import Stats
 
 __all__ = ["Batches", "EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
 
@@ -129,10 +130,7 @@ class Outbox:
         close_timeout: float,
         name: str,
         encode: Callable[[Mapping[str, Any]], str],
-        on_overflow: Callable[[], None],
-        on_call_failed: Callable[[], None],
-        on_dropped: Callable[[int], None],
-        on_high_water: Callable[[int], None],
+        stats: Stats,
         batches: Batches | None = None,
     ) -> None:
         self.websocket = websocket
@@ -146,10 +144,7 @@ class Outbox:
         """Set: text frames queued in a row go out together, as lines of one frame (see `Batches`)."""
         self._batch_due = False
         self._encode = encode
-        self._on_overflow = on_overflow
-        self._on_call_failed = on_call_failed
-        self._on_dropped = on_dropped
-        self._on_high_water = on_high_water
+        self.stats = stats
         self._queue: deque[Outbound | _Close] = deque()
         self._ready: asyncio.Future[None] | None = None
         """What the writer awaits while the queue is empty; the next item queued completes it."""
@@ -173,12 +168,12 @@ class Outbox:
     def put(self, item: Outbound) -> bool:
         """Queue a frame or a call; False when it was not queued (closing, or the queue overflowed)."""
         if self.state is not OutboxState.OPEN:
-            self._on_dropped(1)
+            self.stats.frames_dropped += 1
             return False
         depth = len(self._queue)
         if depth >= self.size:
             self._overflow()
-            self._on_dropped(1)
+            self.stats.frames_dropped += 1
             return False
         if self.batches is not None:
             self._queue.append(item)  # the writer is woken with the others by `Batches`, or is busy
@@ -189,7 +184,7 @@ class Outbox:
             self._push(item)
         if depth >= self.high_water:
             self.high_water = depth + 1
-            self._on_high_water(depth + 1)
+            self.stats.queue_high_water = max(self.stats.queue_high_water, depth + 1)
         return True
 
     def write_batch(self) -> None:
@@ -313,15 +308,14 @@ class Outbox:
         if outside is not None and not outside.done() and outside is not asyncio.current_task():
             outside.cancel()
             dropped += 1
-        if dropped:
-            self._on_dropped(dropped)
+        self.stats.frames_dropped += dropped
 
     def _overflow(self) -> None:
         logger.warning("closing %s: %d frames are waiting, the client does not keep up", self.name, self.size)
         self.state = OutboxState.CLOSING
         self.close_code = status.WS_1013_TRY_AGAIN_LATER
         self._drop()
-        self._on_overflow()
+        self.stats.slow_consumers_closed += 1
         if self.in_writer():
             self._push(_Close(status.WS_1013_TRY_AGAIN_LATER, "client too slow"))
             return
@@ -379,7 +373,7 @@ class Outbox:
         await self._write(self._failure())
 
     def _failure(self) -> str:
-        self._on_call_failed()
+        self.stats.handler_errors += 1
         return self._encode(error_frame("internal_error", "the server could not handle an event"))
 
     async def _write_batch(self, first: str | Filtered, limit: int) -> None:
