@@ -1,4 +1,5 @@
-"""Which local connections want which frames, and so which broker channels this instance listens to.
+"""Which local connections want which frames, so which broker channels this instance listens to; and the
+listener, which hands each message the broker delivers to those connections.
 
 Channel names all start with the manager's `broker_channel` prefix, so that services (and test runs) can
 share one Redis: `<prefix>:broadcast` (always), `<prefix>:conn:<id>` while a local connection has that id,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +27,8 @@ from .stats import Stats
 from .topics import MULTI_LEVEL, SINGLE_LEVEL, TopicIndex, escape_glob, filter_to_glob
 
 __all__ = ["Dispatcher"]
+
+logger = logging.getLogger(__name__)
 
 
 def is_exact(topic_filter: str) -> bool:
@@ -171,6 +175,20 @@ class Dispatcher:
         if not holders:
             self._by_id.pop(conn_id, None)
         await self.channels.release(self.channel("conn", conn_id))
+
+    async def listen(self) -> None:
+        """Dispatch the broker's messages as they come; one that fails is counted and logged, and the next
+        one is taken all the same."""
+        while True:
+            message = await self.broker.get_message()
+            try:
+                self.dispatch(message)
+            except ValueError as error:
+                self.stats.malformed_broker_messages += 1
+                logger.warning("dropped a malformed message on %s: %s", message.channel, error)
+            except Exception:
+                self.stats.delivery_errors += 1
+                logger.exception("could not deliver a message from %s", message.channel)
 
     def dispatch(self, message: BrokerMessage) -> None:
         """Queue a broker message's frame on every local connection it is for; `ValueError` if malformed."""

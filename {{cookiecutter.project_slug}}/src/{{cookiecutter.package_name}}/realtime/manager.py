@@ -133,7 +133,7 @@ class WebSocketManager:
         self._started = True
         await self.broker.connect()
         self._tasks = [
-            asyncio.create_task(self._listen(), name="websocket-manager-listener"),
+            asyncio.create_task(self._dispatcher.listen(), name="websocket-manager-listener"),
             asyncio.create_task(self._presence.beat_forever(), name="websocket-manager-presence"),
         ]
         await self._dispatcher.channels.acquire(self._dispatcher.channel("broadcast"))
@@ -357,15 +357,3 @@ class WebSocketManager:
         for target in targets:
             envelope = Envelope(kind, target, text, event=event, id=message_id, exclude=exclude)
             await self.broker.publish(self._dispatcher.channel(kind, target), envelope.encode())
-
-    async def _listen(self) -> None:
-        while True:
-            message = await self.broker.get_message()
-            try:
-                self._dispatcher.dispatch(message)
-            except ValueError as error:
-                self.stats.malformed_broker_messages += 1
-                logger.warning("dropped a malformed message on %s: %s", message.channel, error)
-            except Exception:
-                self.stats.delivery_errors += 1
-                logger.exception("could not deliver a message from %s", message.channel)
