@@ -17,6 +17,7 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 # package of the same name would shadow one. `tests/test_bake.py` checks this against a locked environment.
 DEPENDENCY_MODULES = frozenset(
     {
+        "aiofastnet",
         "aiosqlite",
         "alembic",
         "annotated_doc",
@@ -59,6 +60,7 @@ DEPENDENCY_MODULES = frozenset(
         "markdown_it",
         "markupsafe",
         "mdurl",
+        "multidict",
         "multipart",
         "mypy",
         "mypy_extensions",
@@ -68,6 +70,7 @@ DEPENDENCY_MODULES = frozenset(
         "packaging",
         "passlib",
         "pathspec",
+        "picows",
         "playwright",
         "pluggy",
         "prometheus_client",
@@ -82,6 +85,7 @@ DEPENDENCY_MODULES = frozenset(
         "pytest",
         "pytest_asyncio",
         "python_multipart",
+        "python_socks",
         "redis",
         "referencing",
         "requests",

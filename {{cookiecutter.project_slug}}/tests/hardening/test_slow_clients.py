@@ -55,6 +55,7 @@ class Reader:
 
     websocket: ClientConnection
     arrivals: dict[int, float] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     async def read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -62,6 +63,14 @@ class Reader:
                 frame = json.loads(raw)
                 if frame["type"] == "chat.message":
                     self.arrivals[int(frame["text"].removeprefix(TEXT))] = time.monotonic()
+                elif frame["type"] == "error":
+                    self.errors.append(frame)
+
+    def missing(self, said: int) -> str:
+        """What this reader did not hear of the `said` messages, and why it may have stopped."""
+        gaps = [number for number in range(1, said + 1) if number not in self.arrivals]
+        closed = self.websocket.close_code
+        return f"{len(gaps)} missing {gaps[:10]}, closed {closed}, errors {self.errors[:3]}"
 
 
 @dataclass
@@ -166,7 +175,10 @@ async def test_clients_that_do_not_read_are_closed_with_1013_and_the_others_keep
         crowd = [await stall() for _ in range(CROWD)]
         phases.append(await speak(f"{CROWD} clients not reading", until_closed=1 + CROWD))
         crowd_codes = await asyncio.gather(*(close_code(websocket) for websocket in crowd))
-        await wait_until(lambda: heard_everything(readers, said), within=CLOSE_TIMEOUT)
+        try:
+            await wait_until(lambda: heard_everything(readers, said), within=CLOSE_TIMEOUT)
+        except TimeoutError:
+            pytest.fail(f"of {said} messages: " + "; ".join(reader.missing(said) for reader in readers))
         for task in reading:
             task.cancel()
 

@@ -85,6 +85,7 @@ async def test_nginx_spreads_http_and_websockets_over_the_instances_and_fails_ov
             for websocket in (first, second, third):
                 assert websocket.response is not None
                 landed.setdefault(websocket.response.headers["X-Instance"], websocket)
+                await receive_type(websocket, "presence.state")  # in the room: what is sent now reaches it
             assert set(landed) == {"app1", "app2"}
             sender, receiver = landed["app1"], landed["app2"]
             await send_json(sender, {"type": "chat.message", "text": "across instances, through nginx"})
@@ -99,5 +100,6 @@ async def test_nginx_spreads_http_and_websockets_over_the_instances_and_fails_ov
             for websocket in (after, other):
                 assert websocket.response is not None
                 assert websocket.response.headers["X-Instance"] == "app2"
+                await receive_type(websocket, "presence.state")
             await send_json(after, {"type": "chat.message", "text": "after the failover"})
             assert (await receive_type(other, "chat.message"))["text"] == "after the failover"

@@ -76,10 +76,12 @@ async def wait_in_flight(http: httpx.AsyncClient, count: int) -> None:
 
 
 async def refuses_connections(instance: ServerProcess) -> bool:
+    """Whether a new connection goes unserved: refused, or (taken from the backlog as the listening socket
+    closed) closed without an answer."""
     async with httpx.AsyncClient(base_url=instance.base_url, timeout=1) as newcomer:
         try:
             await newcomer.get("/healthz")
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.RemoteProtocolError):
             return True
     return False
 
