@@ -56,12 +56,16 @@ class Reader:
     websocket: ClientConnection
     arrivals: dict[int, float] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    in_room: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at its `presence.state`: from then on, every message said reaches it."""
 
     async def read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for raw in self.websocket:
                 frame = json.loads(raw)
-                if frame["type"] == "chat.message":
+                if frame["type"] == "presence.state":
+                    self.in_room.set()
+                elif frame["type"] == "chat.message":
                     self.arrivals[int(frame["text"].removeprefix(TEXT))] = time.monotonic()
                 elif frame["type"] == "error":
                     self.errors.append(frame)
@@ -166,6 +170,8 @@ async def test_clients_that_do_not_read_are_closed_with_1013_and_the_others_keep
         speaker = await join("speaker")
         readers = [Reader(speaker)] + [Reader(await join("reader")) for _ in range(READERS)]
         reading = [asyncio.create_task(reader.read()) for reader in readers]
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await asyncio.gather(*(reader.in_room.wait() for reader in readers))
         await speak("warm-up", at_least=WARM_UP_MESSAGES)
         phases.append(await speak("undisturbed"))
         baseline_memory = resident_bytes(pid)
