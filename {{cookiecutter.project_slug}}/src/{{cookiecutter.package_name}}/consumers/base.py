@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket
 
 from ..db.models import User
 from ..db.refs import UserRecord
+from ..db.shared_reads import SharedReads
 from ..db.users import user_for_claims
 from ..realtime import (
     BrokerError,
@@ -241,7 +242,9 @@ class AccountWatch:
         self.reuse_for = reuse_for
         self._consumers: weakref.WeakSet[UserConsumer] = weakref.WeakSet()
         self._by_user: dict[str, weakref.WeakSet[UserConsumer]] = {}
-        self._reading: dict[tuple[str, str | None], asyncio.Task[tuple[UserRecord | None, float]]] = {}
+        self._reading: SharedReads[tuple[str, str | None], tuple[UserRecord | None, float]] = SharedReads(
+            "account-read"
+        )
 
     def add(self, consumer: UserConsumer) -> None:
         self._consumers.add(consumer)
@@ -254,23 +257,9 @@ class AccountWatch:
         lent = self.lend(claims)
         if lent is not None:
             return lent
-        key = (claims.subject, claims.key)
-        reading = self._reading.get(key)
-        if reading is None:
-            reading = asyncio.create_task(self._read(claims), name="account-read")
-            if self.reuse_for > 0 and not reading.done():
-                self._reading[key] = reading
-                reading.add_done_callback(functools.partial(self._read_done, key))
-        return await asyncio.shield(reading)
-
-    def _read_done(
-        self, key: tuple[str, str | None], reading: asyncio.Task[tuple[UserRecord | None, float]]
-    ) -> None:
-        """Forget a shared read once done; its failure reached whoever still waited for it."""
-        if self._reading.get(key) is reading:
-            del self._reading[key]
-        if not reading.cancelled():
-            reading.exception()
+        if self.reuse_for <= 0:
+            return await self._read(claims)
+        return await self._reading.read((claims.subject, claims.key), functools.partial(self._read, claims))
 
     async def _read(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
         read_at = time.monotonic()
@@ -296,8 +285,7 @@ class AccountWatch:
         ended, maybe revoked."""
         for consumer in self._by_user.pop(str(user.id), ()):
             consumer.account_read_at = -float("inf")
-        for key in [key for key in self._reading if key[0] == str(user.id)]:
-            del self._reading[key]
+        self._reading.forget(lambda key: key[0] == str(user.id))
 
     async def watch_forever(self) -> None:
         while True:

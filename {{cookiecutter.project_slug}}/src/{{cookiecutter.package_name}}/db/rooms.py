@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from .errors import commit_new
 from .models import Membership, Role, Room, User
 from .refs import RoomRef, UserRef
+from .shared_reads import SharedReads
 
 
 async def get_room(session: AsyncSession, *, name: str) -> Room | None:
@@ -69,7 +69,7 @@ class RoomReads:
         self.session_factory = session_factory
         self.reuse_for = reuse_for
         self._read: dict[str, tuple[Room, float]] = {}
-        self._reading: dict[str, asyncio.Task[Room | None]] = {}
+        self._reading: SharedReads[str, Room | None] = SharedReads("room-read")
 
     async def visible_room(self, *, name: str, user: UserRef) -> Room | None:
         """The room if it exists and `user` may read and write in it (see `get_visible_room`)."""
@@ -86,13 +86,7 @@ class RoomReads:
         read = self._read.get(name)
         if read is not None and time.monotonic() - read[1] < self.reuse_for:
             return read[0]
-        reading = self._reading.get(name)
-        if reading is None:
-            reading = asyncio.create_task(self._read_room(name), name="room-read")
-            if not reading.done():
-                self._reading[name] = reading
-                reading.add_done_callback(functools.partial(self._read_done, name))
-        return await asyncio.shield(reading)
+        return await self._reading.read(name, functools.partial(self._read_room, name))
 
     async def _read_room(self, name: str) -> Room | None:
         read_at = time.monotonic()
@@ -103,9 +97,3 @@ class RoomReads:
         if room is not None and not room.is_private:
             self._read[name] = (room, read_at)
         return room
-
-    def _read_done(self, name: str, reading: asyncio.Task[Room | None]) -> None:
-        """Forget a shared read once done; its failure reached whoever still waited for it."""
-        self._reading.pop(name, None)
-        if not reading.cancelled():
-            reading.exception()
