@@ -140,9 +140,7 @@ class Cursor:
 
     def step(self) -> None:
         """From now on the stream delivers to this connection (see the module)."""
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
+        self._cancel_gap_timer()
         self.stream.in_step.add(self.connection)
 
     def leave_step(self) -> None:
@@ -150,6 +148,16 @@ class Cursor:
         if self.connection in self.stream.in_step:
             self.stream.in_step.discard(self.connection)
             self.sent = self.stream.last
+
+    def _start_gap_timer(self) -> None:
+        """Heal in `gap_wait` seconds, unless that timer runs already: what is held back waits that long."""
+        if self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(self.options.gap_wait, self.request_heal)
+
+    def _cancel_gap_timer(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
 
     def accept(self, event: Mapping[str, Any], frame: str) -> bool:
         """The event filter of the group's sequenced events out of step: True to write this live one now."""
@@ -165,8 +173,7 @@ class Cursor:
             return True
         if len(self._ahead) < self.options.max_ahead:
             self._ahead[seq] = frame
-        if self._gap_timer is None:
-            self._gap_timer = asyncio.get_running_loop().call_later(self.options.gap_wait, self.request_heal)
+        self._start_gap_timer()
         return False
 
     async def start(self, since: int | None, joined: asyncio.Event) -> None:
@@ -186,9 +193,7 @@ class Cursor:
     def request_heal(self) -> None:
         """Queue a heal in the writer, behind what is queued already (once, however often asked)."""
         self.leave_step()
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
+        self._cancel_gap_timer()
         if not self._heal_queued:
             self._heal_queued = self.connection.deliver(self.heal)
 
@@ -209,9 +214,7 @@ class Cursor:
         await self._write_ahead()
 
     def close(self) -> None:
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
+        self._cancel_gap_timer()
         self._ahead.clear()
         self.recovery.forget(self)
 
@@ -241,8 +244,8 @@ class Cursor:
             await self.connection.send_text(frame)
             self.sent += 1
         self._ahead = {seq: frame for seq, frame in self._ahead.items() if seq > self.sent}
-        if self._ahead and self._gap_timer is None:
-            self._gap_timer = asyncio.get_running_loop().call_later(self.options.gap_wait, self.request_heal)
+        if self._ahead:
+            self._start_gap_timer()
 
 
 class _SharedCalls:
