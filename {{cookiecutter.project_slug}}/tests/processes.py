@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,15 +39,40 @@ SOURCE_DIR = PROJECT_DIR / "src"
 STARTUP_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 PORT_ATTEMPTS = 3
+FIRST_TEST_PORT = 10000
+TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 IN_LOOP_TIMEOUT = 10
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now (another process may still take it before we do)."""
+def _ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections: any client connecting anywhere can
+    take a port in it between our choosing it and a server binding it."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 65535
+    return range(low, high + 1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(offsets: Sequence[int] = (0,)) -> int:
+    """A loopback port `port` such that each `port + offset` is free now and outside the ephemeral range.
+
+    Another test may still take one before the server does (servers here retry on a new port).
+    """
+    ports = range(FIRST_TEST_PORT, _ephemeral_ports().start - max(offsets))
+    while True:
+        port = random.choice(ports)
+        if all(_bindable(port + offset) for offset in offsets):
+            return port
 
 
 class ServerProcess:
@@ -79,13 +105,33 @@ class ServerProcess:
             if not self.running:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if httpx.get(self.base_url + health_path, timeout=1.0).status_code == 200:
-                    return
+                healthy = httpx.get(self.base_url + health_path, timeout=1.0).status_code == 200
             except httpx.TransportError:
-                pass  # not listening yet
+                healthy = False  # not listening yet
+            if healthy and self.listening():
+                return
             time.sleep(0.05)
         self.kill()
         raise TimeoutError(f"{self.name} was not healthy within {timeout}s:\n{self.output()}")
+
+    def listening(self) -> bool:
+        """Whether the socket listening on the port is this process's, not another test's server that took
+        the port first (and answered the health check). Where the kernel does not say, assume it is."""
+        try:
+            rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+            fds = os.listdir(f"/proc/{self.process.pid}/fd")
+        except OSError:
+            return True
+        listeners = {
+            f"socket:[{fields[9]}]"
+            for fields in (row.split() for row in rows)
+            if fields[3] == TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == self.port
+        }
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed since the listing
+                if os.readlink(f"/proc/{self.process.pid}/fd/{fd}") in listeners:
+                    return True
+        return False
 
     def stop(self, grace: float = STOP_GRACE) -> int:
         """SIGTERM, then SIGKILL if it is still running after `grace` seconds; the exit status."""

@@ -30,7 +30,7 @@ from typing import Any, Self
 import pytest
 import redis
 
-from ..processes import free_port
+from ..processes import PORT_ATTEMPTS, free_port
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -72,6 +72,9 @@ class PrivateRedis:
         self.port = free_port() if port is None else port
         self.options = list(options)
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "redis.log"
+        self._log_start = 0
+        self._may_move = port is None
 
     @property
     def url(self) -> str:
@@ -91,9 +94,21 @@ class PrivateRedis:
         self.stop()
 
     def start(self) -> None:
-        """Start the server on its port, and return once it answers PING."""
-        self.launch()
-        self.wait_answers()
+        """Start the server on its port, and return once it answers PING. A port chosen here is chosen again
+        if another process took it first; once the server has started, it keeps its port for restarts."""
+        attempts_left = PORT_ATTEMPTS if self._may_move else 1
+        while True:
+            attempts_left -= 1
+            self.launch()
+            try:
+                self.wait_answers()
+            except RuntimeError:
+                if attempts_left and self.port_taken():
+                    self.port = free_port()
+                    continue
+                raise
+            self._may_move = False
+            return
 
     def launch(self) -> None:
         """Start the server on its port, without waiting for it: several can then start side by side."""
@@ -110,26 +125,39 @@ class PrivateRedis:
             *self.options,
         ]
         self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / "redis.log").open("ab") as log:
+        with self.log_path.open("ab") as log:
+            self._log_start = log.tell()
             self.process = subprocess.Popen(
                 command, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
     def wait_answers(self) -> None:
-        """Return once the launched server answers PING; raise if it exits or `START_TIMEOUT` passes."""
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        """Return once the launched server answers; raise if it exits or `START_TIMEOUT` passes.
+
+        The answer must come from the launched process: another test's server that took the port first
+        would answer too.
+        """
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + START_TIMEOUT
         try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or not self.running:
-                        raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                    time.sleep(0.02)
+            while self.running and time.monotonic() < deadline:
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    if self.process is not None and client.info("server")["process_id"] == self.process.pid:
+                        return
+                time.sleep(0.02)
         finally:
             client.close()
+        raise RuntimeError(f"redis-server on port {self.port} did not start:\n{self.output()[-2000:]}")
+
+    def output(self) -> str:
+        """What the server logged since it was last launched."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
+    def port_taken(self) -> bool:
+        """Whether the last launch exited because another process holds the port."""
+        return not self.running and "address already in use" in self.output().lower()
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL); its clients lose their connections."""

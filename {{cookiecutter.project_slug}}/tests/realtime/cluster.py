@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,30 +24,12 @@ from typing import Self
 import redis
 
 from ..hardening.faults import PrivateRedis, needs_redis
+from ..processes import PORT_ATTEMPTS, free_port
 
 NODES = 6
 NODE_TIMEOUT_MS = 1000
 START_TIMEOUT = 30.0
 BUS_PORT_OFFSET = 10000
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_cluster_port() -> int:
-    """A free loopback port whose cluster bus port (port + 10000) is free too."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port + BUS_PORT_OFFSET < 65536 and _bindable(port + BUS_PORT_OFFSET):
-            return port
 
 
 @contextlib.contextmanager
@@ -91,15 +72,19 @@ class LocalCluster:
         self.stop()
 
     def start(self) -> None:
-        while len(self.ports) < NODES:
-            port = free_cluster_port()
-            if port not in self.ports:
-                self.ports.append(port)
-        for port in self.ports:
-            self.nodes[port] = self._node(port)
-            self.nodes[port].launch()
-        for node in self.nodes.values():
-            node.wait_answers()
+        attempts_left = PORT_ATTEMPTS
+        while True:
+            attempts_left -= 1
+            self._launch_nodes()
+            try:
+                for node in self.nodes.values():
+                    node.wait_answers()
+            except RuntimeError:
+                if attempts_left and any(node.port_taken() for node in self.nodes.values()):
+                    self.stop()
+                    continue
+                raise
+            break
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
         subprocess.run(
             [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
@@ -108,6 +93,17 @@ class LocalCluster:
             timeout=START_TIMEOUT,
         )
         self.wait_ok()
+
+    def _launch_nodes(self) -> None:
+        """Launch every node on new ports, each with its cluster bus port (port + 10000) free too."""
+        self.ports = []
+        while len(self.ports) < NODES:
+            port = free_port(offsets=(0, BUS_PORT_OFFSET))
+            if port not in self.ports:
+                self.ports.append(port)
+        for port in self.ports:
+            self.nodes[port] = self._node(port)
+            self.nodes[port].launch()
 
     def stop(self) -> None:
         for node in self.nodes.values():
