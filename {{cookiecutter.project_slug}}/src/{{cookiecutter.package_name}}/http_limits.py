@@ -14,6 +14,7 @@ response (slowloris).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import h11
@@ -44,19 +45,21 @@ class RequestLimitsMiddleware:
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain call returning the app's awaitable: no frame of its own under a WebSocket for its life.
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         head_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         head_bytes += sum(len(name) + len(value) + 4 for name, value in headers)
         if len(headers) > self.max_headers or head_bytes > self.max_header_bytes:
-            await self._refuse(scope, receive, send, 431, "Request header fields too large")
-            return
+            return self._refuse(scope, receive, send, 431, "Request header fields too large")
         if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
         too_large = f"The body is limited to {self.max_body_bytes} bytes"
         declared = dict(headers).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -30,6 +30,7 @@ from .observability import install_redaction
 from .observability.app import instrument_app
 from .realtime import PresenceTicks, RecoveryOptions, WebSocketManager
 from .routers import auth, docs, health{% if cookiecutter.use_notifications == "y" %}, notifications{% endif %}, realtime, rooms, users
+from .routers.realtime import ConsumerLane
 from .schemas import UserCreate
 from .security.attempts import AttemptCounter
 from .security.passwords import PasswordHasher
@@ -175,4 +176,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    # Last: the middlewares are all added (none can be added once the app has its stack).
+    app.middleware_stack = ConsumerLane(app, realtime.router.routes)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .observability.handshake import HandshakeSend
@@ -18,12 +20,11 @@ class InstanceHeaderMiddleware:
         self.app = app
         self.header = (b"x-instance", instance.encode())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain call returning the app's awaitable: no frame of its own under a WebSocket for its life.
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-
-        await self.app(scope, receive, HandshakeSend(send, self._name_instance))
+            return self.app(scope, receive, send)
+        return self.app(scope, receive, HandshakeSend(send, self._name_instance))
 
     def _name_instance(self, message: Message) -> None:
         message["headers"] = [*message.get("headers", ()), self.header]

@@ -13,6 +13,7 @@ import websockets
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -131,8 +132,10 @@ def _app_logging_from(logger: logging.Logger) -> ASGIApp:
         await websocket.send_text("ok")
         await websocket.close()
 
-    app = Starlette(routes=[Route("/page", page), WebSocketRoute("/socket", socket)])
-    return RequestIdMiddleware(app)
+    return Starlette(
+        routes=[Route("/page", page), WebSocketRoute("/socket", socket)],
+        middleware=[Middleware(RequestIdMiddleware)],
+    )
 
 
 async def test_each_request_has_an_id_in_its_log_lines_and_its_response(

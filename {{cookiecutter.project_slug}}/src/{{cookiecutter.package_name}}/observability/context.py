@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,10 +39,9 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         current = incoming_request_id(headers) or uuid.uuid4().hex
         header = (REQUEST_ID_HEADER, current.encode())
@@ -53,8 +53,17 @@ class RequestIdMiddleware:
             others = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_HEADER]
             message["headers"] = [*others, header]
 
+        answering = HandshakeSend(send, answer_with_request_id)
+        if scope["type"] == "websocket":
+            # Servers run a connection in a task of its own, which ends with it: the id is set for that
+            # task and not reset, so that no frame of this middleware stays under the socket for its life.
+            request_id.set(current)
+            return self.app(scope, receive, answering)
+        return self._http(scope, receive, answering, current)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, current: str) -> None:
         token = request_id.set(current)
         try:
-            await self.app(scope, receive, HandshakeSend(send, answer_with_request_id))
+            await self.app(scope, receive, send)
         finally:
             request_id.reset(token)

@@ -1,19 +1,22 @@
 """WebSocket routes: each connection is served by a consumer of `consumers/`.
 
-Whatever a route runs around a consumer stays alive for as long as its socket is open, so the routes are
+Whatever runs around a consumer stays alive for as long as its socket is open. So the routes are
 `ConsumerRoute`s, Starlette routes whose app is a `ConsumerEndpoint`, and a consumer takes what it needs
-from the app's state. A FastAPI WebSocket route would keep its dependency solving and two exit stacks,
-and a Starlette function endpoint an exception wrapper that a consumer does not need: about 5 KB a
-connection together (docs/PERFORMANCE.md). The AsyncAPI document, not OpenAPI, describes these routes.
+from the app's state; and the app hands their connections to a `ConsumerLane`, which runs the app's own
+middlewares around the endpoint and nothing of FastAPI's per-request machinery. A FastAPI WebSocket route
+would keep its dependency solving and two exit stacks, the full stack its error and exception middlewares
+and the router's nested handles: about 10 KB a connection together (docs/PERFORMANCE.md). The AsyncAPI
+document, not OpenAPI, describes these routes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from fastapi import APIRouter, WebSocket
-from starlette.routing import WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Match, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..consumers.chat import RoomConsumer
 {%- if cookiecutter.use_notifications == "y" %}
@@ -47,6 +50,51 @@ class ConsumerRoute(WebSocketRoute):
         endpoint = ConsumerEndpoint(serve)
         super().__init__(path, endpoint, name=serve.__name__)
         endpoint.route = self
+
+
+class ConsumerLane:
+    """The app's ASGI stack, which serves the connections of the consumer routes through the app's own
+    middlewares only, and everything else through the stack FastAPI builds.
+
+    The middlewares added with `add_middleware` (request id, metrics, instance header, header limits, and
+    any of yours) act on every handshake, as they do on HTTP requests. FastAPI's error and exception
+    middlewares, its dependency exit stack and the router's nested handles are left out: a consumer turns
+    its own errors into close codes and needs none of them. Both stacks are built at the first call, from
+    the middlewares added by then.
+    """
+
+    def __init__(self, app: Starlette, routes: Iterable[BaseRoute]) -> None:
+        self.app = app
+        self.routes = [route for route in routes if isinstance(route, ConsumerRoute)]
+        self._stacks: tuple[ASGIApp, ASGIApp] | None = None
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if self._stacks is None:
+            lane: ASGIApp = _call_endpoint
+            for cls, args, kwargs in reversed(self.app.user_middleware):
+                lane = cls(lane, *args, **kwargs)
+            self._stacks = (lane, self.app.build_middleware_stack())
+        lane, full = self._stacks
+        if scope["type"] == "websocket" and self._claims(scope):
+            scope["router"] = self.app.router
+            return lane(scope, receive, send)
+        return full(scope, receive, send)
+
+    def _claims(self, scope: Scope) -> bool:
+        """Whether `scope` is a connection to one of the routes; if so, it gets the route's endpoint and
+        path parameters, as Starlette's router would give them."""
+        for route in self.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                return True
+        return False
+
+
+def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    """The matched route's endpoint, called in a plain call: no frame of its own under the socket."""
+    endpoint: ConsumerEndpoint = scope["endpoint"]
+    return endpoint(scope, receive, send)
 
 
 async def chat_room(websocket: WebSocket) -> None:
