@@ -111,6 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Started: the app's stack is built, from every middleware it will have.
+        if not isinstance(app.middleware_stack, ConsumerLane):
+            app.middleware_stack = ConsumerLane(app, realtime.router.routes)
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
@@ -176,6 +179,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    # Last: the middlewares are all added (none can be added once the app has its stack).
-    app.middleware_stack = ConsumerLane(app, realtime.router.routes)
     return app

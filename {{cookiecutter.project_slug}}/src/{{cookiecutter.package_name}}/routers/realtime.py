@@ -4,9 +4,9 @@ Whatever runs around a consumer stays alive for as long as its socket is open. S
 `ConsumerRoute`s, Starlette routes whose app is a `ConsumerEndpoint`, and a consumer takes what it needs
 from the app's state; and the app hands their connections to a `ConsumerLane`, which runs the app's own
 middlewares around the endpoint and nothing of FastAPI's per-request machinery. A FastAPI WebSocket route
-would keep its dependency solving and two exit stacks, the full stack its error and exception middlewares
-and the router's nested handles: about 10 KB a connection together (docs/PERFORMANCE.md). The AsyncAPI
-document, not OpenAPI, describes these routes.
+would keep its dependency solving and two exit stacks (about 5 KB a connection), and the full stack its
+error and exception middlewares and the router's nested handles (about 7 KB more; docs/PERFORMANCE.md).
+The AsyncAPI document, not OpenAPI, describes these routes.
 """
 
 from __future__ import annotations
@@ -53,32 +53,31 @@ class ConsumerRoute(WebSocketRoute):
 
 
 class ConsumerLane:
-    """The app's ASGI stack, which serves the connections of the consumer routes through the app's own
-    middlewares only, and everything else through the stack FastAPI builds.
+    """An app's ASGI stack once it has started: the connections of the consumer routes go through the app's
+    own middlewares only, everything else through the stack FastAPI built (`full`).
 
     The middlewares added with `add_middleware` (request id, metrics, instance header, header limits, and
-    any of yours) act on every handshake, as they do on HTTP requests. FastAPI's error and exception
-    middlewares, its dependency exit stack and the router's nested handles are left out: a consumer turns
-    its own errors into close codes and needs none of them. Both stacks are built at the first call, from
-    the middlewares added by then.
+    any of yours) act on every handshake, as they do on HTTP requests; the lane has instances of its own.
+    FastAPI's error and exception middlewares, its dependency exit stack and the router's nested handles
+    are left out: a consumer turns its own errors into close codes and needs none of them.
     """
 
     def __init__(self, app: Starlette, routes: Iterable[BaseRoute]) -> None:
-        self.app = app
+        if app.middleware_stack is None:
+            raise RuntimeError("a ConsumerLane takes the stack of an app that has started")
+        self.full = app.middleware_stack
+        self.router = app.router
         self.routes = [route for route in routes if isinstance(route, ConsumerRoute)]
-        self._stacks: tuple[ASGIApp, ASGIApp] | None = None
+        lane: ASGIApp = _call_endpoint
+        for cls, args, kwargs in reversed(app.user_middleware):
+            lane = cls(lane, *args, **kwargs)
+        self.lane = lane
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if self._stacks is None:
-            lane: ASGIApp = _call_endpoint
-            for cls, args, kwargs in reversed(self.app.user_middleware):
-                lane = cls(lane, *args, **kwargs)
-            self._stacks = (lane, self.app.build_middleware_stack())
-        lane, full = self._stacks
         if scope["type"] == "websocket" and self._claims(scope):
-            scope["router"] = self.app.router
-            return lane(scope, receive, send)
-        return full(scope, receive, send)
+            scope["router"] = self.router
+            return self.lane(scope, receive, send)
+        return self.full(scope, receive, send)
 
     def _claims(self, scope: Scope) -> bool:
         """Whether `scope` is a connection to one of the routes; if so, it gets the route's endpoint and
