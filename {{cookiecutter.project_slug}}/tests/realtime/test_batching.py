@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,25 @@ async def test_events_apart_in_time_but_within_the_interval_go_out_together() ->
             connection.deliver(event(number))
             await asyncio.sleep(0.01)
         assert await lines_of(client, 4) == ([1, 2, 3, 4], ["\n".join(event(n) for n in range(1, 5))])
+
+
+async def test_the_interval_counts_from_when_the_woken_writers_have_had_their_turn() -> None:
+    interval, busy = 0.3, 0.3
+    async with (
+        WebSocketManager("batching", "memory://", batch_interval=interval) as manager,
+        serve({"/ws": library_endpoint(manager)}) as url,
+        connect(f"{url}/ws?id=batched&batch=1") as client,
+    ):
+        connection = await opened(manager, "batched")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        connection.deliver(event(0))  # the first in a while: its round is the next step
+        loop.call_soon(time.sleep, busy)  # that round takes the loop a while, as writing to many sockets does
+        assert await lines_of(client, 1) == ([0], [event(0)])
+        connection.deliver(event(1))
+        assert await lines_of(client, 1) == ([1], [event(1)])
+        # Counted from the round's start, the next could have gone at `interval`: it waits for the loop.
+        assert loop.time() - began >= busy + interval
 
 
 async def test_a_batch_stays_within_its_bound_in_bytes_and_a_larger_event_goes_alone() -> None:

@@ -87,10 +87,12 @@ class Batches:
     """When, and how large, the batches of the connections that asked for them are written.
 
     One callback wakes the writers of all the batching connections with frames waiting: at the next step of
-    the event loop, but never sooner than `interval` seconds after the previous one. Events that come
-    further apart than that go out at once, one a frame; a burst of them, a fan-out of several events, costs
-    each connection one wake-up and one write an interval. Each batch is at most `max_bytes` bytes of UTF-8,
-    unless one event alone is larger.
+    the event loop, but never sooner than `interval` seconds after the writers it woke before had their
+    turn. Counted from then, not from the wake-up: a round of writes to many sockets takes the loop a while,
+    and the events that come once it is free again go out together. Events that come further apart than
+    that go out at once, one a frame; a burst of them, a fan-out of several events, costs each connection one
+    wake-up and one write an interval. Each batch is at most `max_bytes` bytes of UTF-8, unless one event
+    alone is larger.
     """
 
     def __init__(self, *, max_bytes: int = 64 * 1024, interval: float = 0.0) -> None:
@@ -115,10 +117,15 @@ class Batches:
 
     def _flush(self) -> None:
         self._handle = None
-        self._flushed = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._flushed = loop.time()
         due, self._due = self._due, []
         for outbox in due:
             outbox.write_batch()
+        loop.call_soon(self._written)  # after the writers just woken, which go first
+
+    def _written(self) -> None:
+        self._flushed = asyncio.get_running_loop().time()
 
 
 class Outbox:
