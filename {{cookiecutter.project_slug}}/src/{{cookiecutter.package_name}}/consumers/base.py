@@ -1,25 +1,6 @@
 """What the service's consumers share: a signed-in user, a rate limit that ends in a close, and a limit on
-how many connections a user may have open.
-
-The bearer token comes from the `Authorization` header, the `token` query parameter, or the `bearer, <token>`
-subprotocol pair that browsers use. A client without a valid token is accepted and at once closed with 1008
-and a reason: a handshake refused before accepting reaches the client as an HTTP 403 without any close code.
-
-A user's WebSockets, on every endpoint and every instance, are counted in a presence set of the broker (see
-`realtime.presence`), with one entry per connection: an entry leaves with its connection, and those of an
-instance that died expire `WS_PRESENCE_TTL_SECONDS` after its last heartbeat, so a crash leaks no slot for
-longer. A connection that finds more than `WS_MAX_CONNECTIONS_PER_USER` entries, its own included, is closed
-with 1008. Each connection counts itself before it looks, so two opened at once when one slot is left may
-both be refused, but never both admitted. While the broker cannot be reached, connections are admitted
-uncounted, and the heartbeat counts them once it is back.
-
-A handshake reads the token's user from the database, unless a socket open on the instance has the same user
-and token key and read its account less than `WS_HANDSHAKE_REUSE_SECONDS` ago: it then takes that account, so
-that the tabs of a user reconnecting at once cost one read (those that ask while it is on its way share it).
-A revocation that the instance is told of (the `session.ended` of a logout, a password change or
-`disable-user`) stops this for the user at once; one it is not told of (the broker down, a change made in the
-database directly) lets a new socket in for at most that long, and the periodic account check closes it as
-it closes the others.
+how many connections a user may have open. docs/SECURITY.md ("How a socket is admitted") says where a
+token may come from, how connections are counted and when a handshake reuses an account it has read.
 """
 
 from __future__ import annotations

@@ -1,23 +1,8 @@
-"""Who is in a group, across every instance, kept in the broker with a deadline per connection.
+"""Who is in a group, across every instance: one expiring entry per connection in the broker.
 
-Each connection present in a group is one entry (its uid, and its member, say a user) in an expiring set
-of the broker. A member with several connections is present while any of them is. Joining and leaving are
-atomic in the broker, which says whether the member arrived or left with that connection, even when
-instances change the same member at once: the app announces each arrival and departure exactly once.
-
-The changes of one group on this instance go to the broker in batches, one update at a time: those made
-while an update is on its way go together in the next one. A room that fills up in a connection storm
-costs a few updates rather than one per connection queued behind the others, so arrivals are known (and
-announced) while the room fills, not seconds later. Of a batch's connections of a member who arrived, the
-first to join is told so; of one who left, the last to leave. Reads of a group's members are shared the
-same way: those asked for while a read is on its way get the next one, which sees their own changes.
-
-Every `ttl / 3` seconds the heartbeat pushes back the deadlines of this instance's entries and evicts the
-expired entries of its groups. The entries of an instance that died expire `ttl` seconds after their last
-heartbeat, and the first surviving instance to evict them learns which members that left absent; those
-changes that nobody announced go to the manager's `on_presence_change`, as `PresenceChange`s. So do the
-members of a stalled instance that the heartbeat adds back, and the departures of connections that the
-manager removed without their presence being left first (`remove_connection`, `shutdown`).
+Joins and leaves are atomic in the broker, so each arrival and departure is announced exactly once, and
+the entries of an instance that dies expire. docs/RELIABILITY.md ("Presence across instances") says how
+updates are batched, shared and healed.
 """
 
 from __future__ import annotations
