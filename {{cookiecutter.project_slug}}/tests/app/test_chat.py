@@ -82,28 +82,26 @@ async def test_a_message_is_stored_then_sent_with_its_id_to_everyone_in_the_room
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("place", PLACES)
 async def test_the_token_is_taken_from_the_header_the_query_or_the_subprotocol(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str, place: TokenPlace
+    place: TokenPlace, lobby: Lobby
 ) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, place=place) as websocket:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice, place=place) as websocket:
         assert await receive_json(websocket) == {"type": "presence.state", "users": ["alice"]}
         assert websocket.subprotocol == ("bearer" if place == "subprotocol" else None)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_missing_forged_and_stale_tokens_are_closed_with_1008(
-    client: AsyncClient, auth_headers: AuthHeaders, settings: Settings, ws_url: str
+    client: AsyncClient, settings: Settings, lobby: Lobby
 ) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
+    alice = lobby.alice
     me = await client.get("/users/me", headers={"Authorization": f"Bearer {alice}"})
     attacks = forged_tokens(settings.secret_key.get_secret_value(), me.json()["id"])
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby") as anonymous:
+    async with connect_ws(lobby.url) as anonymous:
         assert await close_code(anonymous) == 1008
     for attack, token in attacks.items():
         for place in PLACES:
-            async with connect_ws(f"{ws_url}/ws/rooms/lobby", token, place=place) as websocket:
+            async with connect_ws(lobby.url, token, place=place) as websocket:
                 assert await close_code(websocket) == 1008, (attack, place)
 
 
@@ -189,15 +187,10 @@ async def store_unpublished(
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 async def test_a_gap_in_the_live_seqs_is_filled_from_the_history_in_order(
-    client: AsyncClient,
-    auth_headers: AuthHeaders,
-    app: FastAPI,
-    ws_url: str,
-    session_factory: async_sessionmaker[AsyncSession],
+    app: FastAPI, session_factory: async_sessionmaker[AsyncSession], lobby: Lobby
 ) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice) as websocket:
         await receive_type(websocket, "presence.state")
         await store_unpublished(session_factory, "lobby", "alice", "lost")
         published = await store_unpublished(session_factory, "lobby", "alice", "published")
@@ -223,17 +216,14 @@ async def test_a_last_message_never_published_reaches_a_quiet_room(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_a_replay_beyond_the_limit_is_truncated_to_the_most_recent(
-    client: AsyncClient, auth_headers: AuthHeaders, app: FastAPI, ws_url: str
-) -> None:
+async def test_a_replay_beyond_the_limit_is_truncated_to_the_most_recent(app: FastAPI, lobby: Lobby) -> None:
     app.state.manager.recovery.options = RecoveryOptions(max_replay=2)
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice) as websocket:
         for number in range(5):
             await send_json(websocket, {"type": "chat.message", "text": f"message {number}"})
             await receive_type(websocket, "chat.message")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since=1) as websocket:
+    async with connect_ws(lobby.url, alice, since=1) as websocket:
         frames = [await receive_json(websocket) for _ in range(4)]
     assert frames[0] == {"type": "history.truncated", "oldest_seq": 4}
     assert [frame.get("seq") for frame in frames[1:3]] == [4, 5]
@@ -242,17 +232,16 @@ async def test_a_replay_beyond_the_limit_is_truncated_to_the_most_recent(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_since_id_resumes_a_client_that_kept_a_message_id(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+    client: AsyncClient, ws_url: str, lobby: Lobby
 ) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
+    alice = lobby.alice
     await create_room(client, alice, "other")
     sent = []
     for room in ("lobby", "other", "lobby", "lobby"):
         async with connect_ws(f"{ws_url}/ws/rooms/{room}", alice) as websocket:
             await send_json(websocket, {"type": "chat.message", "text": room})
             sent.append(await receive_type(websocket, "chat.message"))
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since_id=sent[1]["id"]) as websocket:
+    async with connect_ws(lobby.url, alice, since_id=sent[1]["id"]) as websocket:
         frames = [await receive_json(websocket) for _ in range(3)]
     assert [(frame.get("id"), frame.get("seq")) for frame in frames[:2]] == [
         (sent[2]["id"], 2),
@@ -262,16 +251,13 @@ async def test_since_id_resumes_a_client_that_kept_a_message_id(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_since_zero_replays_everything_in_order_before_the_presence(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+async def test_since_zero_replays_everything_in_order_before_the_presence(lobby: Lobby) -> None:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice) as websocket:
         for number in range(3):
             await send_json(websocket, {"type": "chat.message", "text": f"message {number}"})
             await receive_type(websocket, "chat.message")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since=0) as websocket:
+    async with connect_ws(lobby.url, alice, since=0) as websocket:
         frames = [await receive_json(websocket) for _ in range(4)]
     assert [frame.get("text") for frame in frames] == ["message 0", "message 1", "message 2", None]
     assert frames[-1] == {"type": "presence.state", "users": ["alice"]}
@@ -279,12 +265,9 @@ async def test_since_zero_replays_everything_in_order_before_the_presence(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("since", ["-1", "abc", "1.5", str(2**63)])
-async def test_a_since_that_is_not_a_seq_closes_with_1008(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str, since: str
-) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, since=since) as websocket:
+async def test_a_since_that_is_not_a_seq_closes_with_1008(since: str, lobby: Lobby) -> None:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice, since=since) as websocket:
         assert await close_code(websocket) == 1008
 
 
@@ -301,12 +284,9 @@ async def test_typing_is_relayed_to_the_others_and_not_stored(client: AsyncClien
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_bad_frames_are_answered_with_errors_and_the_connection_stays_open(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+async def test_bad_frames_are_answered_with_errors_and_the_connection_stays_open(lobby: Lobby) -> None:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice) as websocket:
         await receive_type(websocket, "presence.state")
         for frame, code in [
             ("{not json", "invalid_json"),
@@ -329,11 +309,10 @@ async def test_bad_frames_are_answered_with_errors_and_the_connection_stays_open
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_an_oversized_frame_is_answered_too_large_and_closed_with_1009(
-    client: AsyncClient, auth_headers: AuthHeaders, settings: Settings, ws_url: str
+    settings: Settings, lobby: Lobby
 ) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as websocket:
+    alice = lobby.alice
+    async with connect_ws(lobby.url, alice) as websocket:
         await receive_type(websocket, "presence.state")
         await send_json(websocket, {"type": "chat.message", "text": "x" * settings.ws_max_message_bytes})
         assert (await receive_type(websocket, "error"))["code"] == "too_large"
