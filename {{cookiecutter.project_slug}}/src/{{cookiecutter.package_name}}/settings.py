@@ -123,8 +123,8 @@ class Settings(BaseSettings):
         default=0.02,
         ge=0,
         le=1,
-        description="For clients that ask for batches (`?batch=1`): the least time between two rounds of "
-        "writes; the events of a burst closer together than that go out together, one frame a connection.",
+        description="For clients that ask for batches (`?batch=1`): the least time from the end of a round "
+        "of writes to the next; the events that come meanwhile go out together, one frame a connection.",
     )
     ws_batch_max_bytes: int = Field(
         default=64 * 1024, gt=0, description="Largest frame of several events, for clients that ask for them."

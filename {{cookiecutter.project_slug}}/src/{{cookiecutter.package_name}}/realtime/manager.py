@@ -51,8 +51,8 @@ class WebSocketManager:
     `presence_leave` reported, such as the members of an instance that died (see `presence`).
 
     For the clients that ask for batches (`?batch=1`), `batch_max_bytes` bounds a frame of several events,
-    and `batch_interval` is the least time between two rounds of batch writes: events closer together than
-    that go out together (see `outbox.Batches`).
+    and `batch_interval` is the least time from the end of a round of batch writes to the next: the events
+    that come meanwhile go out together (see `outbox.Batches`).
     """
 
     def __init__(
