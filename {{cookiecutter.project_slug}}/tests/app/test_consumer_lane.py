@@ -40,7 +40,6 @@ class StampHandshake:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.handshakes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def stamping_send(message: Message) -> None:
