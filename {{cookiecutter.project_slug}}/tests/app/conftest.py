@@ -13,6 +13,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from ..processes import serve_in_loop
 from .support import PASSWORD, AuthHeaders, running_app, settings_for_tests
+from .ws_support import Lobby, create_room, token_for
 
 
 @pytest.fixture
@@ -68,3 +69,11 @@ def auth_headers(client: AsyncClient) -> AuthHeaders:
         return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
     return register_and_log_in
+
+
+@pytest.fixture
+async def lobby(client: AsyncClient, auth_headers: AuthHeaders, ws_url: str) -> Lobby:
+    """Alice and Bob registered, and the public room "lobby" that Alice created."""
+    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
+    await create_room(client, alice, "lobby")
+    return Lobby(alice, bob, f"{ws_url}/ws/rooms/lobby")

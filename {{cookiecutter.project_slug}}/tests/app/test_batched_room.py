@@ -9,8 +9,7 @@ from typing import Any
 from httpx import AsyncClient
 from websockets.asyncio.client import ClientConnection
 
-from .support import AuthHeaders
-from .ws_support import close_code, connect_ws, create_room, receive_type, send_json, token_for
+from .ws_support import Lobby, close_code, connect_ws, receive_type, send_json
 
 MESSAGES = 15  # within the default burst of the rate limit
 
@@ -27,12 +26,8 @@ async def events_of(websocket: ClientConnection, event_type: str, count: int) ->
     return received[:count]
 
 
-async def test_a_batching_client_gets_every_message_once_in_seq_order_live_and_replayed(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
-    url = f"{ws_url}/ws/rooms/lobby"
+async def test_a_batching_client_gets_every_message_once_in_seq_order_live_and_replayed(lobby: Lobby) -> None:
+    url, alice, bob = lobby.url, lobby.alice, lobby.bob
     async with connect_ws(url, alice) as alice_ws, connect_ws(url, bob, batch=1) as bob_ws:
         await receive_type(alice_ws, "presence.state")
         await events_of(bob_ws, "presence.state", 1)
@@ -50,12 +45,8 @@ async def test_a_batching_client_gets_every_message_once_in_seq_order_live_and_r
     assert replayed == live[5:]
 
 
-async def test_a_batch_parameter_other_than_0_or_1_closes_the_room_with_1008(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice, batch="on") as websocket:
+async def test_a_batch_parameter_other_than_0_or_1_closes_the_room_with_1008(lobby: Lobby) -> None:
+    async with connect_ws(lobby.url, lobby.alice, batch="on") as websocket:
         assert await close_code(websocket) == 1008
         assert websocket.close_reason == "batch must be 0 or 1"
 

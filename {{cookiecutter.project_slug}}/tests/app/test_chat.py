@@ -6,7 +6,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 from fastapi import FastAPI
@@ -27,6 +26,7 @@ from .test_auth import forged_tokens
 from .ws_support import (
     BROKERS,
     PLACES,
+    Lobby,
     TokenPlace,
     assert_silent,
     close_code,
@@ -37,22 +37,6 @@ from .ws_support import (
     send_json,
     token_for,
 )
-
-
-@dataclass
-class Lobby:
-    """Alice's and Bob's tokens, and the URL of the public room "lobby" that Alice created."""
-
-    alice: str
-    bob: str
-    url: str
-
-
-@pytest.fixture
-async def lobby(client: AsyncClient, auth_headers: AuthHeaders, ws_url: str) -> Lobby:
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
-    return Lobby(alice, bob, f"{ws_url}/ws/rooms/lobby")
 
 
 @asynccontextmanager

@@ -21,10 +21,11 @@ from ..processes import serve_in_loop, wait_until
 {% if cookiecutter.use_notifications == "y" -%}
 from .relay import Relay
 {% endif -%}
-from .support import AuthHeaders, create_tables
+from .support import create_tables
 from .ws_support import (
     BROKERS,
     PLACES,
+    Lobby,
     TokenPlace,
     close_code,
     connect_ws,
@@ -32,7 +33,6 @@ from .ws_support import (
     log_in,
     receive_type,
     send_json,
-    token_for,
 )
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -90,10 +90,9 @@ async def counted(app: FastAPI, username: str, expected: int) -> None:
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 async def test_a_connection_over_the_limit_is_closed_with_1008_and_closing_one_frees_a_slot(
-    app: FastAPI, client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
+    app: FastAPI, ws_url: str, lobby: Lobby
 ) -> None:
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
+    alice, bob = lobby.alice, lobby.bob
     urls = [f"{ws_url}{endpoint}" for endpoint in ENDPOINTS]
     room = urls[0]
     async with AsyncExitStack() as stack:
@@ -120,11 +119,9 @@ async def test_a_connection_over_the_limit_is_closed_with_1008_and_closing_one_f
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 async def test_the_connections_of_an_instance_that_died_count_until_their_entries_expire(
-    app: FastAPI, client: AsyncClient, auth_headers: AuthHeaders, ws_url: str, settings: Settings
+    app: FastAPI, settings: Settings, lobby: Lobby
 ) -> None:
-    alice = await token_for(auth_headers, "alice")
-    await create_room(client, alice, "lobby")
-    room = f"{ws_url}/ws/rooms/lobby"
+    alice, room = lobby.alice, lobby.url
     # Entries as another instance writes them, which it stopped refreshing: it died.
     key = f"{settings.broker_channel}:presence:{connections_group('alice')}"
     dead = {f"dead{number}": f"dead{number}" for number in range(LIMIT)}

@@ -16,6 +16,7 @@ from ..processes import serve_in_loop
 from .support import AuthHeaders, create_tables
 from .ws_support import (
     BROKERS,
+    Lobby,
     assert_not_announced,
     connect_ws,
     create_room,
@@ -29,12 +30,8 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
-async def test_a_user_arrives_with_their_first_tab_and_leaves_with_their_last(
-    client: AsyncClient, auth_headers: AuthHeaders, ws_url: str
-) -> None:
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
-    url = f"{ws_url}/ws/rooms/lobby"
+async def test_a_user_arrives_with_their_first_tab_and_leaves_with_their_last(lobby: Lobby) -> None:
+    url, alice, bob = lobby.url, lobby.alice, lobby.bob
     async with connect_ws(url, alice) as alice_ws:
         assert await receive_type(alice_ws, "presence.state") == {
             "type": "presence.state",
@@ -78,11 +75,10 @@ async def test_the_changes_of_one_tick_go_out_in_one_presence_diff(
         await assert_not_announced(alice_ws, "erin")
 
 
-async def test_presence_is_per_room(client: AsyncClient, auth_headers: AuthHeaders, ws_url: str) -> None:
-    alice, bob = await token_for(auth_headers, "alice"), await token_for(auth_headers, "bob")
-    await create_room(client, alice, "lobby")
+async def test_presence_is_per_room(client: AsyncClient, ws_url: str, lobby: Lobby) -> None:
+    alice, bob = lobby.alice, lobby.bob
     await create_room(client, alice, "kitchen")
-    async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as alice_ws:
+    async with connect_ws(lobby.url, alice) as alice_ws:
         await receive_type(alice_ws, "presence.state")
         async with connect_ws(f"{ws_url}/ws/rooms/kitchen", bob) as bob_ws:
             assert (await receive_type(bob_ws, "presence.state"))["users"] == ["bob"]

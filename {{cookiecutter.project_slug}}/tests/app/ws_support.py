@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -22,6 +23,16 @@ from .support import PASSWORD, AuthHeaders
 
 # `@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)`: the test runs on both brokers.
 BROKERS = ["memory", "redis"]
+
+
+@dataclass
+class Lobby:
+    """Alice's and Bob's tokens, and the URL of the public room "lobby" that Alice created."""
+
+    alice: str
+    bob: str
+    url: str
+
 
 TokenPlace = Literal["header", "query", "subprotocol"]
 PLACES: tuple[TokenPlace, ...] = ("header", "query", "subprotocol")
