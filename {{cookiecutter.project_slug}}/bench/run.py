@@ -254,16 +254,18 @@ async def run_scenario(
             frames_before = await call_all(generators, "settle", quiet=plan.settle_seconds, within=60)
             memory_before = sum(map(rss_bytes, pids))
             cpu_before = sum(map(cpu_seconds, pids))
-            started = perf_counter()
-            connected = await asyncio.gather(
-                *(
-                    generator.call("connect", clients=others[index :: len(generators)], **options)
-                    for index, generator in enumerate(generators)
+            name = f"{scenario.name}-connect" + (f"-{round_number}" if round_number > 1 else "")
+            async with profiled(plan, pids[0], name):
+                started = perf_counter()
+                connected = await asyncio.gather(
+                    *(
+                        generator.call("connect", clients=others[index :: len(generators)], **options)
+                        for index, generator in enumerate(generators)
+                    )
                 )
-            )
-            connect_seconds = perf_counter() - started
+                connect_seconds = perf_counter() - started
+                frames_after = await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             handshakes_ms = sorted(latency for reply in connected for latency in reply["handshakes_ms"])
-            frames_after = await call_all(generators, "settle", quiet=plan.settle_seconds, within=300)
             # The servers' CPU from the first handshake until the room is quiet: presence frames included.
             connect_cpu_ms = (sum(map(cpu_seconds, pids)) - cpu_before) * 1000 / max(1, len(others))
             memory_growth = sum(map(rss_bytes, pids)) - memory_before
