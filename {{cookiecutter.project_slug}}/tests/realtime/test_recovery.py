@@ -114,6 +114,37 @@ async def test_members_healing_at_once_share_one_read_and_a_lost_last_event_arri
         assert history.reads == 1
 
 
+class SlowHeadHistory(ListHistory):
+    """A history whose head takes a database's round trip to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head_reads = 0
+
+    async def head(self, group: str) -> int:
+        self.head_reads += 1
+        await asyncio.sleep(0.05)
+        return await super().head(group)
+
+
+async def test_a_storm_of_members_joining_reads_the_head_once_a_round_trip_and_misses_nothing(
+    manager: WebSocketManager,
+) -> None:
+    """Each join reads the head before and after it joins: 40 reads, had each its own."""
+    history = SlowHeadHistory()
+    history.store("before")
+    async with (
+        serve({"/ws": recoverable_endpoint(manager, history)}) as url,
+        AsyncExitStack() as stack,
+    ):
+        clients = await asyncio.gather(*(stack.enter_async_context(connect(f"{url}/ws")) for _ in range(20)))
+        for client in clients:
+            assert (await receive_json(client))["type"] == "joined"
+        assert history.head_reads <= 10
+        await manager.group_send("notes", history.store("after"))
+        assert [await seqs(client, 1) for client in clients] == [[2]] * 20
+
+
 async def test_members_in_step_get_events_as_they_come_and_fill_a_gap_from_the_history(
     manager: WebSocketManager,
 ) -> None:

@@ -8,6 +8,7 @@ updates are batched, shared and healed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from .brokers import BrokerInterface, PresenceDelta
 from .connection import Connection
+from .fresh_reads import FreshReads
 
 __all__ = ["Presence", "PresenceChange"]
 
@@ -79,8 +81,7 @@ class Presence:
         self._local: dict[str, dict[Connection, str]] = {}
         self._waiting: dict[str, _Batch] = {}
         self._updating: dict[str, asyncio.Task[None]] = {}
-        self._reads: dict[str, asyncio.Future[frozenset[str]]] = {}
-        self._reading: dict[str, asyncio.Task[None]] = {}
+        self._members: FreshReads[str, frozenset[str]] = FreshReads("presence-members")
 
     def key(self, group: str) -> str:
         return f"{self.prefix}:presence:{group}"
@@ -114,12 +115,7 @@ class Presence:
 
     async def members(self, group: str) -> set[str]:
         """The members present in `group` on any instance."""
-        read = self._reads.get(group)
-        if read is None:
-            read = self._reads[group] = asyncio.get_running_loop().create_future()
-            read.add_done_callback(_retrieve)
-            _keep_running(self._reading, group, self._read_members)
-        return set(await asyncio.shield(read))
+        return set(await self._members.read(group, functools.partial(self._read_members, group)))
 
     async def heartbeat(self) -> None:
         """Push back the deadlines of this instance's entries, and evict the expired ones of its groups."""
@@ -141,7 +137,7 @@ class Presence:
 
     async def aclose(self) -> None:
         """Wait for the updates and reads under way: the broker is about to be disconnected."""
-        await asyncio.gather(*self._updating.values(), *self._reading.values(), return_exceptions=True)
+        await asyncio.gather(*self._updating.values(), self._members.wait(), return_exceptions=True)
 
     def _forget(self, group: str, connection: Connection) -> str | None:
         entries = self._local.get(group, {})
@@ -161,12 +157,8 @@ class Presence:
         while (batch := self._waiting.pop(group, None)) is not None:
             await self._update(group, batch)
 
-    async def _read_members(self, group: str) -> None:
-        while (read := self._reads.pop(group, None)) is not None:
-            try:
-                read.set_result(frozenset(await self.broker.presence_members(self.key(group))))
-            except Exception as error:  # noqa: BLE001 - whatever it is, the callers waiting for it are told
-                read.set_exception(error)
+    async def _read_members(self, group: str) -> frozenset[str]:
+        return frozenset(await self.broker.presence_members(self.key(group)))
 
     async def _update(self, group: str, batch: _Batch) -> None:
         # This instance alone writes its entries: after the update, the broker holds their local state.
@@ -241,9 +233,3 @@ def _keep_running(
     task = asyncio.create_task(run(), name=f"presence {group}")
     if not task.done():  # an eager task may have finished already
         tasks[group] = task
-
-
-def _retrieve(read: asyncio.Future[frozenset[str]]) -> None:
-    """Mark a failed read as seen: its callers may all have been cancelled, and it needs no report then."""
-    if not read.cancelled():
-        read.exception()

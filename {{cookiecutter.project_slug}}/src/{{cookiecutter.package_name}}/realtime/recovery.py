@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 from starlette import status
 
 from .brokers import BrokerInterface, BrokerState
 from .connection import Connection
+from .fresh_reads import FreshReads
 from .message import Frame, encode_frame
 from .outbox import Filtered
 
@@ -51,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 REPLAY_PAGE_SIZE = 100
 WATCH_TICK_SECONDS = 0.05
-
-T = TypeVar("T")
 
 
 class HistoryProvider(Protocol):
@@ -248,26 +247,6 @@ class Cursor:
             self._start_gap_timer()
 
 
-class _SharedCalls:
-    """Calls to a history provider that the cursors of a group share: a call asked for while an equal one
-    is due to start (not yet started) waits for that one, so that a group's members healing at once cost
-    one query, not one each."""
-
-    def __init__(self) -> None:
-        self._due: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
-
-    async def call(self, key: tuple[Any, ...], function: Callable[[], Awaitable[T]]) -> T:
-        due = self._due.get(key)
-        if due is None:
-            due = self._due[key] = asyncio.ensure_future(self._start(key, function))
-        result: T = await asyncio.shield(due)
-        return result
-
-    async def _start(self, key: tuple[Any, ...], function: Callable[[], Awaitable[T]]) -> T:
-        del self._due[key]  # from now on, a new call starts a new query: this one may miss what follows
-        return await function()
-
-
 class Stream:
     """A recoverable group's sequenced events as this instance hears them, and its local cursors: the seq
     of each event is checked here once for all the members in step (see the module)."""
@@ -326,9 +305,10 @@ class Recovery:
     """The streams of one manager's recoverable groups, and the task that heals their cursors after broker
     reconnects and while groups are quiet. It runs only while there are cursors.
 
-    Reads of the history are shared by the cursors of a group that ask at once, and the latest events read
-    are kept per group (at most `max_replay`), so that a fault healed by every member of a large group
-    costs the history one read, not one per member. Stored events are taken never to change.
+    Reads of the history are shared by the cursors of a group that ask at once (`FreshReads`), and the
+    latest events read are kept per group (at most `max_replay`), so that a fault healed by every member
+    of a large group costs the history one read, not one per member. Stored events are taken never to
+    change.
     """
 
     def __init__(self, broker: BrokerInterface, options: RecoveryOptions | None = None) -> None:
@@ -339,12 +319,13 @@ class Recovery:
         self.streams: dict[str, Stream] = {}
         """By group: those with local cursors. The manager's dispatcher hands them their events."""
         self._recent: dict[str, dict[int, str]] = {}  # by group: frames read lately, encoded, by seq
-        self._calls = _SharedCalls()
+        self._heads: FreshReads[str, int] = FreshReads("history-head")
+        self._pages: FreshReads[tuple[str, int, int], Sequence[Frame]] = FreshReads("history-page")
         self._task: asyncio.Task[None] | None = None
 
     async def head(self, group: str, provider: HistoryProvider) -> int:
         """The group's head, read from `provider` by one query for all the cursors asking at once."""
-        return await self._calls.call(("head", group), lambda: provider.head(group))
+        return await self._heads.read(group, lambda: provider.head(group))
 
     async def read(
         self, group: str, provider: HistoryProvider, *, after: int, limit: int
@@ -356,8 +337,8 @@ class Recovery:
         wanted = range(after + 1, after + limit + 1)
         if all(seq in recent for seq in wanted):
             return [(seq, recent[seq]) for seq in wanted]
-        page = await self._calls.call(
-            ("read", group, after, limit), lambda: provider.read(group, after=after, limit=limit)
+        page = await self._pages.read(
+            (group, after, limit), lambda: provider.read(group, after=after, limit=limit)
         )
         found = []
         for frame in page:
