@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from {{ cookiecutter.package_name }}.consumers.chat import RoomConsumer
 from {{ cookiecutter.package_name }}.main import create_app as create_service_app
 from {{ cookiecutter.package_name }}.realtime import HistoryProvider
-from {{ cookiecutter.package_name }}.routers import realtime as realtime_routes
 
 __all__ = ["UnsequencedRoomConsumer", "create_app"]
 
@@ -29,7 +28,7 @@ class UnsequencedRoomConsumer(RoomConsumer):
 
 
 def create_app() -> FastAPI:
-    """The service's app, its room route serving `UnsequencedRoomConsumer` (the route looks the consumer
-    class up in its module each time a socket opens)."""
-    realtime_routes.RoomConsumer = UnsequencedRoomConsumer  # type: ignore[attr-defined]
-    return create_service_app()
+    """The service's app, its room route serving `UnsequencedRoomConsumer`."""
+    app = create_service_app()
+    app.state.room_consumer = UnsequencedRoomConsumer
+    return app

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import __version__
 from .consumers.base import AccountWatch
-from .consumers.chat import room_presence
+from .consumers.chat import RoomConsumer, room_presence
 from .db.errors import DATABASE_UNAVAILABLE
 from .db.rooms import RoomReads
 from .db.session import create_engine, create_session_factory
@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher.from_settings(settings)
+    app.state.room_consumer = RoomConsumer  # what serves /ws/rooms/{room}: a subclass may take its place
     app.add_middleware(
         RequestLimitsMiddleware,
         max_headers=settings.http_max_headers,

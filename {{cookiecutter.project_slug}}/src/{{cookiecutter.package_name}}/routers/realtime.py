@@ -99,7 +99,8 @@ def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> Awaitable[None
 async def chat_room(websocket: WebSocket) -> None:
     """A chat room; `?since=<seq>` replays the messages after that seq first."""
     presence: PresenceTicks = websocket.app.state.room_presence
-    consumer = RoomConsumer(
+    consumer_class: type[RoomConsumer] = websocket.app.state.room_consumer
+    consumer = consumer_class(
         websocket,
         get_manager(websocket),
         room=websocket.path_params["room"],
