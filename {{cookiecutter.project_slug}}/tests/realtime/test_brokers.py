@@ -91,12 +91,12 @@ async def test_a_message_arrives_once_per_matching_pattern(
     await assert_silent(broker)
 
 
-def joined(*members: str) -> PresenceDelta:
-    return PresenceDelta(joined=frozenset(members))
+def joined(*members: str, present: int) -> PresenceDelta:
+    return PresenceDelta(joined=frozenset(members), present=present)
 
 
-def left(*members: str) -> PresenceDelta:
-    return PresenceDelta(left=frozenset(members))
+def left(*members: str, present: int) -> PresenceDelta:
+    return PresenceDelta(left=frozenset(members), present=present)
 
 
 async def test_presence_updates_report_arrivals_departures_and_expiries_once(
@@ -109,22 +109,22 @@ async def test_presence_updates_report_arrivals_departures_and_expiries_once(
     ) -> PresenceDelta:
         return await broker.presence_update(key, add=add, remove=remove, ttl=ttl)
 
-    assert await update({"c1": "alice", "c2": "bob"}) == joined("alice", "bob")
-    assert await update({"c3": "alice"}) == PresenceDelta()
-    assert await update({"c4": "ghost", "c5": "back"}) == joined("ghost", "back")
+    assert await update({"c1": "alice", "c2": "bob"}) == joined("alice", "bob", present=2)
+    assert await update({"c3": "alice"}) == PresenceDelta(present=2)
+    assert await update({"c4": "ghost", "c5": "back"}) == joined("ghost", "back", present=4)
     assert await broker.presence_members(key) == {"alice", "bob", "ghost", "back"}
     # The last refresh of ghost's and back's entries, and a third entry of alice's that expires as well.
-    assert await update({"c4": "ghost", "c5": "back", "c6": "alice"}, ttl=0.2) == PresenceDelta()
+    assert await update({"c4": "ghost", "c5": "back", "c6": "alice"}, ttl=0.2) == PresenceDelta(present=4)
     await asyncio.sleep(0.3)
     assert await broker.presence_members(key) == {"alice", "bob"}
 
     # The next update evicts what expired and says who that left absent; an entry added back is no change.
-    assert await update({"c5": "back"}, remove={"c1": "alice"}) == left("ghost")
-    assert await update() == PresenceDelta()
-    assert await update(remove={"c3": "alice", "c9": "nobody"}) == left("alice")
-    assert await update({"c2": "bob"}) == PresenceDelta()
+    assert await update({"c5": "back"}, remove={"c1": "alice"}) == left("ghost", present=3)
+    assert await update() == PresenceDelta(present=3)
+    assert await update(remove={"c3": "alice", "c9": "nobody"}) == left("alice", present=2)
+    assert await update({"c2": "bob"}) == PresenceDelta(present=2)
     assert await broker.presence_members(key) == {"bob", "back"}
-    assert await update(remove={"c2": "bob", "c5": "back"}) == left("bob", "back")
+    assert await update(remove={"c2": "bob", "c5": "back"}) == left("bob", "back", present=0)
     assert await broker.presence_members(key) == set()
     assert await broker.presence_members(f"{broker_channel}:presence:other") == set()
 

@@ -154,9 +154,9 @@ async def test_presence_keys_share_a_slot_and_expire_with_their_latest_deadline(
     first, second = brokers
     key = f"{broker_channel}:presence:lobby"
     joined = await first.presence_update(key, add={"c1": "alice"}, ttl=5)
-    assert joined == PresenceDelta(frozenset({"alice"}))
+    assert joined == PresenceDelta(frozenset({"alice"}), present=1)
     joined = await second.presence_update(key, add={"c2": "alice", "c3": "bob"}, ttl=30)
-    assert joined == PresenceDelta(frozenset({"bob"}))
+    assert joined == PresenceDelta(frozenset({"bob"}), present=2)
     assert await first.presence_members(key) == {"alice", "bob"}
     tagged = "{" + key + "}"  # the hash tag that puts both keys in one slot
     entries, members = f"{tagged}:entries", f"{tagged}:members"

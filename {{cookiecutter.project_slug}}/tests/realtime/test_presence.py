@@ -79,6 +79,19 @@ async def test_a_member_counts_once_and_leaves_with_their_last_connection(manage
         assert await manager.presence_members("room") == set()
 
 
+async def test_a_join_counts_the_members_present_after_it(manager: WebSocketManager) -> None:
+    async with serve({"/ws": library_endpoint(manager)}) as url, AsyncExitStack() as stack:
+        for _ in range(3):
+            await stack.enter_async_context(connect(f"{url}/ws"))
+        await eventually(lambda: len(manager) == 3)
+        first, second, third = manager.active_connections
+        assert await manager.presence_join_and_count("tabs", first, "t1") == 1
+        assert await manager.presence_join_and_count("tabs", second, "t2") == 2
+        assert await manager.presence_join_and_count("tabs", second, "t2") == 2
+        await manager.presence_leave("tabs", first)
+        assert await manager.presence_join_and_count("tabs", third, "t3") == 2
+
+
 async def test_first_and_last_connections_on_two_instances_at_once_are_reported_exactly_once(
     redis_url: str, broker_channel: str
 ) -> None:

@@ -185,8 +185,7 @@ class UserConsumer(JsonConsumer):
         limit = self.settings.ws_max_connections_per_user
         group = connections_group(self.user.username)
         try:
-            await self.manager.presence_join(group, connection, connection.uid)
-            open_now = len(await self.manager.presence_members(group))
+            open_now = await self.manager.presence_join_and_count(group, connection, connection.uid)
         except BrokerError as error:
             logger.warning("admitted a connection of %r uncounted: %s", self.user.username, error)
             return connection

@@ -333,7 +333,14 @@ class WebSocketManager:
         """Mark `member` present in `group` through `connection`; True if it was absent everywhere.
 
         Atomic across instances: of two first connections of a member at once, exactly one gets True."""
-        return await self._presence.join(group, connection, member)
+        arrived, _ = await self._presence.join(group, connection, member)
+        return arrived
+
+    async def presence_join_and_count(self, group: str, connection: Connection, member: str) -> int:
+        """Mark `member` present in `group` through `connection`, and count the members present then, on
+        every instance: in the same step as the join where the broker says, else by reading them."""
+        _, present = await self._presence.join(group, connection, member)
+        return present if present is not None else len(await self._presence.members(group))
 
     async def presence_leave(self, group: str, connection: Connection) -> bool:
         """Remove `connection`'s presence in `group`; True if its member is now absent everywhere (atomic)."""

@@ -37,14 +37,15 @@ class PresenceChange:
 class _Change:
     """One connection's entry in a group going from `before`'s member to `after`'s (None: no entry).
 
-    `outcome` is set to whether this change made its member arrive, and whether it made them leave. What
-    nobody will announce (`announced` is False, or the caller was cancelled) goes to `on_change`."""
+    `outcome` is set to whether this change made its member arrive, whether it made them leave, and how
+    many members the group had after the update (None if the broker does not say). What nobody will
+    announce (`announced` is False, or the caller was cancelled) goes to `on_change`."""
 
     connection: Connection
     before: str | None
     after: str | None
     announced: bool
-    outcome: asyncio.Future[tuple[bool, bool]] = field(
+    outcome: asyncio.Future[tuple[bool, bool, int | None]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -86,20 +87,21 @@ class Presence:
     def key(self, group: str) -> str:
         return f"{self.prefix}:presence:{group}"
 
-    async def join(self, group: str, connection: Connection, member: str) -> bool:
-        """Mark `connection` present in `group` as `member`; True when the member was absent before."""
+    async def join(self, group: str, connection: Connection, member: str) -> tuple[bool, int | None]:
+        """Mark `connection` present in `group` as `member`: whether the member was absent before, and how
+        many members the group has now (None if the broker does not say)."""
         entries = self._local.setdefault(group, {})
         previous = entries.get(connection)
         entries[connection] = member
-        arrived, _ = await self._change(group, _Change(connection, previous, member, announced=True))
-        return arrived
+        arrived, _, present = await self._change(group, _Change(connection, previous, member, announced=True))
+        return arrived, present
 
     async def leave(self, group: str, connection: Connection) -> bool:
         """Forget `connection` in `group`; True when its member is now absent from every instance."""
         member = self._forget(group, connection)
         if member is None:
             return False
-        _, left = await self._change(group, _Change(connection, member, None, announced=True))
+        _, left, _ = await self._change(group, _Change(connection, member, None, announced=True))
         return left
 
     async def leave_all(self, connection: Connection) -> None:
@@ -146,7 +148,7 @@ class Presence:
             self._local.pop(group, None)
         return member
 
-    def _change(self, group: str, change: _Change) -> asyncio.Future[tuple[bool, bool]]:
+    def _change(self, group: str, change: _Change) -> asyncio.Future[tuple[bool, bool, int | None]]:
         self._waiting.setdefault(group, _Batch()).changes.append(change)
         _keep_running(self._updating, group, self._send_batches)
         return change.outcome
@@ -197,7 +199,7 @@ class Presence:
             if not change.outcome.done():
                 arrived = change.after is not None and arrivals.get(change.after) is change
                 departed = change.before is not None and departures.get(change.before) is change
-                change.outcome.set_result((arrived, departed))
+                change.outcome.set_result((arrived, departed, delta.present))
         if batch.refreshed is not None and not batch.refreshed.done():
             batch.refreshed.set_result(None)
         joined, left = (

@@ -39,10 +39,12 @@ def encode_payload(data: bytes | str | Message | Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class PresenceDelta:
-    """What a presence update changed: members absent before and present after, and the reverse."""
+    """What a presence update changed: members absent before and present after, and the reverse; and how
+    many members the set has after it (None: the broker does not say)."""
 
     joined: frozenset[str] = frozenset()
     left: frozenset[str] = frozenset()
+    present: int | None = None
 
 
 class BrokerInterface(ABC):
@@ -122,7 +124,8 @@ class BrokerInterface(ABC):
         """In one atomic step: evict the expired entries of the set `key`, remove the entries `remove`, and
         add `add` (or push back their deadline) to expire in `ttl` seconds; both map entry ids (which have
         no `:`) to members. Returns the members this made present or absent, counting entries that expired
-        as present until evicted: each change is reported once, to one caller, on whichever instance."""
+        as present until evicted: each change is reported once, to one caller, on whichever instance. Its
+        `present` counts the members left once the expired entries are evicted."""
         raise NotImplementedError(f"{type(self).__name__} keeps no presence")
 
     async def presence_members(self, key: str) -> set[str]:

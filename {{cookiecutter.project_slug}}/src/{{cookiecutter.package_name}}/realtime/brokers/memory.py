@@ -75,6 +75,7 @@ class _PresenceSet:
         return PresenceDelta(
             joined=frozenset(member for member, had in before.items() if not had and self.counts[member]),
             left=frozenset(member for member, had in before.items() if had and not self.counts[member]),
+            present=len(self.counts),
         )
 
     def members(self) -> set[str]:

@@ -68,7 +68,7 @@ for member, had in pairs(before) do
   if had == 0 and has > 0 then table.insert(joined, member) end
   if had > 0 and has == 0 then table.insert(left, member) end
 end
-return {joined, left}
+return {joined, left, redis.call('HLEN', counts)}
 """
 )
 
@@ -114,12 +114,13 @@ class RedisPresence:
     ) -> PresenceDelta:
         removed, added = _entries(remove), _entries(add)
         lifetime = max(1, math.ceil(ttl * 1000))
-        joined, left = await self._update(
+        joined, left, present = await self._update(
             keys=list(self._keys(key)), args=[lifetime, len(removed), *removed, *added]
         )
         return PresenceDelta(
             joined=frozenset(member.decode() for member in joined),
             left=frozenset(member.decode() for member in left),
+            present=int(present),
         )
 
     async def members(self, key: str) -> set[str]:
