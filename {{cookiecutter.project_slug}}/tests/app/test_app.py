@@ -1,6 +1,13 @@
-"""The app's wiring: the browser client is served, and `/readyz` reports the database and the broker."""
+"""The app's wiring: the browser client is served, `/readyz` reports the database and the broker, and the
+garbage collector is settled once the app has started."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -8,6 +15,8 @@ from httpx import ASGITransport, AsyncClient
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
+
+from .support import create_tables
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -39,3 +48,41 @@ async def test_readyz_is_unavailable_while_the_broker_is_unreachable(settings: S
         ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "ok", "broker": "error: broker reconnecting"}
+
+
+GARBAGE_COLLECTOR_SCRIPT = """
+import asyncio, gc, json, sys
+from asgi_lifespan import LifespanManager
+from {{ cookiecutter.package_name }}.main import create_app
+from tests.app.support import settings_for_tests
+
+async def main() -> None:
+    before = [gc.get_freeze_count(), gc.get_threshold()[0]]
+    async with LifespanManager(create_app(settings_for_tests(sys.argv[1], "gc-check"))):
+        print(json.dumps([before, [gc.get_freeze_count(), gc.get_threshold()[0]]]))
+
+asyncio.run(main())
+"""
+
+
+def test_a_started_app_freezes_what_it_loaded_and_collects_young_objects_less_often(
+    database_url: str,
+) -> None:
+    """In a process of its own, where nothing was frozen before."""
+    asyncio.run(create_tables(database_url))
+    project = Path(__file__).parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", GARBAGE_COLLECTOR_SCRIPT, database_url],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout.splitlines()[-1])
+    (frozen_before, threshold_before), (frozen_after, threshold_after) = before, after
+    assert frozen_before == 0
+    assert threshold_before < 10_000  # Python's own: 700, or 2,000 from 3.13
+    assert frozen_after > 10_000  # the modules, classes and functions loaded to start, at least
+    assert threshold_after == 10_000
