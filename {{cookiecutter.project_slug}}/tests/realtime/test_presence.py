@@ -62,12 +62,18 @@ class Changes(list[tuple[WebSocketManager, PresenceChange]]):
         self.append((manager, change))
 
 
-async def test_a_member_counts_once_and_leaves_with_their_last_connection(manager: WebSocketManager) -> None:
+@asynccontextmanager
+async def three_connections(manager: WebSocketManager) -> AsyncIterator[list[Connection]]:
+    """Three clients of `manager`, as its connections."""
     async with serve({"/ws": library_endpoint(manager)}) as url, AsyncExitStack() as stack:
         for _ in range(3):
             await stack.enter_async_context(connect(f"{url}/ws"))
         await eventually(lambda: len(manager) == 3)
-        tab1, tab2, other = manager.active_connections
+        yield list(manager.active_connections)
+
+
+async def test_a_member_counts_once_and_leaves_with_their_last_connection(manager: WebSocketManager) -> None:
+    async with three_connections(manager) as (tab1, tab2, other):
         assert await manager.presence_join("room", tab1, "alice") is True
         assert await manager.presence_join("room", tab2, "alice") is False
         assert await manager.presence_join("room", other, "bob") is True
@@ -80,11 +86,7 @@ async def test_a_member_counts_once_and_leaves_with_their_last_connection(manage
 
 
 async def test_a_join_counts_the_members_present_after_it(manager: WebSocketManager) -> None:
-    async with serve({"/ws": library_endpoint(manager)}) as url, AsyncExitStack() as stack:
-        for _ in range(3):
-            await stack.enter_async_context(connect(f"{url}/ws"))
-        await eventually(lambda: len(manager) == 3)
-        first, second, third = manager.active_connections
+    async with three_connections(manager) as (first, second, third):
         assert await manager.presence_join_and_count("tabs", first, "t1") == 1
         assert await manager.presence_join_and_count("tabs", second, "t2") == 2
         assert await manager.presence_join_and_count("tabs", second, "t2") == 2
