@@ -362,6 +362,8 @@ class LoadGenerator:
         for line in frame.split("\n"):
             self.events += 1
             message = orjson.loads(line)
+            if "type" not in message:  # fastapi-distributed-websocket's frames hold the event in `data`
+                message = message.get("data", {})
             if record is None or message.get("type") != "chat.message":
                 continue
             phase, sequence, sent, _ = message["text"].split(":", 3)

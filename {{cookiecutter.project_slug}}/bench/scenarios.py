@@ -6,6 +6,8 @@
 - `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.
 - `app-batch`, `app-redis-batch`: the same, every client asking for batched frames (`?batch=1`): the
   events waiting for a socket go out together, one JSON object a line of one frame.
+- `fdw`, `fdw-redis` (1 process, 2 processes and Redis): fastapi-distributed-websocket 0.2.0, the library
+  whose API the engine implements (`bench.baselines.distributed_websocket`).
 - `app-unsequenced`, `app-redis-unsequenced`: the same with the rooms joined as plain groups
   (`bench.unsequenced`), to measure what recovery costs; not in a default run.
 {%- if cookiecutter.use_gateway == "y" %}
@@ -137,6 +139,23 @@ async def deploy_redis_relay(stack: AsyncExitStack, config: RunConfig) -> Deploy
     return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
 
 
+async def deploy_distributed_websocket(
+    stack: AsyncExitStack, config: RunConfig, *, instances: int
+) -> Deployment:
+    group = stack.enter_context(ServerGroup(config.log_dir))
+    env = {
+        "BENCH_BROKER_URL": "memory://" if instances == 1 else config.redis_url,
+        "BENCH_CHANNEL": f"bench-{config.run_id}-distributed-websocket",
+    }
+    servers = await start_all(
+        lambda name: group.start_uvicorn(
+            name, "bench.baselines.distributed_websocket:app", options=config.uvicorn_options, env=env
+        ),
+        [f"fdw-{number}" for number in range(1, instances + 1)],
+    )
+    return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
+
+
 async def deploy_app(stack: AsyncExitStack, config: RunConfig, *, batch: bool = False) -> Deployment:
     # Each deployment its own database: a run may deploy the service several times (`--rounds`).
     database_path = config.log_dir / f"bench-{config.run_id}-{secrets.token_hex(4)}.db"
@@ -231,6 +250,20 @@ SCENARIOS = {
             2,
             "the service, PostgreSQL + Redis, clients asking for batches",
             partial(deploy_app_redis, batch=True),
+            baseline="redis-relay",
+        ),
+        Scenario(
+            "fdw",
+            1,
+            "fastapi-distributed-websocket 0.2.0, memory://",
+            partial(deploy_distributed_websocket, instances=1),
+            baseline="relay",
+        ),
+        Scenario(
+            "fdw-redis",
+            2,
+            "fastapi-distributed-websocket 0.2.0, Redis",
+            partial(deploy_distributed_websocket, instances=2),
             baseline="redis-relay",
         ),
         Scenario(
