@@ -39,7 +39,7 @@ from .settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 DATABASE_RETRY_AFTER_SECONDS = 5
-GC_YOUNGEST_THRESHOLD = 10_000  # allocations between collections of the youngest objects; Python's is 700
+GC_YOUNGEST_THRESHOLD = 10_000  # allocations per young collection (Python's own: 700; 2,000 on 3.13)
 ECHOED_INPUT_CHARACTERS = 100
 
 logger = logging.getLogger(__name__)
