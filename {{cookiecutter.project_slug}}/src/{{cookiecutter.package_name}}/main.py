@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -107,13 +108,12 @@ def create_manager(settings: Settings, presence: PresenceTicks) -> WebSocketMana
     )
 
 
+@functools.cache  # once a process
 def settle_garbage_collector() -> None:
-    """Once a process, when its app has started: freeze what it loaded (never garbage, so no collection
+    """When the process's first app has started: freeze what it loaded (never garbage, so no collection
     walks it again) and collect the youngest objects less often. With thousands of sockets open, full
     collections walked every connection's objects several times a second, 0.1 s each at 2,000 sockets
-    (docs/PERFORMANCE.md, "The garbage collector"). A process that froze objects itself is left alone."""
-    if gc.get_freeze_count():
-        return
+    (docs/PERFORMANCE.md, "The garbage collector")."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNGEST_THRESHOLD, *gc.get_threshold()[1:])

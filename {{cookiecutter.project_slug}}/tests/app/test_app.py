@@ -68,7 +68,7 @@ asyncio.run(main())
 def test_a_started_app_freezes_what_it_loaded_and_collects_young_objects_less_often(
     database_url: str,
 ) -> None:
-    """In a process of its own, where nothing was frozen before."""
+    """In a process of its own (Python 3.12 freezes a few hundred objects of its own at start-up)."""
     asyncio.run(create_tables(database_url))
     project = Path(__file__).parents[2]
     done = subprocess.run(
@@ -82,7 +82,6 @@ def test_a_started_app_freezes_what_it_loaded_and_collects_young_objects_less_of
     assert done.returncode == 0, done.stderr
     before, after = json.loads(done.stdout.splitlines()[-1])
     (frozen_before, threshold_before), (frozen_after, threshold_after) = before, after
-    assert frozen_before == 0
     assert threshold_before < 10_000  # Python's own: 700, or 2,000 from 3.13
-    assert frozen_after > 10_000  # the modules, classes and functions loaded to start, at least
+    assert frozen_after - frozen_before > 10_000  # the modules, classes and functions loaded to start
     assert threshold_after == 10_000
