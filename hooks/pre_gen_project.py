@@ -35,6 +35,7 @@ DEPENDENCY_MODULES = frozenset(
         "charset_normalizer",
         "click",
         "cryptography",
+        "distributed_websocket",
         "dotenv",
         "ecdsa",
         "execnet",
