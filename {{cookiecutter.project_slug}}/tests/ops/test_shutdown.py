@@ -77,11 +77,11 @@ async def wait_in_flight(http: httpx.AsyncClient, count: int) -> None:
 
 async def refuses_connections(instance: ServerProcess) -> bool:
     """Whether a new connection goes unserved: refused, or (taken from the backlog as the listening socket
-    closed) closed without an answer."""
+    closed) closed or reset without an answer."""
     async with httpx.AsyncClient(base_url=instance.base_url, timeout=1) as newcomer:
         try:
             await newcomer.get("/healthz")
-        except (httpx.ConnectError, httpx.RemoteProtocolError):
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
             return True
     return False
 
