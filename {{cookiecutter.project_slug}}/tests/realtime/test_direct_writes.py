@@ -1,17 +1,51 @@
-"""Frames to an idle connection are written at once; one the socket cannot take waits, as do those after."""
+"""Frames to an idle connection are written by the next round of writes, or by the connection's own task;
+one the socket cannot take waits, as do those queued after it, and no other connection does."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection, connect
 
 from {{ cookiecutter.package_name }}.realtime import Message, WebSocketManager
 
 from .support import FILLER, eventually, library_endpoint, send_through_a_stall, serve, stalling_client
 
 FRAMES = 120
+OTHERS = 20
+BROADCASTS = 30
+
+
+class HeldSends:
+    """Holds every frame written to the connection of `?id=held` until `released` is set, as a socket whose
+    buffer is full would; the frames of other connections go straight on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.released = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or scope["query_string"] != b"id=held":
+            await self.app(scope, receive, send)
+            return
+
+        async def held(message: ASGIMessage) -> None:
+            if message["type"] == "websocket.send":
+                await self.released.wait()
+            await send(message)
+
+        await self.app(scope, receive, held)
+
+
+async def read_numbers(client: ClientConnection) -> list[int]:
+    return [json.loads(await client.recv())["n"] for _ in range(BROADCASTS)]
 
 
 async def test_frames_written_while_the_client_stops_reading_all_arrive_in_order(
@@ -59,3 +93,37 @@ async def test_frames_a_connection_sends_itself_while_its_socket_stalls_keep_the
         assert own == list(range(0, FRAMES, 2))
         assert others == list(range(1, FRAMES, 2))
         assert manager.stats.frames_dropped == 0
+
+
+async def test_a_socket_that_holds_up_a_round_delays_neither_the_others_nor_its_own_order(
+    broker_url: str, broker_channel: str
+) -> None:
+    """The round that writes the first broadcast waits for the held connection (it was idle): the connections
+    it had not reached get that broadcast and the next ones from their own writers, while the held one
+    keeps what comes after queued behind the write in progress, and gets it all in order once released."""
+    async with WebSocketManager(
+        broker_channel, broker_url, queue_size=BROADCASTS + 10, close_timeout=10
+    ) as manager:
+        app = HeldSends(Starlette(routes=[WebSocketRoute("/ws", library_endpoint(manager))]))
+        async with serve([], app=app) as url, AsyncExitStack() as stack:
+            held = await stack.enter_async_context(connect(f"{url}/ws?id=held"))
+            await eventually(lambda: len(manager) == 1)  # the first in every round
+            others = [await stack.enter_async_context(connect(f"{url}/ws")) for _ in range(OTHERS)]
+            await eventually(lambda: len(manager) == OTHERS + 1)
+            (connection,) = manager.connections_by_id("held")
+            assert connection.idle
+
+            readers = [asyncio.create_task(read_numbers(client)) for client in others]
+            for number in range(BROADCASTS):
+                await manager.broadcast({"type": "n", "n": number})
+            async with asyncio.timeout(10):
+                results = await asyncio.gather(*readers)
+            assert results == [list(range(BROADCASTS))] * OTHERS
+            # The first broadcast is being written to it, the others wait behind it.
+            assert connection.pending == BROADCASTS - 1
+
+            app.released.set()
+            async with asyncio.timeout(10):
+                assert await read_numbers(held) == list(range(BROADCASTS))
+            assert manager.stats.frames_dropped == 0
+            assert connection.close_code is None

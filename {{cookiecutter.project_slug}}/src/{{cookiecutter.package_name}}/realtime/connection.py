@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from .calls import Call, done, start
 from .exceptions import InvalidMessage
 from .message import Frame, Message, encode_frame, loads
-from .outbox import Batches, EventFilter, EventHandler, Filtered, Outbox
+from .outbox import EventFilter, EventHandler, Filtered, Outbox, Rounds
 from .stats import Stats
 from .topics import validate_filter
 
@@ -118,7 +118,7 @@ class Connection:
         queue_size: int = 256,
         max_frame_bytes: int = 64 * 1024,
         close_timeout: float = 5.0,
-        batches: Batches | None = None,
+        rounds: Rounds | None = None,
         stats: Stats | None = None,
     ) -> None:
         if topic is not None:
@@ -128,8 +128,8 @@ class Connection:
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
-        self.batches = batches
-        """How this connection's batches are written, if its client asks for them; its own by default."""
+        self.rounds = rounds if rounds is not None else Rounds()
+        """What writes this connection's frames while its writer waits: its manager's rounds, or its own."""
         self.stats = stats if stats is not None else Stats()
         """Where what happens to its frames is counted: its manager's, or its own."""
         # Set by the connection's consumer: for an event type, the method to pass such events to, or the
@@ -190,7 +190,7 @@ class Connection:
     @property
     def batching(self) -> bool:
         """Whether the client gets several events in one frame (it asked with `?batch=1`)."""
-        return self._outbox is not None and self._outbox.batches is not None
+        return self._outbox is not None and self._outbox.batching
 
     @property
     def idle(self) -> bool:
@@ -231,7 +231,8 @@ class Connection:
             name=f"{self._id}/{self.uid[:8]}",
             encode=self.encode,
             stats=self.stats,
-            batches=(self.batches or Batches()) if batch else None,
+            rounds=self.rounds,
+            batching=batch,
         )
         return self._outbox
 

@@ -30,7 +30,7 @@ from .connection import Connection
 from .dispatch import Dispatcher
 from .exceptions import BrokerError, InvalidMessage, RealtimeError, error_frame
 from .message import Envelope, Frame, Message, encode_frame, frame_type
-from .outbox import Batches
+from .outbox import Rounds
 from .presence import Presence, PresenceChange
 from .recovery import Recovery, RecoveryOptions
 from .stats import Stats
@@ -52,7 +52,7 @@ class WebSocketManager:
 
     For the clients that ask for batches (`?batch=1`), `batch_max_bytes` bounds a frame of several events,
     and `batch_interval` is the least time from the end of a round of batch writes to the next: the events
-    that come meanwhile go out together (see `outbox.Batches`).
+    that come meanwhile go out together (see `outbox.Rounds`).
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class WebSocketManager:
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout
-        self.batches = Batches(max_bytes=batch_max_bytes, interval=batch_interval)
+        self.rounds = Rounds(max_bytes=batch_max_bytes, interval=batch_interval)
         self.stats = Stats()
         # Recoverable groups (see `recovery`): their members' cursors, healed after broker reconnects.
         self.recovery = Recovery(self.broker, recovery)
@@ -171,7 +171,7 @@ class WebSocketManager:
             queue_size=self.queue_size,
             max_frame_bytes=self.max_frame_bytes,
             close_timeout=self.close_timeout,
-            batches=self.batches,
+            rounds=self.rounds,
             stats=self.stats,
         )
 

@@ -1,31 +1,30 @@
 """The outbound side of a connection: a bounded queue of frames and the one task that writes them.
 
-Senders never wait for a socket, so a slow socket only delays itself. On Python 3.12 and later a frame for
-an idle connection (its queue empty, its writer waiting) is written at once by an eager task started in the
-sender's task, the listener's in a fan-out: the socket's buffer almost always takes it, so the task
-finishes before `put` returns and no task is woken. A write that has to wait goes on in that task, in the
-context it started in (a middleware wrapping `send` may set and reset context variables around it), and the
-writer waits for it before writing anything queued after it. On 3.11, or when the writer is busy, frames
-are queued. A frame the connection's own task (the one that opened the outbox: a consumer answering its
+Senders never wait for a socket, so a slow socket only delays itself. The frames for an idle connection
+(its queue empty, its writer waiting) are written by the next round (`Rounds`): one task writes what was
+queued for each connection of the round in turn, as a bare relay writes a message to its sockets, so a
+fan-out wakes one task rather than a writer per connection. A write the socket cannot take at once goes on
+in that task (in the context it began in: a middleware wrapping `send` may set and reset context variables
+around it); the rest of the round goes to the connections' own writers, and this connection's writer waits
+for that write before writing anything queued after it. Otherwise frames are queued for the connection's
+writer. A frame the connection's own task (the one that opened the outbox: a consumer answering its
 client) sends to an idle connection is awaited right there, in that task and its context, with no task
 made or woken; frames queued meanwhile wait for it, and a socket that makes it wait holds up only its own
-connection's task. When the queue is full the client is not keeping up: the queue is dropped
-and the socket closed with 1013 (try again later). A callable on the queue (a group event for a consumer
-method) runs in the writer task; whatever it sends is written at once, so frames keep their order. A
-`Filtered` frame is written only if its filter, called when the frame's turn comes (in the writer task, or in
-the sender's when the connection is idle), accepts it.
+connection's task. When the queue is full the client is not keeping up: the queue is dropped and the socket
+closed with 1013 (try again later). A callable on the queue (a group event for a consumer method) runs in
+the writer task; whatever it sends is written at once, so frames keep their order. A `Filtered` frame is
+written only if its filter, called when the frame's turn comes (in the writer task, or in the round's),
+accepts it.
 
 The queue is a deque and a future that the idle writer awaits, which the next frame queued completes:
 each connection holds one deque rather than the four of an `asyncio.Queue`. docs/PERFORMANCE.md has the
 figures.
 
-A connection whose client asked for batches (`batches`) is never written at once: its frames are queued
-without waking the writer, and `Batches` wakes the writers of every connection with frames waiting in one
-callback: at the next step of the event loop, or, when it did so less than `interval` seconds before, that
-long after the last time. The writer then sends the text frames waiting in a row as one WebSocket frame, one
-event a line (newline-delimited JSON, as Centrifugo's JSON protocol sends), at most `max_bytes` bytes unless
-one event alone is larger. Each event's encoded text is reused as it is: under load, a socket costs one
-write, and its writer one wake-up, for all the events of an interval; when events are rare, none waits.
+A connection whose client asked for batches (`batching`) joins rounds of batches, no more often than
+`Rounds.interval` allows, and the text frames waiting in a row go out as one WebSocket frame, one event a
+line (newline-delimited JSON, as Centrifugo's JSON protocol sends), at most `Rounds.max_bytes` bytes
+unless one event alone is larger. Each event's encoded text is reused as it is: under load, a socket costs
+one write for all the events of an interval; when events are rare, none waits.
 
 What is thrown away, or refused once the connection is closing, the slow clients closed, the calls that
 failed and the queue's high-water mark are counted in the manager's `Stats` as they happen.
@@ -44,11 +43,10 @@ from typing import Any, TypeAlias
 from starlette import status
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .calls import eager_task_factory
 from .exceptions import RealtimeError, error_frame
 from .stats import Stats
 
-__all__ = ["Batches", "EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState"]
+__all__ = ["EventFilter", "EventHandler", "Filtered", "Outbox", "OutboxState", "Rounds"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +81,33 @@ class Filtered:
 Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]] | Filtered
 
 
-class Batches:
-    """When, and how large, the batches of the connections that asked for them are written.
+class _Round:
+    """The connections one task writes to in turn, and how far it got."""
 
-    One callback wakes the writers of all the batching connections with frames waiting: at the next step of
-    the event loop, but never sooner than `interval` seconds after the writers it woke before had their
-    turn. Counted from then, not from the wake-up: a round of writes to many sockets takes the loop a while,
-    and the events that come once it is free again go out together. Events that come further apart than
-    that go out at once, one a frame; a burst of them, a fan-out of several events, costs each connection one
-    wake-up and one write an interval. Each batch is at most `max_bytes` bytes of UTF-8, unless one event
-    alone is larger.
+    __slots__ = ("handed_over", "index", "outboxes")
+
+    def __init__(self) -> None:
+        self.outboxes: list[Outbox] = []
+        self.index = 0
+        self.handed_over = False
+
+
+class Rounds:
+    """The task that writes, in turn, what was queued for the connections whose own writer waits.
+
+    A bare relay writes a message to each of its sockets in turn in one task; waking a writer task per
+    connection and frame costs more than the write itself. So the frames for an idle connection are queued
+    and the connection joins the next round: one task, started for the next step of the event loop, writes
+    the frames waiting for each connection of the round, one connection after the other. When a socket
+    cannot take a write at once (its buffer is full) the task waits, and a callback run right after hands
+    the connections it has not reached to their own writers; the one it waits for is then finished by that
+    task, and its own writer waits for it before writing what was queued after.
+
+    The connections whose client asked for batches join a round of their own, never sooner than `interval`
+    seconds after the round before them had its turn (counted from then, not from when it was due: a round
+    of writes to many sockets keeps the loop busy a while, and the events that come meanwhile go out
+    together). Their frames waiting in a row go out as the lines of one frame of at most `max_bytes` bytes
+    of UTF-8, unless one event alone is larger.
     """
 
     def __init__(self, *, max_bytes: int = 64 * 1024, interval: float = 0.0) -> None:
@@ -100,32 +115,72 @@ class Batches:
             raise ValueError("max_bytes must be at least 1 and interval not negative")
         self.max_bytes = max_bytes
         self.interval = interval
-        self._due: list[Outbox] = []
-        self._handle: asyncio.Handle | None = None
-        self._flushed = float("-inf")
+        self._next: _Round | None = None
+        self._batches_due: list[Outbox] = []
+        self._batches_handle: asyncio.Handle | None = None
+        self._batches_written = float("-inf")
+        self._running: set[asyncio.Task[None]] = set()
 
     def due(self, outbox: Outbox) -> None:
-        """Have `outbox`'s writer woken with the others at the next flush."""
-        self._due.append(outbox)
-        if self._handle is None:
+        """Have the next round write what `outbox` holds; it has joined it (see `Outbox.join_round`)."""
+        round_ = self._next
+        if round_ is None:
+            self._next = round_ = _Round()
+            self._start(round_)
+        round_.outboxes.append(outbox)
+
+    def batch_due(self, outbox: Outbox) -> None:
+        """Have `outbox`'s batch written by the next round of batches."""
+        self._batches_due.append(outbox)
+        if self._batches_handle is None:
             loop = asyncio.get_running_loop()
-            at = self._flushed + self.interval
+            at = self._batches_written + self.interval
             if at > loop.time():
-                self._handle = loop.call_at(at, self._flush)
+                self._batches_handle = loop.call_at(at, self._start_batches)
             else:
-                self._handle = loop.call_soon(self._flush)
+                self._batches_handle = loop.call_soon(self._start_batches)
 
-    def _flush(self) -> None:
-        self._handle = None
+    def _start_batches(self) -> None:
+        self._batches_handle = None
+        due, self._batches_due = self._batches_due, []
+        round_ = _Round()
+        round_.outboxes = [outbox for outbox in due if outbox.join_batch_round()]
+        if round_.outboxes:
+            self._start(round_, batches=True)
+
+    def _start(self, round_: _Round, *, batches: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self._flushed = loop.time()
-        due, self._due = self._due, []
-        for outbox in due:
-            outbox.write_batch()
-        loop.call_soon(self._written)  # after the writers just woken, which go first
+        task = loop.create_task(self._write(round_), name="websocket-write-round")
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        loop.call_soon(self._after_first_step, round_, task, batches)  # right after the task's first step
 
-    def _written(self) -> None:
-        self._flushed = asyncio.get_running_loop().time()
+    async def _write(self, round_: _Round) -> None:
+        if self._next is round_:
+            self._next = None  # connections due from now on join the next round
+        for index, outbox in enumerate(round_.outboxes):
+            round_.index = index
+            await outbox.write_in_round()
+            if round_.handed_over:
+                return
+
+    def _after_first_step(self, round_: _Round, task: asyncio.Task[None], batches: bool) -> None:
+        """Hand the rest of the round to the connections' own writers if its task waits for a socket (or
+        was cancelled before it began)."""
+        if batches:
+            self._batches_written = asyncio.get_running_loop().time()
+        if task.done() and not task.cancelled():
+            return
+        round_.handed_over = True
+        if self._next is round_:
+            self._next = None
+        for outbox in round_.outboxes[round_.index :]:
+            outbox.leave_round()  # the one written to now: its writer waits for this task (see `Outbox`)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("a round of writes failed", exc_info=error)
 
 
 class Outbox:
@@ -138,7 +193,8 @@ class Outbox:
         name: str,
         encode: Callable[[Mapping[str, Any]], str],
         stats: Stats,
-        batches: Batches | None = None,
+        rounds: Rounds,
+        batching: bool = False,
     ) -> None:
         self.websocket = websocket
         self.size = size
@@ -147,16 +203,19 @@ class Outbox:
         self.state = OutboxState.OPEN
         self.close_code: int | None = None
         self.high_water = 0
-        self.batches = batches
-        """Set: text frames queued in a row go out together, as lines of one frame (see `Batches`)."""
+        self.rounds = rounds
+        self.batching = batching
+        """Text frames queued in a row go out together, as the lines of one frame (see `Rounds`)."""
         self._batch_due = False
+        self._in_round = False
+        """A round's task writes what is queued (see `Rounds`): the writer is not woken meanwhile."""
         self._encode = encode
         self.stats = stats
         self._queue: deque[Outbound | _Close] = deque()
         self._ready: asyncio.Future[None] | None = None
         """What the writer awaits while the queue is empty; the next item queued completes it."""
         self._outside: asyncio.Task[None] | None = None
-        """A write begun at once for an idle connection that had to wait: the writer waits for it first."""
+        """A round's task writing to this connection: the writer waits for it before writing anything."""
         self._owner = asyncio.current_task()
         """The connection's own task: its `send`s to an idle connection are written in it."""
         self._direct = False
@@ -177,28 +236,79 @@ class Outbox:
         if self.state is not OutboxState.OPEN:
             self.stats.frames_dropped += 1
             return False
-        depth = len(self._queue)
+        queue = self._queue
+        depth = len(queue)
         if depth >= self.size:
             self._overflow()
             self.stats.frames_dropped += 1
             return False
-        if self.batches is not None:
-            self._queue.append(item)  # the writer is woken with the others by `Batches`, or is busy
-            if not self._batch_due:
+        queue.append(item)
+        if self._in_round:
+            pass  # the round's task writes it, or wakes the writer for it
+        elif self.batching:
+            if not self._batch_due:  # the writer is woken, or the connection joins a round, when it is due
                 self._batch_due = True
-                self.batches.due(self)
-        elif depth or not self._write_now(item):
-            self._push(item)
+                self.rounds.batch_due(self)
+        elif not depth and not callable(item) and self._writer_waits():
+            self._in_round = True
+            self.rounds.due(self)
+        else:
+            self._wake()
         if depth >= self.high_water:
             self.high_water = depth + 1
             self.stats.queue_high_water = max(self.stats.queue_high_water, depth + 1)
         return True
 
-    def write_batch(self) -> None:
-        """Wake the writer, if it waits, to write what was queued for a batch."""
+    def _writer_waits(self) -> bool:
+        """Whether the writer waits for frames, with nothing being written: another task may write now."""
+        ready = self._ready
+        return ready is not None and not ready.done() and not self._direct and self._outside is None
+
+    def join_batch_round(self) -> bool:
+        """The batch is due: True if the round's task is to write it, else the writer is woken for it."""
         self._batch_due = False
-        if self._queue:
-            self._wake()
+        if not self._queue:
+            return False
+        if self.state is not OutboxState.CLOSED and not callable(self._queue[0]) and self._writer_waits():
+            self._in_round = True
+            return True
+        self._wake()
+        return False
+
+    def leave_round(self) -> None:
+        """The writer takes over, once the round's task, if it is writing here, is done (see `Rounds`)."""
+        if self._in_round:
+            self._in_round = False
+            if self._queue or self._outside is not None:
+                self._wake()
+
+    async def write_in_round(self) -> None:
+        """Write the frames at the head of the queue, in a round's task (see `Rounds`); a call or a close
+        is left to the writer."""
+        task = asyncio.current_task()
+        self._outside = task
+        queue = self._queue
+        try:
+            while self._in_round and self.state is not OutboxState.CLOSED and queue:
+                item = queue[0]
+                if isinstance(item, str | Filtered) and self.batching:
+                    queue.popleft()
+                    await self._write_batch(item, self.rounds.max_bytes)
+                elif isinstance(item, str | bytes):
+                    queue.popleft()
+                    await self._write(item)
+                elif isinstance(item, Filtered):
+                    queue.popleft()
+                    await self._write_filtered(item)
+                else:
+                    break
+        finally:
+            if self._outside is task:
+                self._outside = None
+            if self._in_round:
+                self._in_round = False
+                if queue:
+                    self._wake()
 
     async def send(self, frame: str | bytes) -> None:
         if self.in_writer():
@@ -211,14 +321,9 @@ class Outbox:
     @property
     def idle(self) -> bool:
         """Open, nothing queued and the writer waiting for frames: a write now keeps every frame in order."""
-        ready = self._ready
-        return (
-            self.state is OutboxState.OPEN
-            and not self._queue
-            and not self._direct
-            and ready is not None
-            and not ready.done()
-        )
+        if self.state is not OutboxState.OPEN or self._queue or self._in_round:
+            return False
+        return self._writer_waits()
 
     async def _write_direct(self, frame: str | bytes) -> None:
         """Write in the caller's task; frames queued while the socket makes it wait are written after it."""
@@ -257,51 +362,16 @@ class Outbox:
             self._writer.cancel()
             await asyncio.wait({self._writer})
 
-    def _write_now(self, item: Outbound) -> bool:
-        """Write a frame in the caller's task if the writer is idle; True if it was written, or begun (the
-        writer then finishes it: see the module), or filtered out. A `Filtered` frame's turn is now: its
-        filter runs here, and a call it queues goes after the frame."""
-        ready = self._ready
-        if ready is None or ready.done() or self._direct:
-            return False
-        if isinstance(item, Filtered):
-            try:
-                accepted = item.accept(item.event, item.frame)
-            except Exception:
-                logger.exception("an event filter of %s failed", self.name)
-                self._push(self._failed)  # the error frame is written by the writer
-                return True
-            if not accepted:
-                return True
-            if self._ready is not ready:  # the filter queued something: the frame goes first
-                self._queue.appendleft(item.frame)
-                return True
-            item = item.frame
-        elif not isinstance(item, str | bytes):
-            return False
-        if eager_task_factory is None:  # 3.11: the writer writes it (the filter, if any, has run)
-            self._push(item)
-            return True
-        write: asyncio.Task[None] = eager_task_factory(
-            asyncio.get_running_loop(), self._write(item), name=f"websocket-write-{self.name}"
-        )
-        if write.done():
-            self._check_outside(write)
-        else:
-            self._outside = write
-            self._ready = None
-            ready.set_result(None)
-        return True
-
     def _check_outside(self, write: asyncio.Task[None]) -> None:
-        """Report a write begun at once that failed otherwise than by the socket going away."""
+        """Report a round's task that failed while it wrote here otherwise than by the socket going away."""
         if not write.cancelled() and (error := write.exception()) is not None:
             logger.error("writing to %s failed", self.name, exc_info=error)
             self.state = OutboxState.CLOSED
 
     def _push(self, item: Outbound | _Close) -> None:
         self._queue.append(item)
-        self._wake()
+        if not self._in_round:
+            self._wake()
 
     def _wake(self) -> None:
         ready, self._ready = self._ready, None
@@ -426,8 +496,8 @@ class Outbox:
             item = self._queue.popleft()
             if isinstance(item, _Close):
                 await self._close_socket(item.code, item.reason)
-            elif self.batches is not None and isinstance(item, str | Filtered):
-                await self._write_batch(item, self.batches.max_bytes)
+            elif self.batching and isinstance(item, str | Filtered):
+                await self._write_batch(item, self.rounds.max_bytes)
             elif isinstance(item, str | bytes):
                 await self._write(item)
             elif isinstance(item, Filtered):
