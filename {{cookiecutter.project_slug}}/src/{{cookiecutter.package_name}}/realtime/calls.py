@@ -14,13 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["Call", "done", "eager_task_factory", "start"]
+__all__ = ["Call", "done", "start"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-eager_task_factory: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
+_eager_task_factory: Callable[..., asyncio.Task[Any]] | None = getattr(asyncio, "eager_task_factory", None)
 """Python 3.12's factory of tasks that run at once, in the caller's step, until they first wait; None on
 3.11, where a task starts at the next turn of the loop."""
 
@@ -58,7 +58,7 @@ def start(work: Coroutine[Any, Any, T]) -> Call[T]:
     """Begin `work` now, in a task that an awaiting caller waits for (see the module)."""
     loop = asyncio.get_running_loop()
     task: asyncio.Task[T]
-    task = eager_task_factory(loop, work) if eager_task_factory is not None else loop.create_task(work)
+    task = _eager_task_factory(loop, work) if _eager_task_factory is not None else loop.create_task(work)
     if not task.done():
         _running.add(task)
     return Call(task)
