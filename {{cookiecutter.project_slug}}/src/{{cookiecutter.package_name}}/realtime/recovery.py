@@ -8,7 +8,8 @@ The seq of a live event is checked once per instance, not once per member: the g
 highest seq it heard, and its members that are in step (every seq up to that one was written or queued for
 them, none is held back) get an event with the next seq as the plain frame, as any group's members do, and
 one heard before not at all. A member that is not in step (it is joining, healing, or has a gap) checks
-each event itself with its `Cursor`, the seq it last wrote to its client, in its writer task:
+each event itself with its `Cursor`, the seq it last wrote to its client, when the event's turn to be
+written comes (in its writer task, or in a round of writes: `outbox.Rounds`):
 
 - on joining, reads the group's head after the group's traffic reaches the instance, then replays what
   follows `since` (or nothing without it), before any live event is written: nothing stored during the
@@ -98,7 +99,8 @@ def seq_of(frame: Frame | Mapping[str, Any]) -> int | None:
 
 
 class Cursor:
-    """What one connection of a recoverable group was sent; all of it runs in the connection's writer.
+    """What one connection of a recoverable group was sent; all of it runs in the task writing the
+    connection's frames (its writer, or a round of writes).
 
     `sent` is the seq last written, or queued ahead of anything else, to the client; while the cursor is in
     step with its stream it is not kept up to date (see `position`)."""
