@@ -122,12 +122,14 @@ class Rounds:
         self._running: set[asyncio.Task[None]] = set()
 
     def due(self, outbox: Outbox) -> None:
-        """Have the next round write what `outbox` holds; it has joined it (see `Outbox.join_round`)."""
+        """Have the next round write what `outbox` holds: it is in that round from now on."""
         round_ = self._next
         if round_ is None:
             self._next = round_ = _Round()
+            round_.outboxes.append(outbox)  # before the task starts: a loop may run its first step at once
             self._start(round_)
-        round_.outboxes.append(outbox)
+        else:
+            round_.outboxes.append(outbox)
 
     def batch_due(self, outbox: Outbox) -> None:
         """Have `outbox`'s batch written by the next round of batches."""
