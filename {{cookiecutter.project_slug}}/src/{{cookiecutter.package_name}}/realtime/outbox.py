@@ -80,6 +80,10 @@ class Filtered:
 
 Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]] | Filtered
 
+# Tuples rather than `str | Filtered`: the union is built again each time the expression runs, once a frame.
+_TEXT = (str, Filtered)
+_FRAME = (str, bytes)
+
 
 class _Round:
     """The connections one task writes to in turn, and how far it got."""
@@ -160,9 +164,11 @@ class Rounds:
     async def _write(self, round_: _Round) -> None:
         if self._next is round_:
             self._next = None  # connections due from now on join the next round
+        task = asyncio.current_task()
+        assert task is not None
         for index, outbox in enumerate(round_.outboxes):
             round_.index = index
-            await outbox.write_in_round()
+            await outbox.write_in_round(task)
             if round_.handed_over:
                 return
 
@@ -284,19 +290,18 @@ class Outbox:
             if self._queue or self._outside is not None:
                 self._wake()
 
-    async def write_in_round(self) -> None:
-        """Write the frames at the head of the queue, in a round's task (see `Rounds`); a call or a close
+    async def write_in_round(self, task: asyncio.Task[None]) -> None:
+        """Write the frames at the head of the queue in `task`, a round's (see `Rounds`); a call or a close
         is left to the writer."""
-        task = asyncio.current_task()
         self._outside = task
         queue = self._queue
         try:
             while self._in_round and self.state is not OutboxState.CLOSED and queue:
                 item = queue[0]
-                if isinstance(item, str | Filtered) and self.batching:
+                if isinstance(item, _TEXT) and self.batching:
                     queue.popleft()
                     await self._write_batch(item, self.rounds.max_bytes)
-                elif isinstance(item, str | bytes):
+                elif isinstance(item, _FRAME):
                     queue.popleft()
                     await self._write(item)
                 elif isinstance(item, Filtered):
@@ -471,7 +476,7 @@ class Outbox:
                 lines.append(frame)
                 size += 1 + length
             following = self._queue[0] if self._queue else None
-            if not isinstance(following, str | Filtered):
+            if not isinstance(following, _TEXT):
                 break
             self._queue.popleft()
             item = following
@@ -498,9 +503,9 @@ class Outbox:
             item = self._queue.popleft()
             if isinstance(item, _Close):
                 await self._close_socket(item.code, item.reason)
-            elif self.batching and isinstance(item, str | Filtered):
+            elif self.batching and isinstance(item, _TEXT):
                 await self._write_batch(item, self.rounds.max_bytes)
-            elif isinstance(item, str | bytes):
+            elif isinstance(item, _FRAME):
                 await self._write(item)
             elif isinstance(item, Filtered):
                 await self._write_filtered(item)
