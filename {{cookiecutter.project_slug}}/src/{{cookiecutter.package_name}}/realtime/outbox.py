@@ -82,7 +82,7 @@ Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]] | Filtered
 
 # Tuples rather than `str | Filtered`: the union is built again each time the expression runs, once a frame.
 _TEXT = (str, Filtered)
-_FRAME = (str, bytes)
+_WRITABLE = (str, bytes, Filtered)
 
 
 class _Round:
@@ -298,17 +298,10 @@ class Outbox:
         try:
             while self._in_round and self.state is not OutboxState.CLOSED and queue:
                 item = queue[0]
-                if isinstance(item, _TEXT) and self.batching:
-                    queue.popleft()
-                    await self._write_batch(item, self.rounds.max_bytes)
-                elif isinstance(item, _FRAME):
-                    queue.popleft()
-                    await self._write(item)
-                elif isinstance(item, Filtered):
-                    queue.popleft()
-                    await self._write_filtered(item)
-                else:
+                if not isinstance(item, _WRITABLE):
                     break
+                queue.popleft()
+                await self._write_frame(item)
         finally:
             if self._outside is task:
                 self._outside = None
@@ -439,6 +432,16 @@ class Outbox:
             logger.exception("an event handler of %s failed", self.name)
             await self._failed()
 
+    async def _write_frame(self, item: str | bytes | Filtered) -> None:
+        """Write a queued frame: after its filter, if it has one; with the text frames queued right after it,
+        if the connection batches."""
+        if self.batching and isinstance(item, _TEXT):
+            await self._write_batch(item, self.rounds.max_bytes)
+        elif isinstance(item, Filtered):
+            await self._write_filtered(item)
+        else:
+            await self._write(item)
+
     async def _write_filtered(self, item: Filtered) -> None:
         frame = self._filtered(item)
         if frame is not None:
@@ -503,11 +506,7 @@ class Outbox:
             item = self._queue.popleft()
             if isinstance(item, _Close):
                 await self._close_socket(item.code, item.reason)
-            elif self.batching and isinstance(item, _TEXT):
-                await self._write_batch(item, self.rounds.max_bytes)
-            elif isinstance(item, _FRAME):
-                await self._write(item)
-            elif isinstance(item, Filtered):
-                await self._write_filtered(item)
+            elif isinstance(item, _WRITABLE):
+                await self._write_frame(item)
             else:
                 await self._run(item)
