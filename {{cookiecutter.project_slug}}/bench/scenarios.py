@@ -120,38 +120,34 @@ class Scenario:
 
 
 async def deploy_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
-    group = stack.enter_context(ServerGroup(config.log_dir))
-    server = await asyncio.to_thread(
-        group.start_uvicorn, "relay", "bench.baselines.relay:app", options=config.uvicorn_options, env={}
-    )
-    return Deployment([server], [Endpoint(f"{server.ws_url}/ws")] * config.clients)
+    return await deploy_baseline(stack, config, "bench.baselines.relay:app", ["relay"], {})
 
 
 async def deploy_redis_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
-    group = stack.enter_context(ServerGroup(config.log_dir))
     env = {"BENCH_REDIS_URL": config.redis_url, "BENCH_CHANNEL": f"bench-{config.run_id}-relay"}
-    servers = await start_all(
-        lambda name: group.start_uvicorn(
-            name, "bench.baselines.redis_relay:app", options=config.uvicorn_options, env=env
-        ),
-        ["redis-relay-1", "redis-relay-2"],
+    return await deploy_baseline(
+        stack, config, "bench.baselines.redis_relay:app", ["redis-relay-1", "redis-relay-2"], env
     )
-    return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
 
 
 async def deploy_distributed_websocket(
     stack: AsyncExitStack, config: RunConfig, *, instances: int
 ) -> Deployment:
-    group = stack.enter_context(ServerGroup(config.log_dir))
     env = {
         "BENCH_BROKER_URL": "memory://" if instances == 1 else config.redis_url,
         "BENCH_CHANNEL": f"bench-{config.run_id}-distributed-websocket",
     }
+    names = [f"fdw-{number}" for number in range(1, instances + 1)]
+    return await deploy_baseline(stack, config, "bench.baselines.distributed_websocket:app", names, env)
+
+
+async def deploy_baseline(
+    stack: AsyncExitStack, config: RunConfig, app: str, names: list[str], env: dict[str, str]
+) -> Deployment:
+    """`app` under uvicorn, a process for each of `names`, its clients spread over them on `/ws`."""
+    group = stack.enter_context(ServerGroup(config.log_dir))
     servers = await start_all(
-        lambda name: group.start_uvicorn(
-            name, "bench.baselines.distributed_websocket:app", options=config.uvicorn_options, env=env
-        ),
-        [f"fdw-{number}" for number in range(1, instances + 1)],
+        lambda name: group.start_uvicorn(name, app, options=config.uvicorn_options, env=env), names
     )
     return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
 
