@@ -2,6 +2,9 @@
 
 - `relay` (baseline, 1 process): `bench.baselines.relay`.
 - `redis-relay` (baseline, 2 processes and Redis): `bench.baselines.redis_relay`.
+- `storing-relay` (1 process): the bare relay storing each message first, with the service's own
+  `create_message` on a SQLite file, as `app` stores it (`bench.baselines.storing_relay`); not in a default
+  run.
 - `app` (1 instance): the service on a SQLite file and the `memory://` broker, as it runs out of the box.
 - `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.
 - `app-batch`, `app-redis-batch`: the same, every client asking for batched frames (`?batch=1`): the
@@ -123,6 +126,12 @@ async def deploy_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
     return await deploy_baseline(stack, config, "bench.baselines.relay:app", ["relay"], {})
 
 
+async def deploy_storing_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
+    database = config.log_dir / f"bench-{config.run_id}-{secrets.token_hex(4)}-storing-relay.db"
+    env = {"BENCH_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    return await deploy_baseline(stack, config, "bench.baselines.storing_relay:app", ["storing-relay"], env)
+
+
 async def deploy_redis_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
     env = {"BENCH_REDIS_URL": config.redis_url, "BENCH_CHANNEL": f"bench-{config.run_id}-relay"}
     return await deploy_baseline(
@@ -232,6 +241,14 @@ SCENARIOS = {
     for scenario in [
         Scenario("relay", 1, "bare Starlette relay", deploy_relay),
         Scenario("redis-relay", 2, "bare Redis pub/sub relay", deploy_redis_relay),
+        Scenario(
+            "storing-relay",
+            1,
+            "bare relay storing each message as the service does, SQLite",
+            deploy_storing_relay,
+            baseline="relay",
+            default=False,
+        ),
         Scenario("app", 1, "the service, SQLite + memory://", deploy_app, baseline="relay"),
         Scenario("app-redis", 2, "the service, PostgreSQL + Redis", deploy_app_redis, baseline="redis-relay"),
         Scenario(

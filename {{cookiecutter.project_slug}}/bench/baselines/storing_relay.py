@@ -1,0 +1,79 @@
+"""The bare relay, storing each frame first as the service stores a chat message.
+
+Each frame received on `/ws` is stored with the service's own `db.messages.create_message` (the room's next
+seq, committed) and then written to every socket of this process in turn, as `bench.baselines.relay` writes
+it. Beside `relay` and `app` in one run it tells what storing a message costs a fan-out, and so what the
+rest of the service's path costs beyond it. The schema is created at start-up in a database of its own.
+`BENCH_DATABASE_URL=sqlite+aiosqlite:///bench.db uvicorn bench.baselines.storing_relay:app`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from {{ cookiecutter.package_name }}.db.messages import create_message
+from {{ cookiecutter.package_name }}.db.models import Base, Room, User
+from {{ cookiecutter.package_name }}.db.refs import RoomRecord, UserRecord
+from {{ cookiecutter.package_name }}.db.session import create_engine, create_session_factory
+
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "sqlite+aiosqlite:///bench-storing-relay.db")
+UNUSABLE_HASH = "!"
+"""A stored hash that no password matches: the relay's user only authors messages, it never logs in."""
+
+engine = create_engine(DATABASE_URL)
+sessions = create_session_factory(engine)
+sockets: set[WebSocket] = set()
+
+
+async def relay(websocket: WebSocket) -> None:
+    await websocket.accept()
+    sockets.add(websocket)
+    room: RoomRecord = websocket.app.state.room  # every frame is stored in one room, as one user
+    user: UserRecord = websocket.app.state.user
+    try:
+        while True:
+            text = await websocket.receive_text()
+            async with sessions() as session:
+                await create_message(session, room=room, user=user, text=text)
+            for peer in list(sockets):
+                try:
+                    await peer.send_text(text)
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    sockets.discard(peer)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        sockets.discard(websocket)
+
+
+async def healthz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    async with sessions() as session:
+        user = User(username="relay", hashed_password=UNUSABLE_HASH)
+        session.add(user)
+        await session.flush()
+        room = Room(name="relay", title="Relay", owner_id=user.id)
+        session.add(room)
+        await session.commit()
+        app.state.room, app.state.user = RoomRecord.of(room), UserRecord.of(user)
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+app = Starlette(routes=[Route("/healthz", healthz), WebSocketRoute("/ws", relay)], lifespan=lifespan)
