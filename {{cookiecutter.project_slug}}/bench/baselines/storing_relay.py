@@ -14,15 +14,15 @@ import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from {{ cookiecutter.package_name }}.db.messages import create_message
 from {{ cookiecutter.package_name }}.db.models import Base, Room, User
 from {{ cookiecutter.package_name }}.db.refs import RoomRecord, UserRecord
 from {{ cookiecutter.package_name }}.db.session import create_engine, create_session_factory
+
+from .relay import healthz, serve, write_to_all
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "sqlite+aiosqlite:///bench-storing-relay.db")
 UNUSABLE_HASH = "!"
@@ -30,32 +30,18 @@ UNUSABLE_HASH = "!"
 
 engine = create_engine(DATABASE_URL)
 sessions = create_session_factory(engine)
-sockets: set[WebSocket] = set()
 
 
-async def relay(websocket: WebSocket) -> None:
-    await websocket.accept()
-    sockets.add(websocket)
+async def storing_relay(websocket: WebSocket) -> None:
     room: RoomRecord = websocket.app.state.room  # every frame is stored in one room, as one user
     user: UserRecord = websocket.app.state.user
-    try:
-        while True:
-            text = await websocket.receive_text()
-            async with sessions() as session:
-                await create_message(session, room=room, user=user, text=text)
-            for peer in list(sockets):
-                try:
-                    await peer.send_text(text)
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    sockets.discard(peer)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        sockets.discard(websocket)
 
+    async def store_and_write(text: str) -> None:
+        async with sessions() as session:
+            await create_message(session, room=room, user=user, text=text)
+        await write_to_all(text)
 
-async def healthz(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
+    await serve(websocket, store_and_write)
 
 
 @contextlib.asynccontextmanager
@@ -76,4 +62,4 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-app = Starlette(routes=[Route("/healthz", healthz), WebSocketRoute("/ws", relay)], lifespan=lifespan)
+app = Starlette(routes=[Route("/healthz", healthz), WebSocketRoute("/ws", storing_relay)], lifespan=lifespan)
