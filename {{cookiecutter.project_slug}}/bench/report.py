@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -126,36 +126,43 @@ def saturation_note(runs: Sequence[RunFigures]) -> str:
     )
 
 
-def ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:
-    """Each scenario's figures divided by those of its baseline in the same mode and round."""
+def _against_baselines(
+    runs: Sequence[RunFigures], baselines: dict[str, tuple[str, ...]]
+) -> Iterator[tuple[RunFigures, RunFigures]]:
+    """Each run with each of its scenario's baselines that ran in the same mode and round."""
     by_key = {(run.scenario, run.mode, run.round): run for run in runs}
-    lines = [f"{'ratio to baseline':34} {'deliveries/s':>12} {'p99':>8} {'RSS/conn':>9} {'CPU/1k':>8}"]
     for run in runs:
-        baseline_name = baselines.get(run.scenario)
-        baseline = by_key.get((baseline_name, run.mode, run.round)) if baseline_name else None
-        if baseline is None:
-            continue
+        for name in baselines.get(run.scenario, ()):
+            if (baseline := by_key.get((name, run.mode, run.round))) is not None:
+                yield run, baseline
+
+
+def ratio_table(runs: Sequence[RunFigures], baselines: dict[str, tuple[str, ...]]) -> str:
+    """Each scenario's figures divided by those of each of its baselines in the same mode and round."""
+    rows = []
+    for run, baseline in _against_baselines(runs, baselines):
         name = f"{run.scenario} / {baseline.scenario} {run.mode}"
         if run.round > 1:
             name += f" #{run.round}"
-        lines.append(
-            f"{name:34}"
-            f" {_ratio(run.deliveries_per_second, baseline.deliveries_per_second):>12}"
-            f" {_ratio(run.latency_p99_ms, baseline.latency_p99_ms):>8}"
-            f" {_ratio(run.rss_per_connection_kb, baseline.rss_per_connection_kb):>9}"
-            f" {_ratio(run.server_cpu_ms_per_1000, baseline.server_cpu_ms_per_1000):>8}"
+        rows.append(
+            (
+                name,
+                f" {_ratio(run.deliveries_per_second, baseline.deliveries_per_second):>12}"
+                f" {_ratio(run.latency_p99_ms, baseline.latency_p99_ms):>8}"
+                f" {_ratio(run.rss_per_connection_kb, baseline.rss_per_connection_kb):>9}"
+                f" {_ratio(run.server_cpu_ms_per_1000, baseline.server_cpu_ms_per_1000):>8}",
+            )
         )
-    return "\n".join(lines) if len(lines) > 1 else ""
+    header = ("ratio to baseline", f" {'deliveries/s':>12} {'p99':>8} {'RSS/conn':>9} {'CPU/1k':>8}")
+    return _named_rows(header, rows) if rows else ""
 
 
-def median_ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) -> str:
-    """Over the rounds: the median of each scenario's ratios to its baseline of the same round, and their
-    spread (lowest to highest), for deliveries/s and CPU per delivery."""
-    by_key = {(run.scenario, run.mode, run.round): run for run in runs}
+def median_ratio_table(runs: Sequence[RunFigures], baselines: dict[str, tuple[str, ...]]) -> str:
+    """Over the rounds: the median of each scenario's ratios to each of its baselines of the same round, and
+    their spread (lowest to highest), for deliveries/s and CPU per delivery."""
     ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for run in runs:
-        baseline = by_key.get((baselines.get(run.scenario, ""), run.mode, run.round))
-        if baseline is None or not baseline.deliveries_per_second or not baseline.server_cpu_ms_per_1000:
+    for run, baseline in _against_baselines(runs, baselines):
+        if not baseline.deliveries_per_second or not baseline.server_cpu_ms_per_1000:
             continue
         ratios.setdefault((f"{run.scenario} / {baseline.scenario}", run.mode), []).append(
             (
@@ -163,13 +170,21 @@ def median_ratio_table(runs: Sequence[RunFigures], baselines: dict[str, str]) ->
                 run.server_cpu_ms_per_1000 / baseline.server_cpu_ms_per_1000,
             )
         )
-    lines = [f"{'median ratio over rounds (spread)':34} {'deliveries/s':>22} {'CPU/1k':>22}"]
+    rows = []
     for (name, mode), values in ratios.items():
-        cells = []
-        for column in zip(*values, strict=True):
-            cells.append(f"{statistics.median(column):.2f}x ({min(column):.2f}-{max(column):.2f})")
-        lines.append(f"{f'{name} {mode}, {len(values)} rounds':34} {cells[0]:>22} {cells[1]:>22}")
-    return "\n".join(lines) if len(lines) > 1 else ""
+        cells = [
+            f"{statistics.median(column):.2f}x ({min(column):.2f}-{max(column):.2f})"
+            for column in zip(*values, strict=True)
+        ]
+        rows.append((f"{name} {mode}, {len(values)} rounds", f" {cells[0]:>22} {cells[1]:>22}"))
+    header = ("median ratio over rounds (spread)", f" {'deliveries/s':>22} {'CPU/1k':>22}")
+    return _named_rows(header, rows) if rows else ""
+
+
+def _named_rows(header: tuple[str, str], rows: list[tuple[str, str]]) -> str:
+    """Rows of a name and its cells, the names padded to the longest (34 characters at least)."""
+    width = max(34, *(len(name) for name, _ in rows))
+    return "\n".join(f"{name:{width}}{cells}" for name, cells in [header, *rows])
 
 
 def proxy_ratio_table(runs: Sequence[RunFigures], anchor: str) -> str:

@@ -4,8 +4,9 @@ For each scenario: start its servers, connect the publisher, note the servers' m
 clients and note it again once they are idle, then run two phases in which the publisher sends messages to
 the room, flat out and then paced, while every client records what arrives. Each run (scenario and phase)
 prints one JSON line on stdout; progress and the tables go to stderr. With `--rounds R` the scenarios run R
-times in turn (A, B, A, B...), each compared with its baseline of the same round, and the medians close the
-report: on a busy machine only ratios measured side by side mean something.
+times in turn (A, B, A, B...), each compared with its baseline of the same round (and with the scenarios it
+is also set against, if they ran), and the medians close the report: on a busy machine only ratios measured
+side by side mean something.
 """
 
 from __future__ import annotations
@@ -190,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         runs = asyncio.run(bench(scenarios * args.rounds, plan, config, generators=args.generators))
     print(f"\n{table(runs)}", file=sys.stderr)
-    baselines = {scenario.name: scenario.baseline for scenario in scenarios if scenario.baseline}
+    baselines = {
+        scenario.name: (scenario.baseline, *scenario.also_against)
+        for scenario in scenarios
+        if scenario.baseline
+    }
     if ratios := ratio_table(runs, baselines):
         print(f"\n{ratios}", file=sys.stderr)
     if args.rounds > 1 and (medians := median_ratio_table(runs, baselines)):

@@ -112,6 +112,8 @@ class Scenario:
     summary: str
     deploy: Deploy
     baseline: str | None = None
+    also_against: tuple[str, ...] = ()
+    """Scenarios to compare it with as well as its baseline, when they ran beside it."""
     requires: str | None = None
     """An executable the scenario needs; without it on PATH the scenario is left out of a default run."""
     default: bool = True
@@ -249,7 +251,14 @@ SCENARIOS = {
             baseline="relay",
             default=False,
         ),
-        Scenario("app", 1, "the service, SQLite + memory://", deploy_app, baseline="relay"),
+        Scenario(
+            "app",
+            1,
+            "the service, SQLite + memory://",
+            deploy_app,
+            baseline="relay",
+            also_against=("storing-relay",),
+        ),
         Scenario("app-redis", 2, "the service, PostgreSQL + Redis", deploy_app_redis, baseline="redis-relay"),
         Scenario(
             "app-batch",
@@ -257,6 +266,7 @@ SCENARIOS = {
             "the service, SQLite + memory://, clients asking for batches",
             partial(deploy_app, batch=True),
             baseline="relay",
+            also_against=("storing-relay",),
         ),
         Scenario(
             "app-redis-batch",
