@@ -129,8 +129,7 @@ async def deploy_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
 
 
 async def deploy_storing_relay(stack: AsyncExitStack, config: RunConfig) -> Deployment:
-    database = config.log_dir / f"bench-{config.run_id}-{secrets.token_hex(4)}-storing-relay.db"
-    env = {"BENCH_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    env = {"BENCH_DATABASE_URL": sqlite_database_url(config, "storing-relay")}
     return await deploy_baseline(stack, config, "bench.baselines.storing_relay:app", ["storing-relay"], env)
 
 
@@ -163,10 +162,14 @@ async def deploy_baseline(
     return Deployment(servers, spread(servers, "/ws", [None] * config.clients))
 
 
+def sqlite_database_url(config: RunConfig, name: str) -> str:
+    """A SQLite file of its own in the run's directory: a run may deploy a scenario several times
+    (`--rounds`), each time on a new database."""
+    return f"sqlite+aiosqlite:///{config.log_dir / f'bench-{config.run_id}-{name}-{secrets.token_hex(4)}.db'}"
+
+
 async def deploy_app(stack: AsyncExitStack, config: RunConfig, *, batch: bool = False) -> Deployment:
-    # Each deployment its own database: a run may deploy the service several times (`--rounds`).
-    database_path = config.log_dir / f"bench-{config.run_id}-{secrets.token_hex(4)}.db"
-    database_url = f"sqlite+aiosqlite:///{database_path}"
+    database_url = sqlite_database_url(config, "app")
     return await deploy_service(stack, config, database_url, "memory://", instances=1, batch=batch)
 
 
@@ -177,7 +180,7 @@ async def deploy_app_redis(stack: AsyncExitStack, config: RunConfig, *, batch: b
 
 
 async def deploy_app_unsequenced(stack: AsyncExitStack, config: RunConfig) -> Deployment:
-    database_url = f"sqlite+aiosqlite:///{config.log_dir / f'bench-{config.run_id}-unsequenced.db'}"
+    database_url = sqlite_database_url(config, "unsequenced")
     return await deploy_service(stack, config, database_url, "memory://", instances=1, app=APP_UNSEQUENCED)
 
 
