@@ -3,7 +3,7 @@
 - `relay` (baseline, 1 process): `bench.baselines.relay`.
 - `redis-relay` (baseline, 2 processes and Redis): `bench.baselines.redis_relay`.
 - `storing-relay` (1 process): the bare relay storing each message first, with the service's own
-  `create_message` on a SQLite file, as `app` stores it (`bench.baselines.storing_relay`); not in a default
+  `MessageLog` on a SQLite file, as `app` stores it (`bench.baselines.storing_relay`); not in a default
   run.
 - `app` (1 instance): the service on a SQLite file and the `memory://` broker, as it runs out of the box.
 - `app-redis` (2 instances): the service on PostgreSQL and Redis, as deployed.

@@ -1,9 +1,10 @@
 """The bare relay, storing each frame first as the service stores a chat message.
 
-Each frame received on `/ws` is stored with the service's own `db.messages.create_message` (the room's next
-seq, committed) and then written to every socket of this process in turn, as `bench.baselines.relay` writes
-it. Beside `relay` and `app` in one run it tells what storing a message costs a fan-out, and so what the
-rest of the service's path costs beyond it. The schema is created at start-up in a database of its own.
+Each frame received on `/ws` is posted to the service's own `db.message_log.MessageLog` (stored with the
+room's next seq, in one transaction with the frames received while the one before committed) and, once
+stored, written to every socket of this process in turn, as `bench.baselines.relay` writes it. Beside
+`relay` and `app` in one run it tells what storing a message costs a fan-out, and so what the rest of the
+service's path costs beyond it. The schema is created at start-up in a database of its own.
 `BENCH_DATABASE_URL=sqlite+aiosqlite:///bench.db uvicorn bench.baselines.storing_relay:app`
 """
 
@@ -17,8 +18,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from {{ cookiecutter.package_name }}.db.messages import create_message
-from {{ cookiecutter.package_name }}.db.models import Base, Room, User
+from {{ cookiecutter.package_name }}.db.message_log import MessageLog
+from {{ cookiecutter.package_name }}.db.models import Base, Message, Room, User
 from {{ cookiecutter.package_name }}.db.refs import RoomRecord, UserRecord
 from {{ cookiecutter.package_name }}.db.session import create_engine, create_session_factory
 
@@ -30,18 +31,25 @@ UNUSABLE_HASH = "!"
 
 engine = create_engine(DATABASE_URL)
 sessions = create_session_factory(engine)
+log = MessageLog(sessions)
 
 
 async def storing_relay(websocket: WebSocket) -> None:
     room: RoomRecord = websocket.app.state.room  # every frame is stored in one room, as one user
     user: UserRecord = websocket.app.state.user
 
-    async def store_and_write(text: str) -> None:
-        async with sessions() as session:
-            await create_message(session, room=room, user=user, text=text)
-        await write_to_all(text)
+    async def post(text: str) -> None:
+        await log.post(room, user, text, stored=write_stored, failed=not_stored)
 
-    await serve(websocket, store_and_write)
+    await serve(websocket, post)
+
+
+async def write_stored(message: Message) -> None:
+    await write_to_all(message.text)
+
+
+async def not_stored(error: Exception) -> None:
+    raise error  # logged by the log: the bench then counts the message as lost
 
 
 @contextlib.asynccontextmanager
@@ -59,6 +67,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await log.aclose(1.0)
         await engine.dispose()
 
 

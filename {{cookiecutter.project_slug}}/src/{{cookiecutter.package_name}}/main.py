@@ -23,6 +23,7 @@ from . import __version__
 from .consumers.base import AccountWatch
 from .consumers.chat import RoomConsumer, room_presence
 from .db.errors import DATABASE_UNAVAILABLE
+from .db.message_log import MessageLog
 from .db.rooms import RoomReads
 from .db.session import create_engine, create_session_factory
 from .db.users import ensure_superuser
@@ -42,6 +43,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 DATABASE_RETRY_AFTER_SECONDS = 5
 GC_YOUNGEST_THRESHOLD = 10_000  # allocations per young collection (Python's own: 700; 2,000 on 3.13)
 ECHOED_INPUT_CHARACTERS = 100
+MESSAGE_LOG_CLOSE_SECONDS = 1.0  # the connections are closed by then: at most a batch a room is left
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = create_session_factory(engine)
         app.state.room_presence = presence = room_presence(settings.ws_presence_tick_seconds)
         app.state.room_reads = RoomReads(app.state.session_factory, settings.ws_handshake_reuse_seconds)
+        app.state.message_log = message_log = MessageLog(app.state.session_factory)
         app.state.manager = manager = create_manager(settings, presence)
         app.state.attempts = attempts = AttemptCounter.for_broker(
             settings.broker_url, window=settings.auth_rate_window_seconds, prefix=settings.broker_channel
@@ -152,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 finally:
                     watching.cancel()
                     await asyncio.gather(watching, return_exceptions=True)
+                    await message_log.aclose(MESSAGE_LOG_CLOSE_SECONDS)
         finally:
             await presence.aclose()
             await attempts.aclose()

@@ -3,7 +3,8 @@
 What a client sends and receives is in the README ("WebSocket endpoints") and the AsyncAPI document. The
 engine keeps the guarantees: a room is a recoverable group (`realtime.recovery`), so each connection gets
 every stored message once and in seq order, and presence is gathered per tick (`realtime.PresenceTicks`).
-This file says who may join a room, stores each message with the room's next `seq`, and shapes the frames.
+This file says who may join a room, has each message stored with the room's next `seq` (`db.message_log`,
+which stores what a room's clients send meanwhile in one transaction), and shapes the frames.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from starlette.websockets import WebSocket
 
 from ..db import messages
 from ..db.errors import DATABASE_UNAVAILABLE
-from ..db.models import MAX_SEQ
+from ..db.message_log import MessageLog
+from ..db.models import MAX_SEQ, Message
 from ..db.refs import RoomRecord, RoomRef
 from ..db.rooms import RoomReads
 from ..realtime import (
@@ -173,10 +175,12 @@ class RoomConsumer(UserConsumer):
         session_factory: async_sessionmaker[AsyncSession],
         presence: PresenceTicks,
         rooms: RoomReads,
+        log: MessageLog,
     ) -> None:
         super().__init__(websocket, manager, settings=settings, session_factory=session_factory)
         self.presence = presence
         self.rooms = rooms
+        self.log = log
         self.room_name = room
         self.group = room_group(room)
 
@@ -212,18 +216,14 @@ class RoomConsumer(UserConsumer):
 
     @handler(sends=[ChatMessagePublic])
     async def on_chat_message(self, message: ChatMessageCreate) -> None:
-        """Store the message, then send it to everyone in the room, the sender included."""
-        try:
-            async with self.session_factory() as session:
-                stored = await messages.create_message(
-                    session, room=self.room, user=self.user, text=message.text
-                )
-        except DATABASE_UNAVAILABLE as error:
-            logger.warning("could not store a message in room %r: %r", self.room.name, error)
-            raise RealtimeError(
-                "the message could not be stored; send it again later", code="unavailable"
-            ) from None
-        crash_point("after-commit", message.text)
+        """Have the message stored with the room's next seq, with the others posted to the room meanwhile;
+        once it is, `_send_stored` sends it to everyone in the room, the sender included."""
+        await self.log.post(
+            self.room, self.user, message.text, stored=self._send_stored, failed=self._not_stored
+        )
+
+    async def _send_stored(self, stored: Message) -> None:
+        crash_point("after-commit", stored.text)
         public = ChatMessagePublic.model_validate(
             {
                 "id": stored.id,
@@ -234,7 +234,16 @@ class RoomConsumer(UserConsumer):
                 "created_at": stored.created_at,
             }
         )
-        await self.group_send(self.group, public)
+        try:
+            await self.group_send(self.group, public)
+        except BrokerError as error:
+            await self.report(error)
+
+    async def _not_stored(self, error: Exception) -> None:
+        if isinstance(error, DATABASE_UNAVAILABLE):
+            logger.warning("could not store a message in room %r: %r", self.room.name, error)
+            error = RealtimeError("the message could not be stored; send it again later", code="unavailable")
+        await self.report(error)
 
     @handler(sends=[ChatTypingPublic])
     async def on_chat_typing(self, message: ChatTyping) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,24 +12,41 @@ from .refs import RoomRef, UserRef
 
 
 async def create_message(session: AsyncSession, *, room: RoomRef, user: UserRef, text: str) -> Message:
-    """Store and commit the message with the room's next `seq`.
-
-    The seq comes from incrementing the room's `last_seq` in the same transaction: the row lock this takes
-    makes concurrent messages of a room commit one after the other, so seqs are contiguous and a message
-    with a larger seq never commits before one with a smaller. `room` and `user` are referenced by id and
-    never added to `session`, so objects loaded once (say, when a WebSocket connects), or their records,
-    can be passed here from any number of concurrent sessions. The message's `room` and `user` are not
-    loaded: the caller has them.
-    """
-    seq = await session.scalar(
-        update(Room).where(Room.id == room.id).values(last_seq=Room.last_seq + 1).returning(Room.last_seq)
-    )
-    if seq is None:
-        raise LookupError(f"room {room.name!r} no longer exists")
-    message = Message(room_id=room.id, seq=seq, user_id=user.id, text=text)
-    session.add(message)
-    await session.commit()
+    """Store and commit one message with the room's next `seq` (see `create_messages`)."""
+    [message] = await create_messages(session, room=room, drafts=[(user, text)])
     return message
+
+
+async def create_messages(
+    session: AsyncSession, *, room: RoomRef, drafts: Sequence[tuple[UserRef, str]]
+) -> list[Message]:
+    """Store and commit messages (each an author and a text) with the room's next seqs, in their order.
+
+    The seqs come from adding their number to the room's `last_seq` in the same transaction: the row lock
+    this takes makes concurrent writes to a room commit one after the other, so seqs are contiguous and a
+    message with a larger seq never commits before one with a smaller. `room` and the authors are
+    referenced by id and never added to `session`, so objects loaded once (say, when a WebSocket connects),
+    or their records, can be passed here from any number of concurrent sessions. The messages' `room` and
+    `user` are not loaded: the caller has them.
+    """
+    if not drafts:
+        return []
+    last = await session.scalar(
+        update(Room)
+        .where(Room.id == room.id)
+        .values(last_seq=Room.last_seq + len(drafts))
+        .returning(Room.last_seq)
+    )
+    if last is None:
+        raise LookupError(f"room {room.name!r} no longer exists")
+    first = last - len(drafts) + 1
+    stored = [
+        Message(room_id=room.id, seq=seq, user_id=user.id, text=text)
+        for seq, (user, text) in enumerate(drafts, start=first)
+    ]
+    session.add_all(stored)
+    await session.commit()
+    return stored
 
 
 async def last_seq(session: AsyncSession, *, room: RoomRef) -> int:

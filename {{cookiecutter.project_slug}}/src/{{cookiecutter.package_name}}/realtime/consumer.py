@@ -254,15 +254,22 @@ class Consumer:
                     await self.receive(bytes_data=frame)
             except WebSocketException:
                 raise
-            except RealtimeError as error:
-                await self.send_error(error)
-            except BrokerError as error:
-                logger.warning("%s could not handle a frame: %s", type(self).__name__, error)
-                await self.send_json(error_frame("unavailable", "messages cannot be sent now; try again"))
-            except Exception:
-                logger.exception("%s could not handle a frame", type(self).__name__)
-                self.manager.stats.handler_errors += 1
-                await self.send_json(error_frame("internal_error", "the server could not handle this frame"))
+            except Exception as error:  # noqa: BLE001 - `report` answers it, and logs what is unexpected
+                await self.report(error)
+
+    async def report(self, error: Exception) -> None:
+        """Answer the client for a frame its handler could not handle: a `RealtimeError` with its error
+        frame, a `BrokerError` with `unavailable`, anything else with `internal_error`, logged. The receive
+        loop calls it; so may work that a handler left to another task and that failed after it returned."""
+        if isinstance(error, RealtimeError):
+            await self.send_error(error)
+        elif isinstance(error, BrokerError):
+            logger.warning("%s could not handle a frame: %s", type(self).__name__, error)
+            await self.send_json(error_frame("unavailable", "messages cannot be sent now; try again"))
+        else:
+            logger.error("%s could not handle a frame", type(self).__name__, exc_info=error)
+            self.manager.stats.handler_errors += 1
+            await self.send_json(error_frame("internal_error", "the server could not handle this frame"))
 
     async def _end(self, connection: Connection, code: int) -> None:
         for cursor in self._cursors.values():

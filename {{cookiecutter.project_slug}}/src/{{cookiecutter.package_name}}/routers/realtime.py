@@ -108,6 +108,7 @@ async def chat_room(websocket: WebSocket) -> None:
         session_factory=get_session_factory(websocket),
         presence=presence,
         rooms=websocket.app.state.room_reads,
+        log=websocket.app.state.message_log,
     )
     await consumer.run()
 {%- if cookiecutter.use_notifications == "y" %}
