@@ -216,8 +216,9 @@ class RoomConsumer(UserConsumer):
 
     @handler(sends=[ChatMessagePublic])
     async def on_chat_message(self, message: ChatMessageCreate) -> None:
-        """Have the message stored with the room's next seq, with the others posted to the room meanwhile;
-        once it is, `_send_stored` sends it to everyone in the room, the sender included."""
+        """Store the message, then send it to everyone in the room, the sender included."""
+        # The room's log stores it with what the room's clients post meanwhile, in one transaction, and
+        # then calls `_send_stored`; the connection's next frame is read in the meantime.
         await self.log.post(
             self.room, self.user, message.text, stored=self._send_stored, failed=self._not_stored
         )
