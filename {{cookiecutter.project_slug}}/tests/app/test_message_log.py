@@ -178,3 +178,32 @@ async def test_closing_stores_what_is_queued(
     await log.aclose(5.0)
     assert len(author.messages) == 2
     assert await stored_texts(session_factory, room) == ["x", "y"]
+
+
+async def test_the_messages_waiting_are_measured(
+    app: FastAPI, client: AsyncClient, room_and_author: tuple[RoomRecord, UserRecord]
+) -> None:
+    room, user = room_and_author
+    log: MessageLog = app.state.message_log
+    author, holding, release = Author(), asyncio.Event(), asyncio.Event()
+
+    async def held(message: Message) -> None:
+        holding.set()
+        await release.wait()
+        await author.stored(message)
+
+    async def waiting() -> float:
+        exposition = (await client.get("/metrics")).text
+        [line] = [line for line in exposition.splitlines() if line.startswith("chat_messages_waiting ")]
+        return float(line.split()[1])
+
+    assert await waiting() == 0
+    await log.post(room, user, "first", stored=held, failed=author.failed)
+    async with asyncio.timeout(10):
+        await holding.wait()
+    for text in ("a", "b", "c"):
+        await log.post(room, user, text, stored=author.stored, failed=author.failed)
+    assert await waiting() == 3
+    release.set()
+    await author.wait_for(4)
+    assert await waiting() == 0

@@ -144,4 +144,5 @@ async def test_the_engine_and_pool_are_left_out_outside_the_lifespan(settings: S
         exposition = await scrape(client)
     assert "realtime_connections" not in exposition
     assert "db_pool_size" not in exposition
+    assert "chat_messages_waiting" not in exposition
     assert "process_cpu_seconds_total" in exposition

@@ -1,6 +1,6 @@
 """The app's metrics: `instrument_app()` adds `/metrics`, the request id, and what the metrics read.
 
-The realtime engine, the chat messages held for the broker and the database pool are read when Prometheus
+The realtime engine, the chat messages waiting to be stored and the database pool are read when Prometheus
 scrapes, through collectors: nothing is counted twice and the hot paths pay nothing for it. They only exist
 while the app's lifespan runs; before and after, their metrics are absent.
 """
@@ -168,11 +168,33 @@ class DatabasePoolCollector(Collector):
         )
 
 
+class MessagesWaitingCollector(Collector):
+    """The chat messages posted and not yet stored (the app's `message_log`), read at each scrape."""
+
+    def __init__(self, waiting: Callable[[], int | None]) -> None:
+        self.waiting = waiting
+
+    def collect(self) -> Iterator[Metric]:
+        waiting = self.waiting()
+        if waiting is not None:
+            yield GaugeMetricFamily(
+                "chat_messages_waiting",
+                "Chat messages posted and not yet stored, in all rooms: the backlog of the store",
+                value=waiting,
+            )
+
+
+def _messages_waiting(app: FastAPI) -> int | None:
+    log = getattr(app.state, "message_log", None)
+    return None if log is None else int(log.waiting)
+
+
 def instrument_app(app: FastAPI) -> None:
     """Serve `/metrics` (out of the OpenAPI schema), give each request an id, and measure the traffic."""
     registry = new_registry()
     registry.register(RealtimeCollector(lambda: getattr(app.state, "manager", None)))
     registry.register(DatabasePoolCollector(lambda: getattr(app.state, "engine", None)))
+    registry.register(MessagesWaitingCollector(lambda: _messages_waiting(app)))
     app.add_middleware(MetricsMiddleware, metrics=TrafficMetrics(registry))
     # Added last, so it runs first: every log line of the request, middleware included, has the id.
     app.add_middleware(RequestIdMiddleware)
