@@ -74,35 +74,28 @@ async def stored_texts(session_factory: async_sessionmaker[AsyncSession], room: 
         return [message.text for message in await messages.list_messages(session, room=room)]
 
 
-async def test_a_burst_is_stored_in_one_transaction_and_handed_back_in_seq_order(
+@pytest.mark.parametrize(
+    ("max_batch", "posts", "transactions"), [(100, 20, 1), (4, 10, 3)], ids=["one-batch", "max-batch"]
+)
+async def test_a_burst_is_stored_a_batch_per_transaction_and_handed_back_in_seq_order(
     app: FastAPI,
     room_and_author: tuple[RoomRecord, UserRecord],
     session_factory: async_sessionmaker[AsyncSession],
+    max_batch: int,
+    posts: int,
+    transactions: int,
 ) -> None:
     room, user = room_and_author
-    log, author, commits = MessageLog(session_factory), Author(), Commits(app.state.engine)
-    texts = [f"message {number}" for number in range(20)]
+    log, author = MessageLog(session_factory, max_batch=max_batch), Author()
+    commits = Commits(app.state.engine)
+    texts = [f"message {number}" for number in range(posts)]
     for text in texts:
         await log.post(room, user, text, stored=author.stored, failed=author.failed)
-    await author.wait_for(20)
-    assert commits.count == 1
+    await author.wait_for(posts)
+    assert commits.count == transactions
     assert [(message.seq, message.text) for message in author.messages] == list(enumerate(texts, start=1))
     assert await stored_texts(session_factory, room) == texts
     assert log.waiting == 0
-
-
-async def test_a_batch_holds_at_most_max_batch_messages(
-    app: FastAPI,
-    room_and_author: tuple[RoomRecord, UserRecord],
-    session_factory: async_sessionmaker[AsyncSession],
-) -> None:
-    room, user = room_and_author
-    log, author, commits = MessageLog(session_factory, max_batch=4), Author(), Commits(app.state.engine)
-    for number in range(10):
-        await log.post(room, user, str(number), stored=author.stored, failed=author.failed)
-    await author.wait_for(10)
-    assert commits.count == 3
-    assert [message.seq for message in author.messages] == list(range(1, 11))
 
 
 async def test_posters_wait_while_the_room_holds_max_queued_messages(
