@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from {{ cookiecutter.package_name }}.db.models import User
 from {{ cookiecutter.package_name }}.deps import get_current_superuser
-from {{ cookiecutter.package_name }}.security.tokens import create_access_token
+from {{ cookiecutter.package_name }}.security import tokens
+from {{ cookiecutter.package_name }}.security.tokens import (
+    InvalidTokenError,
+    create_access_token,
+    decode_access_token,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .support import PASSWORD, AuthHeaders
@@ -157,3 +164,17 @@ def test_superuser_dependency_refuses_ordinary_users() -> None:
     with pytest.raises(HTTPException) as refused:
         get_current_superuser(User(username="alice", hashed_password="-", is_active=True, is_superuser=False))
     assert refused.value.status_code == 403
+
+
+def test_a_token_kept_once_checked_still_expires_and_only_under_its_own_secret() -> None:
+    secret = secrets.token_urlsafe(32)
+    token = create_access_token(subject="7", secret_key=secret, expires_in=timedelta(seconds=2))
+    claims = decode_access_token(token, secret_key=secret)
+    kept = tokens._checked_claims.cache_info().hits
+    assert decode_access_token(token, secret_key=secret) == claims
+    assert tokens._checked_claims.cache_info().hits == kept + 1  # the second use is not checked again
+    with pytest.raises(InvalidTokenError):
+        decode_access_token(token, secret_key=secrets.token_urlsafe(32))
+    time.sleep(max(claims.expires_at - time.time(), 0) + 0.05)
+    with pytest.raises(InvalidTokenError, match="expired"):
+        decode_access_token(token, secret_key=secret)
