@@ -190,7 +190,11 @@ async def test_an_unreachable_cluster_is_reported_and_sending_raises_broker_unav
 
 
 class Traffic:
-    """Numbered messages published to each channel every few milliseconds, and what came back."""
+    """Numbered messages published to each channel every few milliseconds, and what came back.
+
+    The publisher stops when told, not by cancellation: on Python 3.11, `asyncio.wait_for` (which redis-py
+    uses to send a command) returns the result of a send that completed as the task was cancelled, and the
+    cancellation is lost, so a cancelled publishing loop could go on for ever."""
 
     def __init__(
         self, publisher: RedisClusterBroker, listener: RedisClusterBroker, channels: list[str]
@@ -199,6 +203,7 @@ class Traffic:
         self.sent: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.received: dict[str, dict[int, float]] = defaultdict(dict)
         self.refused = 0
+        self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Traffic:
@@ -206,7 +211,7 @@ class Traffic:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._tasks[0].cancel()
+        self._stop.set()
         await asyncio.gather(self._tasks[0], return_exceptions=True)
         await asyncio.sleep(0.5)  # what is in flight arrives
         self._tasks[1].cancel()
@@ -214,7 +219,7 @@ class Traffic:
 
     async def _publish(self) -> None:
         number = 0
-        while True:
+        while not self._stop.is_set():
             number += 1
             for channel in self.channels:
                 try:
