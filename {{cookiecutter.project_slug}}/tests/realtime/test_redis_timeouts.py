@@ -58,6 +58,33 @@ def proxied_redis_url(redis_url: str) -> Iterator[tuple[str, StallingProxy]]:
         yield f"redis://127.0.0.1:{proxy.port}{parts.path or '/0'}", proxy
 
 
+async def test_a_cancellation_lost_under_a_command_is_raised_again_once_it_returns() -> None:
+    """On Python 3.11, redis-py's `asyncio.wait_for` around a send can complete and drop the task's
+    cancellation; the bound around each command raises it again, so a loop of commands stops when
+    cancelled. The loss is played here as `wait_for` does it: the cancellation caught, the result returned."""
+    broker = RedisBroker("redis://127.0.0.1:1/0", command_timeout=COMMAND_TIMEOUT)  # never connected
+    commands = 0
+
+    async def command_loop() -> None:
+        nonlocal commands
+        while True:
+            async with broker._bounded():
+                commands += 1
+                if commands == 3:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+    looping = asyncio.create_task(command_loop())
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await looping
+    assert commands == 3
+
+
 async def test_commands_fail_within_the_timeout_and_the_listener_notices(
     proxied_redis_url: tuple[str, StallingProxy], broker_channel: str
 ) -> None:

@@ -72,8 +72,15 @@ class RedisCommands(BrokerInterface, Generic[Client]):
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
         """Bound a command by `command_timeout` whatever redis-py does underneath (its retries included), and
-        turn its failures into ours."""
+        turn its failures into ours.
+
+        A task cancelled during the command stays cancelled. On Python 3.11, `asyncio.wait_for` (which
+        redis-py uses to send a command within its socket timeout) returns the result of a send that
+        completed as the task was cancelled, and the cancellation is lost: a loop of commands stopped by
+        `cancel()` would then run on. The cancellation, still counted by the task, is raised again here."""
         seconds = self.command_timeout
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
             async with asyncio.timeout(seconds):
                 yield
@@ -83,6 +90,8 @@ class RedisCommands(BrokerInterface, Generic[Client]):
             raise BrokerUnavailable(f"{self.service} cannot be reached: {error}") from error
         except RedisError as error:
             raise BrokerError(f"{self.service} failed: {error}") from error
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError
 
     def _commands(self) -> Client:
         return self._connected(self._client)
