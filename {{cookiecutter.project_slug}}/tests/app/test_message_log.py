@@ -61,6 +61,21 @@ class Author:
         self.errors.append(error)
         self.heard.set()
 
+    async def hold_the_room(self, log: MessageLog, room: RoomRecord, user: UserRecord) -> asyncio.Event:
+        """Post "first", whose `stored` callback keeps the room's task waiting, with nothing more taken from
+        the room meanwhile, until the event returned is set; return once the task waits there."""
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def held(message: Message) -> None:
+            holding.set()
+            await release.wait()
+            await self.stored(message)
+
+        await log.post(room, user, "first", stored=held, failed=self.failed)
+        async with asyncio.timeout(10):
+            await holding.wait()
+        return release
+
     async def wait_for(self, count: int) -> None:
         """Until `count` messages or errors came back in all."""
         async with asyncio.timeout(10):
@@ -103,16 +118,7 @@ async def test_posters_wait_while_the_room_holds_max_queued_messages(
 ) -> None:
     room, user = room_and_author
     log, author = MessageLog(session_factory, max_queued=3), Author()
-    holding, release = asyncio.Event(), asyncio.Event()
-
-    async def held(message: Message) -> None:  # the room's task waits here, with nothing taken meanwhile
-        holding.set()
-        await release.wait()
-        await author.stored(message)
-
-    await log.post(room, user, "first", stored=held, failed=author.failed)
-    async with asyncio.timeout(10):
-        await holding.wait()
+    release = await author.hold_the_room(log, room, user)
     for text in ("a", "b", "c"):
         await log.post(room, user, text, stored=author.stored, failed=author.failed)
     blocked = asyncio.create_task(log.post(room, user, "d", stored=author.stored, failed=author.failed))
@@ -178,12 +184,7 @@ async def test_the_messages_waiting_are_measured(
 ) -> None:
     room, user = room_and_author
     log: MessageLog = app.state.message_log
-    author, holding, release = Author(), asyncio.Event(), asyncio.Event()
-
-    async def held(message: Message) -> None:
-        holding.set()
-        await release.wait()
-        await author.stored(message)
+    author = Author()
 
     async def waiting() -> float:
         exposition = (await client.get("/metrics")).text
@@ -191,9 +192,7 @@ async def test_the_messages_waiting_are_measured(
         return float(line.split()[1])
 
     assert await waiting() == 0
-    await log.post(room, user, "first", stored=held, failed=author.failed)
-    async with asyncio.timeout(10):
-        await holding.wait()
+    release = await author.hold_the_room(log, room, user)
     for text in ("a", "b", "c"):
         await log.post(room, user, text, stored=author.stored, failed=author.failed)
     assert await waiting() == 3
