@@ -1,8 +1,9 @@
 """What a handshake reads from the database is reused for `WS_HANDSHAKE_REUSE_SECONDS`. A user's tabs
-connecting together read their account once: a new socket takes the account of a socket open on the instance
-with the same user and token key. A revocation the instance is told of ends that at once; one made in the
-database directly, within that time and the periodic account check. A public room is read once for the
-sockets that join it meanwhile; a private room's membership is read for each."""
+connecting together read their account once: a new socket takes the account of a socket on the instance,
+open or still shaking hands, with the same user and token key; one whose handshake was refused lends it no
+more. A revocation the instance is told of ends that at once; one made in the database directly, within
+that time and the periodic account check. A public room is read once for the sockets that join it
+meanwhile; a private room's membership is read for each."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import event, update
 
+from {{ cookiecutter.package_name }}.consumers.chat import RoomConsumer
 from {{ cookiecutter.package_name }}.db.models import User, new_token_key
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -88,6 +90,57 @@ async def test_tabs_connecting_at_once_share_one_read(settings: Settings) -> Non
             for tab in opened:
                 await receive_type(tab, "presence.state")
         assert len(reads) == 1
+
+
+async def test_a_handshake_takes_the_account_of_one_still_on_its_way(settings: Settings) -> None:
+    """The second tab begins its handshake once the first has read the account, before it is accepted."""
+    async with running(settings, 3600) as (app, http, ws_url), AsyncExitStack() as tabs:
+        alice = await log_in(http, "alice")
+        await create_room(http, alice, "lobby")
+        rooms, first_read, go_on = app.state.room_reads, asyncio.Event(), asyncio.Event()
+        visible_room = rooms.visible_room
+
+        async def held_at_the_room(**arguments: Any) -> Any:
+            if not first_read.is_set():
+                first_read.set()
+                await go_on.wait()
+            return await visible_room(**arguments)
+
+        rooms.visible_room = held_at_the_room
+        url = f"{ws_url}/ws/rooms/lobby"
+        with row_reads(app) as reads:
+            first = asyncio.create_task(tabs.enter_async_context(connect_ws(url, alice)))
+            await first_read.wait()
+            second = await tabs.enter_async_context(connect_ws(url, alice))
+            go_on.set()
+            for tab in (await first, second):
+                await receive_type(tab, "presence.state")
+        assert len(reads) == 1
+
+
+async def test_a_refused_handshake_lends_its_account_to_none(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not even while something still holds its consumer: its user may have no socket left to be told of a
+    revocation through."""
+    kept: list[RoomConsumer] = []
+    connect = RoomConsumer.connect
+
+    async def keeping(consumer: RoomConsumer) -> None:
+        kept.append(consumer)
+        await connect(consumer)
+
+    monkeypatch.setattr(RoomConsumer, "connect", keeping)
+    async with running(settings, 3600) as (app, http, ws_url):
+        alice = await log_in(http, "alice")
+        await create_room(http, alice, "lobby")
+        with row_reads(app) as reads:
+            async with connect_ws(f"{ws_url}/ws/rooms/nowhere", alice) as refused:
+                assert await close_code(refused) == 1008
+            async with connect_ws(f"{ws_url}/ws/rooms/lobby", alice) as tab:
+                await receive_type(tab, "presence.state")
+        assert len(kept) == 2
+        assert len(reads) == 2
 
 
 async def test_a_revocation_made_in_the_database_is_closed_by_the_account_check(settings: Settings) -> None:

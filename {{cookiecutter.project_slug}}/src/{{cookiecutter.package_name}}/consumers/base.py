@@ -125,8 +125,11 @@ class UserConsumer(JsonConsumer):
         user = await self._account(claims)
         if user is None:
             await reject(self.websocket, "Invalid or expired token, or its user no longer exists")
-        self.token_expires_at, self.token_key = claims.expires_at, claims.key
+        self.user, self.token_expires_at, self.token_key = user, claims.expires_at, claims.key
         self.conn_id = user.username
+        watch = self._account_watch()
+        if watch is not None:
+            watch.lend_from(self)
         return user
 
     async def _account(self, claims: AccessClaims) -> UserRecord | None:
@@ -195,15 +198,20 @@ class UserConsumer(JsonConsumer):
         await self.manager.group_add(account_group(self.user.username), connection)
         watch = self._account_watch()
         if watch is not None:
-            watch.add(self)
+            watch.watch(self)
         return connection
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self.account_read_at = -float("inf")  # its account is lent to no handshake once it is over
+
     @property
-    def session_open(self) -> bool:
-        """Connected, and the session has not ended as far as this socket knows."""
+    def account_lendable(self) -> bool:
+        """Still shaking hands or connected, and the session has not ended as far as this socket knows."""
         return (
-            self.connection is not None
-            and self.connection.state is ConnectionState.OPEN
+            (self.connection is None or self.connection.state is ConnectionState.OPEN)
             and self.account_read_at > -float("inf")
             and self.session_problem() is None
         )
@@ -212,7 +220,9 @@ class UserConsumer(JsonConsumer):
 class AccountWatch:
     """Ends the sessions of this instance's sockets whose token expired or whose account changed (see the
     module), checking them every `interval` seconds, all in a few queries; and lends a socket's account to a
-    new one of the same token key, for `reuse_for` seconds after it was read."""
+    new one of the same token key, for `reuse_for` seconds after it was read: from the moment it was read,
+    so that the handshakes of a storm that begin while the first of a user's is still on its way do not
+    read it again."""
 
     def __init__(
         self, session_factory: async_sessionmaker[AsyncSession], interval: float, *, reuse_for: float = 0.0
@@ -226,10 +236,14 @@ class AccountWatch:
             "account-read"
         )
 
-    def add(self, consumer: UserConsumer) -> None:
-        self._consumers.add(consumer)
+    def lend_from(self, consumer: UserConsumer) -> None:
+        """Lend the account `consumer` has just read, while it shakes hands and then while it is open."""
         if self.reuse_for > 0:
             self._by_user.setdefault(str(consumer.user.id), weakref.WeakSet()).add(consumer)
+
+    def watch(self, consumer: UserConsumer) -> None:
+        """Check the session of `consumer`, accepted, with the others."""
+        self._consumers.add(consumer)
 
     async def account(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
         """The active user `claims` were issued to (None if revoked, gone or disabled), and when it was read
@@ -246,15 +260,15 @@ class AccountWatch:
         return await read_account(self.session_factory, claims), read_at
 
     def lend(self, claims: AccessClaims) -> tuple[UserRecord, float] | None:
-        """The account of an open socket with the user and token key of `claims`, and when it was read,
-        if that was less than `reuse_for` seconds ago."""
+        """The account of a socket, open or shaking hands, with the user and token key of `claims`, and
+        when it was read, if that was less than `reuse_for` seconds ago."""
         sockets = self._by_user.get(claims.subject)
         if sockets is None:
             return None
         now = time.monotonic()
         for consumer in sockets:
             fresh = consumer.token_key == claims.key and now - consumer.account_read_at < self.reuse_for
-            if fresh and consumer.session_open:
+            if fresh and consumer.account_lendable:
                 return consumer.user, consumer.account_read_at
         if not sockets:
             del self._by_user[claims.subject]
