@@ -1,14 +1,19 @@
-"""A WebSocket's frames pass through none of the app's middlewares: they act on the handshake only."""
+"""A WebSocket's frames pass through none of the app's middlewares: they act on the handshake only. The
+frames an app's endpoint writes are handed on by them in plain calls; those the engine writes, once the app
+declared the server's `send` (`ServerSend`, as the consumer routes' lane does), reach the server without
+them, and the metrics count them all the same."""
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from {{ cookiecutter.package_name }} import middleware as app_middleware
@@ -19,6 +24,7 @@ from {{ cookiecutter.package_name }}.observability import (
     context,
     metrics,
 )
+from {{ cookiecutter.package_name }}.realtime import ServerSend, WebSocketManager
 
 MIDDLEWARE_FILES = {Path(module.__file__ or "") for module in (app_middleware, context, metrics)}
 FRAMES = 3
@@ -31,8 +37,20 @@ async def endpoint(websocket: WebSocket) -> None:
     await websocket.close()
 
 
-def instrumented_app(registry: CollectorRegistry) -> Starlette:
-    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+async def engine_endpoint(websocket: WebSocket) -> None:
+    manager = WebSocketManager("frames", "memory://")
+    await manager.startup()
+    try:
+        connection = await manager.new_connection(websocket)
+        for number in range(FRAMES):
+            await connection.send_text(f"frame {number}")
+        await connection.close()
+    finally:
+        await manager.shutdown()
+
+
+def instrumented_app(registry: CollectorRegistry, websocket_endpoint: Any = endpoint) -> Starlette:
+    app = Starlette(routes=[WebSocketRoute("/ws", websocket_endpoint)])
     app.add_middleware(app_middleware.InstanceHeaderMiddleware, instance="app1")
     app.add_middleware(MetricsMiddleware, metrics=TrafficMetrics(registry))
     app.add_middleware(RequestIdMiddleware)
@@ -50,6 +68,22 @@ def between_endpoint_and_server() -> list[str]:
     raise AssertionError("the endpoint is not on the stack")
 
 
+def websocket_scope() -> Scope:
+    return {
+        "type": "websocket",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "scheme": "ws",
+        "query_string": b"",
+        "headers": [(b"x-request-id", b"conn-9")],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "subprotocols": [],
+        "asgi": {"version": "3.0"},
+    }
+
+
 async def test_frames_reach_the_server_with_no_middleware_on_the_stack() -> None:
     registry = CollectorRegistry()
     sent: list[Message] = []
@@ -63,20 +97,7 @@ async def test_frames_reach_the_server_with_no_middleware_on_the_stack() -> None
         if message["type"] == "websocket.send":
             middleware_frames_on_stack.extend(between_endpoint_and_server())
 
-    scope = {
-        "type": "websocket",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "scheme": "ws",
-        "query_string": b"",
-        "headers": [(b"x-request-id", b"conn-9")],
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "subprotocols": [],
-        "asgi": {"version": "3.0"},
-    }
-    await instrumented_app(registry)(scope, receive, send)
+    await instrumented_app(registry)(websocket_scope(), receive, send)
 
     accept, *frames, close = sent
     assert accept["type"] == "websocket.accept"
@@ -86,6 +107,47 @@ async def test_frames_reach_the_server_with_no_middleware_on_the_stack() -> None
     assert close["type"] == "websocket.close"
     assert middleware_frames_on_stack == []
     # The frames are counted all the same.
+    assert registry.get_sample_value("websocket_messages_sent_total", {"route": "/ws"}) == FRAMES
+    sent_bytes = registry.get_sample_value("websocket_sent_bytes_total", {"route": "/ws"})
+    assert sent_bytes == len("frame 0") * FRAMES
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_the_engine_writes_its_frames_to_the_declared_server_send(
+    declared: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Declared, the middlewares' `send`s see the accept and the close, no frame; else every message."""
+    registry = CollectorRegistry()
+    app = instrumented_app(registry, engine_endpoint)
+    seen_by_metrics: list[str] = []
+    counting_send = metrics._CountingWebSocketSend.__call__
+
+    def watched(self: Any, message: Message) -> Any:
+        seen_by_metrics.append(message["type"])
+        return counting_send(self, message)
+
+    monkeypatch.setattr(metrics._CountingWebSocketSend, "__call__", watched)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def lane(scope: Scope, receive: Receive, send: Send) -> None:
+        if declared:
+            ServerSend.declare(scope, send)
+        await app(scope, receive, send)
+
+    await lane(websocket_scope(), receive, send)
+
+    assert [message["type"] for message in sent] == (
+        ["websocket.accept"] + ["websocket.send"] * FRAMES + ["websocket.close"]
+    )
+    assert [message["text"] for message in sent[1:-1]] == [f"frame {number}" for number in range(FRAMES)]
+    frames_seen = FRAMES if not declared else 0
+    assert seen_by_metrics == ["websocket.accept"] + ["websocket.send"] * frames_seen + ["websocket.close"]
     assert registry.get_sample_value("websocket_messages_sent_total", {"route": "/ws"}) == FRAMES
     sent_bytes = registry.get_sample_value("websocket_sent_bytes_total", {"route": "/ws"})
     assert sent_bytes == len("frame 0") * FRAMES

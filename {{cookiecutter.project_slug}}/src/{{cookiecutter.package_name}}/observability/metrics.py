@@ -32,6 +32,10 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED_ROUTE = "unmatched"
+ENGINE_SERVER_SEND = "realtime.server_send"
+"""The scope extension by which the engine writes a socket's frames to the server's `send` directly
+(`realtime.outbox.SERVER_SEND`, not imported: the gateway loads no more of the engine than its proxy); the
+metrics hand it the route's `FrameCounts` on the handshake."""
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # From a cached read to a password hash or a slow upstream: 5 ms to 10 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -262,6 +266,10 @@ class _CountingWebSocketSend:
         self.route = route = route_template(self.scope, self.original)
         self.original = {}  # the route is known: no copy of the scope kept for the connection's life
         self.counts = metrics.websocket_frames.route(route)
+        extensions = self.scope.get("extensions")
+        server_send = extensions.get(ENGINE_SERVER_SEND) if extensions is not None else None
+        if server_send is not None:
+            server_send.counts = self.counts  # the engine writes its frames past this `send` and counts them
         metrics.websocket_accepted.labels(route).inc()
         self.open = metrics.websocket_open.labels(route)
         self.open.inc()

@@ -76,6 +76,8 @@ The pieces, from the bottom:
   while Redis cannot be reached, sending raises `BrokerUnavailable` (a `BrokerError`): nothing was sent.
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task; a client
   that connects with `?batch=1` gets the events waiting for it together, one JSON object a line of a frame.
+  `ServerSend.declare(scope, send)` in front of the middlewares has the frames written with the server's
+  own `send`, past them (they act on the handshake and the close).
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`,
   `listening`, `stats` (`Stats`: broker messages, fan-out sizes by kind, frames dropped, queue high water);
@@ -132,6 +134,7 @@ if TYPE_CHECKING:
     from .handlers import HandlerSpec, handler
     from .manager import WebSocketManager
     from .message import Frame, Message
+    from .outbox import ServerSend
     from .presence import PresenceChange
     from .presence_ticks import PresenceTicks
     from .proxy import WebSocketProxy
@@ -184,6 +187,7 @@ _MODULE_OF = {
     "RecoveryOptions": ".recovery",
     "RedisBroker": ".brokers",
     "RedisClusterBroker": ".brokers",
+    "ServerSend": ".outbox",
     "Stats": ".stats",
     "TopicIndex": ".topics",
     "TopicSet": ".connection",
@@ -244,6 +248,7 @@ __all__ = [
     "RecoveryOptions",
     "RedisBroker",
     "RedisClusterBroker",
+    "ServerSend",
     "Stats",
     "TopicIndex",
     "TopicSet",

@@ -23,7 +23,7 @@ from ..consumers.chat import RoomConsumer
 from ..consumers.notifications import NotificationConsumer
 {%- endif %}
 from ..deps import get_app_settings, get_manager, get_session_factory
-from ..realtime import PresenceTicks
+from ..realtime import PresenceTicks, ServerSend
 
 
 class ConsumerEndpoint:
@@ -57,7 +57,9 @@ class ConsumerLane:
     own middlewares only, everything else through the stack FastAPI built (`full`).
 
     The middlewares added with `add_middleware` (request id, metrics, instance header, header limits, and
-    any of yours) act on every handshake, as they do on HTTP requests; the lane has instances of its own.
+    any of yours) act on every handshake and close, as they do on HTTP requests; the lane has instances of
+    its own. The frames the engine writes go to the server's `send` past them (`ServerSend`): a middleware
+    that is to see each frame does not belong in front of a socket that fans out to thousands.
     FastAPI's error and exception middlewares, its dependency exit stack and the router's nested handles
     are left out: a consumer turns its own errors into close codes and needs none of them.
     """
@@ -76,6 +78,7 @@ class ConsumerLane:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and self._claims(scope):
             scope["router"] = self.router
+            ServerSend.declare(scope, send)
             return self.lane(scope, receive, send)
         return self.full(scope, receive, send)
 
