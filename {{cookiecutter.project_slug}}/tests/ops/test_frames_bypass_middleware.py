@@ -68,6 +68,16 @@ def between_endpoint_and_server() -> list[str]:
     raise AssertionError("the endpoint is not on the stack")
 
 
+async def receive_connect() -> Message:
+    return {"type": "websocket.connect"}
+
+
+def assert_frames_counted(registry: CollectorRegistry) -> None:
+    assert registry.get_sample_value("websocket_messages_sent_total", {"route": "/ws"}) == FRAMES
+    sent_bytes = registry.get_sample_value("websocket_sent_bytes_total", {"route": "/ws"})
+    assert sent_bytes == len("frame 0") * FRAMES
+
+
 def websocket_scope() -> Scope:
     return {
         "type": "websocket",
@@ -89,15 +99,12 @@ async def test_frames_reach_the_server_with_no_middleware_on_the_stack() -> None
     sent: list[Message] = []
     middleware_frames_on_stack: list[str] = []
 
-    async def receive() -> Message:
-        return {"type": "websocket.connect"}
-
     async def send(message: Message) -> None:
         sent.append(message)
         if message["type"] == "websocket.send":
             middleware_frames_on_stack.extend(between_endpoint_and_server())
 
-    await instrumented_app(registry)(websocket_scope(), receive, send)
+    await instrumented_app(registry)(websocket_scope(), receive_connect, send)
 
     accept, *frames, close = sent
     assert accept["type"] == "websocket.accept"
@@ -106,10 +113,7 @@ async def test_frames_reach_the_server_with_no_middleware_on_the_stack() -> None
     assert [frame["text"] for frame in frames] == [f"frame {number}" for number in range(FRAMES)]
     assert close["type"] == "websocket.close"
     assert middleware_frames_on_stack == []
-    # The frames are counted all the same.
-    assert registry.get_sample_value("websocket_messages_sent_total", {"route": "/ws"}) == FRAMES
-    sent_bytes = registry.get_sample_value("websocket_sent_bytes_total", {"route": "/ws"})
-    assert sent_bytes == len("frame 0") * FRAMES
+    assert_frames_counted(registry)  # all the same
 
 
 @pytest.mark.parametrize("declared", [True, False])
@@ -129,9 +133,6 @@ async def test_the_engine_writes_its_frames_to_the_declared_server_send(
     monkeypatch.setattr(metrics._CountingWebSocketSend, "__call__", watched)
     sent: list[Message] = []
 
-    async def receive() -> Message:
-        return {"type": "websocket.connect"}
-
     async def send(message: Message) -> None:
         sent.append(message)
 
@@ -140,7 +141,7 @@ async def test_the_engine_writes_its_frames_to_the_declared_server_send(
             ServerSend.declare(scope, send)
         await app(scope, receive, send)
 
-    await lane(websocket_scope(), receive, send)
+    await lane(websocket_scope(), receive_connect, send)
 
     assert [message["type"] for message in sent] == (
         ["websocket.accept"] + ["websocket.send"] * FRAMES + ["websocket.close"]
@@ -148,6 +149,4 @@ async def test_the_engine_writes_its_frames_to_the_declared_server_send(
     assert [message["text"] for message in sent[1:-1]] == [f"frame {number}" for number in range(FRAMES)]
     frames_seen = FRAMES if not declared else 0
     assert seen_by_metrics == ["websocket.accept"] + ["websocket.send"] * frames_seen + ["websocket.close"]
-    assert registry.get_sample_value("websocket_messages_sent_total", {"route": "/ws"}) == FRAMES
-    sent_bytes = registry.get_sample_value("websocket_sent_bytes_total", {"route": "/ws"})
-    assert sent_bytes == len("frame 0") * FRAMES
+    assert_frames_counted(registry)

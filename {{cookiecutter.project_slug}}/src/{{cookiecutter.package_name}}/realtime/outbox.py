@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from starlette import status
-from starlette.types import Scope, Send
+from starlette.types import Message, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .exceptions import RealtimeError, error_frame
@@ -111,16 +111,17 @@ class ServerSend:
 
     def write(self, frame: str | bytes) -> Awaitable[None]:
         """Count the frame and hand it to the server; its own awaitable, with no coroutine of ours."""
-        counts = self.counts
         if isinstance(frame, str):
-            if counts is not None:
-                counts.sent += 1
-                counts.bytes_sent += len(frame) if frame.isascii() else len(frame.encode())
-            return self.send({"type": "websocket.send", "text": frame})
+            message: Message = {"type": "websocket.send", "text": frame}
+            size = len(frame) if frame.isascii() else len(frame.encode())
+        else:
+            message = {"type": "websocket.send", "bytes": frame}
+            size = len(frame)
+        counts = self.counts
         if counts is not None:
             counts.sent += 1
-            counts.bytes_sent += len(frame)
-        return self.send({"type": "websocket.send", "bytes": frame})
+            counts.bytes_sent += size
+        return self.send(message)
 
 
 class OutboxState(enum.Enum):
