@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 PORT_ATTEMPTS = 3
+TCP_LISTEN = "0A"  # the state of a listening socket in /proc/net/tcp
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -39,6 +40,26 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise ValueError(f"/proc/{pid}/status has no VmRSS")
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on 127.0.0.1:`port`: a process that took the port
+    first would answer a readiness check in its place."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    listeners = {
+        f"socket:[{fields[9]}]"
+        for fields in map(str.split, rows)
+        if fields[3] == TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port
+    }
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # exited
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed since the listing
+            if os.readlink(fd) in listeners:
+                return True
+    return False
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,6 +117,10 @@ def nginx_config(upstreams: Sequence[str], port: int, prefix: Path, *, workers: 
     return f"pid {prefix / 'nginx.pid'};\nerror_log stderr warn;\n{config}"
 
 
+class PortTaken(RuntimeError):
+    """Another process took a server's port between `free_port()` and the server's bind."""
+
+
 @dataclass
 class Server:
     name: str
@@ -119,13 +144,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, path: str, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Until `path` answers 200 from this server; `PortTaken` if another process has its port."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
+                failure = f"{self.name} exited with {self.process.returncode}:\n{self.output()}"
+                if "address already in use" in failure.lower():
+                    raise PortTaken(failure)
+                raise RuntimeError(failure)
             with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(self.base_url + path, timeout=1.0).status_code == 200:
-                    return
+                    if listens_on(self.pid, self.port):
+                        return
+                    raise PortTaken(f"another process than {self.name} answers on port {self.port}")
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} was not ready within {timeout}s:\n{self.output()}")
 
@@ -174,42 +205,45 @@ class ServerGroup:
             "--no-access-log",
             *(["--factory"] if factory else []),
         ]
-        attempts_left = PORT_ATTEMPTS
-        while True:
-            attempts_left -= 1
-            port = free_port()
-            command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-            server = self._spawn(name, [*command, *arguments], port, env)
-            try:
-                server.wait_ready(ready_path)
-            except RuntimeError:
-                # Another process may take the port between free_port() and uvicorn's bind.
-                if attempts_left and "address already in use" in server.output().lower():
-                    continue
-                raise
-            return server
+
+        def command(port: int) -> list[str]:
+            uvicorn = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+            return [*uvicorn, *arguments]
+
+        return self._start_on_a_free_port(name, command, env, ready_path)
 
     def start_nginx(self, name: str, upstreams: Sequence[str], *, workers: int | None = None) -> Server:
         """nginx with deploy/nginx.conf in front of `upstreams` (`host:port`), serving once it answers."""
         executable = shutil.which("nginx") or "/usr/sbin/nginx"
-        attempts_left = PORT_ATTEMPTS
-        while True:
-            attempts_left -= 1
-            port = free_port()
+
+        def command(port: int) -> list[str]:
             prefix = self.log_dir / f"{name}-{port}"
             prefix.mkdir()
             config_path = prefix / "nginx.conf"
             config_path.write_text(nginx_config(upstreams, port, prefix, workers=workers))
             configuration = ["-p", str(prefix), "-c", str(config_path), "-e", "stderr"]
-            command = [executable, *configuration, "-g", "daemon off;"]
-            server = self._spawn(name, command, port, {})
+            return [executable, *configuration, "-g", "daemon off;"]
+
+        return self._start_on_a_free_port(name, command, {}, "/healthz")
+
+    def _start_on_a_free_port(
+        self, name: str, command: Callable[[int], Sequence[str]], env: Mapping[str, str], ready_path: str
+    ) -> Server:
+        """Run `command(port)` on a free port, serving once `ready_path` answers; on another port if another
+        process takes that one first."""
+        attempts_left = PORT_ATTEMPTS
+        while True:
+            attempts_left -= 1
+            port = free_port()
+            server = self._spawn(name, command(port), port, env)
             try:
-                server.wait_ready("/healthz")
-            except RuntimeError:
-                if attempts_left and "address already in use" in server.output().lower():
-                    continue
-                raise
-            return server
+                server.wait_ready(ready_path)
+                return server
+            except PortTaken:
+                server.stop()
+                self.servers.remove(server)
+                if not attempts_left:
+                    raise
 
     def _spawn(self, name: str, command: Sequence[str], port: int, env: Mapping[str, str]) -> Server:
         python_path = os.pathsep.join([str(PROJECT_DIR / "src"), str(PROJECT_DIR)])
