@@ -4,6 +4,7 @@ answering on the port is not taken for the one started there."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +39,7 @@ def taken_port() -> Iterator[int]:
 
 def test_a_server_whose_port_another_process_answers_on_is_not_ready(taken_port: int, tmp_path: Path) -> None:
     log_path = tmp_path / "sleeper.log"
-    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     server = Server("sleeper", taken_port, process, log_path)
     try:
         with pytest.raises(PortTaken):
