@@ -55,6 +55,7 @@ import httpx
 from .servers import PROJECT_DIR, Server, ServerGroup
 
 APP = "{{ cookiecutter.package_name }}.main:create_app"
+APP_PROTOCOL = "{{ cookiecutter.package_name }}.websocket_protocol:FrameWritingProtocol"
 APP_UNSEQUENCED = "bench.unsequenced:create_app"
 {%- if cookiecutter.use_gateway == "y" %}
 GATEWAY = "{{ cookiecutter.package_name }}.gateway:create_gateway"
@@ -83,8 +84,16 @@ class RunConfig:
 
     @property
     def uvicorn_options(self) -> list[str]:
+        return self._options(self.ws)
+
+    @property
+    def service_options(self) -> list[str]:
+        """As `serve` runs the service: with its own WebSocket protocol, unless `ws` names another."""
+        return self._options(APP_PROTOCOL if self.ws == "auto" else self.ws)
+
+    def _options(self, ws: str) -> list[str]:
         deflate = "True" if self.compression == "deflate" else "False"
-        return ["--ws", self.ws, "--loop", self.loop, "--ws-per-message-deflate", deflate]
+        return ["--ws", ws, "--loop", self.loop, "--ws-per-message-deflate", deflate]
 
 
 @dataclass(frozen=True)
@@ -343,7 +352,7 @@ async def deploy_service(
     def start(name: str) -> Server:
         instance_env = {**env, "INSTANCE_NAME": name}
         return group.start_uvicorn(
-            name, app, options=config.uvicorn_options, env=instance_env, ready_path="/readyz", factory=True
+            name, app, options=config.service_options, env=instance_env, ready_path="/readyz", factory=True
         )
 
     # Nothing reads the tables before the first request, so the instances start while the migration runs.

@@ -26,6 +26,9 @@ from .schemas import UserCreate
 from .security.passwords import PasswordHasher
 from .settings import Settings, get_settings
 
+APP_PROTOCOL = "{{ cookiecutter.package_name }}.websocket_protocol:FrameWritingProtocol"
+"""The app's WebSocket protocol: uvicorn's websockets-sansio, writing the frames it fans out framed once."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="{{ cookiecutter.project_slug }}", description=__doc__)
@@ -66,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         raise SystemExit(configuration_problems(error)) from None
     if args.command == "serve":
-        serve("{{ cookiecutter.package_name }}.main:create_app", args.host, args.port, workers=args.workers)
+        app = "{{ cookiecutter.package_name }}.main:create_app"
+        serve(app, args.host, args.port, workers=args.workers, ws=APP_PROTOCOL)
 {%- if cookiecutter.use_gateway == "y" %}
     elif args.command == "gateway":
         serve_gateway(args.host, args.port, workers=args.workers)

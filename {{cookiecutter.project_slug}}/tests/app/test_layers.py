@@ -20,6 +20,7 @@ ALLOWED = {
     "db": {"security", "settings"},
     "observability": {"realtime", "settings"},
     "consumers": {"realtime", "db", "security", "schemas", "settings"},
+    "websocket_protocol": {"realtime"},
 }
 
 

@@ -77,7 +77,8 @@ The pieces, from the bottom:
 - `Connection`: one socket, its `id`, `topics` and `groups`, a bounded queue and one writer task; a client
   that connects with `?batch=1` gets the events waiting for it together, one JSON object a line of a frame.
   `ServerSend.declare(scope, send)` in front of the middlewares has the frames written with the server's
-  own `send`, past them (they act on the handshake and the close).
+  own `send`, past them (they act on the handshake and the close), or with the `WriteNow` a server offers
+  under `WRITE_NOW` in the scope's extensions, which writes a frame fanned out as bytes framed once.
 - `WebSocketManager`: `broadcast`, `send` (topic), `send_by_conn_id`, `send_msg`, `receive`, `group_add`,
   `group_discard`, `group_send`, `presence_join`, `presence_leave`, `presence_members`, `ready`,
   `listening`, `stats` (`Stats`: broker messages, fan-out sizes by kind, frames dropped, queue high water);
@@ -134,7 +135,7 @@ if TYPE_CHECKING:
     from .handlers import HandlerSpec, handler
     from .manager import WebSocketManager
     from .message import Frame, Message
-    from .outbox import ServerSend
+    from .outbox import WRITE_NOW, ServerSend, WriteNow
     from .presence import PresenceChange
     from .presence_ticks import PresenceTicks
     from .proxy import WebSocketProxy
@@ -188,6 +189,8 @@ _MODULE_OF = {
     "RedisBroker": ".brokers",
     "RedisClusterBroker": ".brokers",
     "ServerSend": ".outbox",
+    "WRITE_NOW": ".outbox",
+    "WriteNow": ".outbox",
     "Stats": ".stats",
     "TopicIndex": ".topics",
     "TopicSet": ".connection",
@@ -216,6 +219,7 @@ _MODULE_OF = {
 }
 
 __all__ = [
+    "WRITE_NOW",
     "BrokerError",
     "BrokerInterface",
     "BrokerMessage",
@@ -256,6 +260,7 @@ __all__ = [
     "WebSocketManager",
     "WebSocketOAuth2PasswordBearer",
     "WebSocketProxy",
+    "WriteNow",
     "ahandle",
     "bearer_subprotocol",
     "create_broker",

@@ -32,7 +32,9 @@ failed and the queue's high-water mark are counted in the manager's `Stats` as t
 The frames go to the WebSocket's `send_text` and `send_bytes`, through whatever middlewares wrap the
 server's `send`; unless the app declared that `send` in the scope's extensions (`ServerSend`, under
 `SERVER_SEND`): the frames then go straight to it, counted in the `FrameCounts` a middleware may have put
-there, and only the handshake and the close pass through the middlewares.
+there, and only the handshake and the close pass through the middlewares. Where the server also offers
+`WriteNow` (under `WRITE_NOW`), a frame it can write at once is handed to it in a plain call, a round's
+frames included, and the rest go to its `send` in order after them.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from starlette import status
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .exceptions import RealtimeError, error_frame
@@ -54,6 +56,7 @@ from .stats import Stats
 
 __all__ = [
     "SERVER_SEND",
+    "WRITE_NOW",
     "EventFilter",
     "EventHandler",
     "Filtered",
@@ -62,6 +65,7 @@ __all__ = [
     "OutboxState",
     "Rounds",
     "ServerSend",
+    "WriteNow",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,18 @@ _SEND_ERRORS = (WebSocketDisconnect, OSError, RuntimeError)
 
 SERVER_SEND = "realtime.server_send"
 """The key of a `ServerSend` in a WebSocket scope's `extensions`."""
+
+WRITE_NOW = "realtime.write_now"
+"""The key of the server's `WriteNow` in a WebSocket scope's `extensions`, where the server offers one."""
+
+
+class WriteNow(Protocol):
+    """The server's write of whole frames to its socket, at once and in order, in one write: False, having
+    written nothing, when they must go through the server's `send` instead (its buffer full, the socket
+    closing, or frames compressed). `fanned_out=False` says the frames are for this socket alone (a
+    batch), not worth keeping framed for others."""
+
+    def __call__(self, *frames: str | bytes, fanned_out: bool = True) -> bool: ...
 
 
 class FrameCounts(Protocol):
@@ -82,17 +98,20 @@ class FrameCounts(Protocol):
 
 class ServerSend:
     """The server's own `send` for one WebSocket, declared by the app in the scope's extensions with
-    `declare`, and what counts its frames (set by a metrics middleware on the handshake, if any).
+    `declare`, the server's `WriteNow` if it offers one, and what counts the frames (set by a metrics
+    middleware on the handshake, if any).
 
     A middleware that acts on the handshake still hands each frame on in a plain call; writing to the
     server's `send` leaves out those calls and Starlette's state checks, about a microsecond a frame
-    behind the app's three middlewares (docs/PERFORMANCE.md, "Frames past the middlewares").
+    behind the app's three middlewares (docs/PERFORMANCE.md, "Frames past the middlewares"). Writing with
+    `WriteNow` leaves out the ASGI message and the server's framing of the same frame for every socket too.
     """
 
-    __slots__ = ("counts", "send")
+    __slots__ = ("counts", "send", "server_write_now")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, server_write_now: WriteNow | None = None) -> None:
         self.send = send
+        self.server_write_now = server_write_now
         self.counts: FrameCounts | None = None
 
     @classmethod
@@ -101,7 +120,8 @@ class ServerSend:
         extensions = scope.get("extensions")
         if extensions is None:
             scope["extensions"] = extensions = {}
-        extensions[SERVER_SEND] = cls(send)
+        write_now = extensions.get(WRITE_NOW)
+        extensions[SERVER_SEND] = cls(send, write_now if callable(write_now) else None)
 
     @staticmethod
     def of(websocket: WebSocket) -> ServerSend | None:
@@ -109,19 +129,31 @@ class ServerSend:
         found = extensions.get(SERVER_SEND) if extensions is not None else None
         return found if isinstance(found, ServerSend) else None
 
+    def write_now(self, *frames: str | bytes, fanned_out: bool = True) -> bool:
+        """Have the server write the frames at once, in one write, and count them; False, with nothing
+        written nor counted, when the server cannot (or offers no `WriteNow`): they are then for `write`."""
+        server_write_now = self.server_write_now
+        if server_write_now is None or not server_write_now(*frames, fanned_out=fanned_out):
+            return False
+        for frame in frames:
+            self._count(frame)
+        return True
+
     def write(self, frame: str | bytes) -> Awaitable[None]:
-        """Count the frame and hand it to the server; its own awaitable, with no coroutine of ours."""
+        """Count the frame and hand it to the server's `send`: its own awaitable, no coroutine of ours."""
+        self._count(frame)
         if isinstance(frame, str):
-            message: Message = {"type": "websocket.send", "text": frame}
-            size = len(frame) if frame.isascii() else len(frame.encode())
-        else:
-            message = {"type": "websocket.send", "bytes": frame}
-            size = len(frame)
+            return self.send({"type": "websocket.send", "text": frame})
+        return self.send({"type": "websocket.send", "bytes": frame})
+
+    def _count(self, frame: str | bytes) -> None:
         counts = self.counts
         if counts is not None:
             counts.sent += 1
-            counts.bytes_sent += size
-        return self.send(message)
+            if isinstance(frame, str):
+                counts.bytes_sent += len(frame) if frame.isascii() else len(frame.encode())
+            else:
+                counts.bytes_sent += len(frame)
 
 
 class OutboxState(enum.Enum):
@@ -151,9 +183,15 @@ class Filtered:
 
 Outbound: TypeAlias = str | bytes | Callable[[], Awaitable[None]] | Filtered
 
+WRITE_NOW_BYTES = 64 * 1024
+"""The frames of a round go to the server together up to about this many characters a write: a socket that
+does not keep up holds little more in the server's buffer than the server's `send` would let it (it waits
+once the buffer passes its high-water mark, 64 KiB by default); the rest waits, shared, in the queue."""
+
 # Tuples rather than `str | Filtered`: the union is built again each time the expression runs, once a frame.
 _TEXT = (str, Filtered)
 _WRITABLE = (str, bytes, Filtered)
+_PLAIN = (str, bytes)
 
 
 class _Round:
@@ -239,6 +277,8 @@ class Rounds:
         assert task is not None
         for index, outbox in enumerate(round_.outboxes):
             round_.index = index
+            if outbox.wrote_now_in_round():
+                continue
             await outbox.write_in_round(task)
             if round_.handed_over:
                 return
@@ -361,6 +401,34 @@ class Outbox:
             self._in_round = False
             if self._queue or self._outside is not None:
                 self._wake()
+
+    def wrote_now_in_round(self) -> bool:
+        """Write at once, in a round, the frames at the head of the queue, in one write if the server takes
+        them at once (see `ServerSend.write_now`): True when that was all the round had to write here, else
+        `write_in_round` writes the rest. Neither a coroutine nor a task switch: under load, a socket costs
+        one call and one write a round, however many frames of a fan-out came for it meanwhile."""
+        server_send = self._server_send
+        if server_send is None or self.batching:
+            return False
+        queue = self._queue
+        if self._in_round and self.state is not OutboxState.CLOSED:
+            while queue:
+                frames: list[str | bytes] = []
+                size = 0
+                while queue and size < WRITE_NOW_BYTES:
+                    item = queue[0]
+                    if not isinstance(item, _PLAIN):
+                        break
+                    frames.append(item)
+                    size += len(item)
+                    queue.popleft()
+                if not frames:
+                    return False  # a call, a filtered frame or the close: for `write_in_round`
+                if not server_send.write_now(*frames):
+                    queue.extendleft(reversed(frames))
+                    return False
+        self._in_round = False
+        return True
 
     async def write_in_round(self, task: asyncio.Task[None]) -> None:
         """Write the frames at the head of the queue in `task`, a round's (see `Rounds`); a call or a close
@@ -485,10 +553,12 @@ class Outbox:
         except (TimeoutError, *_SEND_ERRORS):
             logger.debug("%s was already gone when closing it with %d", self.name, code)
 
-    async def _write(self, frame: str | bytes) -> None:
+    async def _write(self, frame: str | bytes, *, fanned_out: bool = True) -> None:
         try:
-            if self._server_send is not None:
-                await self._server_send.write(frame)
+            server_send = self._server_send
+            if server_send is not None:
+                if not server_send.write_now(frame, fanned_out=fanned_out):
+                    await server_send.write(frame)
             elif isinstance(frame, str):
                 await self.websocket.send_text(frame)
             else:
@@ -558,7 +628,7 @@ class Outbox:
             self._queue.popleft()
             item = following
         if lines:
-            await self._write("\n".join(lines))
+            await self._write("\n".join(lines), fanned_out=False)
 
     async def _write_forever(self) -> None:
         while self.state is not OutboxState.CLOSED:
