@@ -9,6 +9,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,11 +227,21 @@ async def read_texts(
             client.receive_eof()
 
 
+def frames_past_the_send_buffer(size: int) -> int:
+    """Enough frames of `size` bytes to fill the largest send buffer the kernel gives a socket twice over
+    (Linux's `tcp_wmem`; 4 MiB unless tuned), so that some must wait for the client to read."""
+    try:
+        largest = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        largest = 4 * 1024 * 1024
+    return max(600, 2 * largest // size)
+
+
 async def test_a_fanout_larger_than_the_socket_takes_at_once_arrives_whole_and_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The engine's rounds write what the socket takes at once, and the rest through the server's `send`."""
-    count = 600
+    count = frames_past_the_send_buffer(16 * 1024)
     server_send = WebSocketsSansIOProtocol.send
     through_send: list[str] = []
 
