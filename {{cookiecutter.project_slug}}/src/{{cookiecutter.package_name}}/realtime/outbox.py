@@ -408,7 +408,7 @@ class Outbox:
         `write_in_round` writes the rest. Neither a coroutine nor a task switch: under load, a socket costs
         one call and one write a round, however many frames of a fan-out came for it meanwhile."""
         server_send = self._server_send
-        if server_send is None or self.batching:
+        if server_send is None or server_send.server_write_now is None or self.batching:
             return False
         queue = self._queue
         if self._in_round and self.state is not OutboxState.CLOSED:
