@@ -72,27 +72,33 @@ def test_serve_runs_the_app_with_the_frame_writing_protocol() -> None:
 
 
 class FrameWriter:
-    """An ASGI app that accepts, writes `frames` with the server's `WriteNow` (with `send` where it
-    declines), and closes; what each `WriteNow` answered is in `written`."""
+    """An ASGI app that accepts, writes `frames` with the server's `WriteNow`, one at a time or all in one
+    call (`together`), with `send` where it declines, and closes; what each `WriteNow` answered is in
+    `written`."""
 
-    def __init__(self, frames: list[str | bytes]) -> None:
+    def __init__(self, frames: list[str | bytes], *, together: bool = False) -> None:
         self.frames = frames
+        self.together = together
         self.written: list[bool] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
         write_now: WriteNow = scope["extensions"][WRITE_NOW]
-        for frame in self.frames:
-            await self.write(write_now, send, frame)
+        if self.together:
+            await self.write(write_now, send, *self.frames)
+        else:
+            for frame in self.frames:
+                await self.write(write_now, send, frame)
         await send({"type": "websocket.close", "code": 1000})
 
-    async def write(self, write_now: WriteNow, send: Send, frame: str | bytes) -> None:
-        written = write_now(frame)
+    async def write(self, write_now: WriteNow, send: Send, *frames: str | bytes) -> None:
+        written = write_now(*frames)
         self.written.append(written)
         if not written:
-            key = "text" if isinstance(frame, str) else "bytes"
-            await send({"type": "websocket.send", key: frame})
+            for frame in frames:
+                key = "text" if isinstance(frame, str) else "bytes"
+                await send({"type": "websocket.send", key: frame})
 
 
 async def received(url: str, *, compression: str | None = None) -> list[str | bytes]:
@@ -109,18 +115,11 @@ async def test_frames_written_at_once_reach_the_client_whole_and_in_order() -> N
 
 
 async def test_frames_written_together_arrive_as_messages_of_their_own_in_order() -> None:
-    answers: list[bool] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        answers.append(scope["extensions"][WRITE_NOW](*FRAMES))
-        await send({"type": "websocket.close", "code": 1000})
-
+    app = FrameWriter(FRAMES, together=True)
     async with serve_in_loop(app, ws=FrameWritingProtocol) as base_url:
         frames = await received(base_url.replace("http", "ws"))
     assert frames == FRAMES
-    assert answers == [True]
+    assert app.written == [True]
 
 
 async def test_with_permessage_deflate_every_frame_goes_through_send_compressed() -> None:
