@@ -86,6 +86,7 @@ def one_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
         argon2_time_cost="3",
         argon2_memory_cost=str(ARGON2_MEMORY // 1024),
         auth_attempts_per_username=str(ATTEMPTS_PER_USERNAME),
+        auth_rate_window_seconds="3600",  # fixed windows: a test's attempts never straddle two
     )
     with ProcessGroup(directory) as group:
         yield group.start_app("costly", env=env), database_url.removeprefix("sqlite+aiosqlite:///")
