@@ -6,7 +6,7 @@ The contract runs on `memory://`, on the real Redis, and on a local Redis Cluste
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import redis.asyncio
@@ -73,6 +73,46 @@ async def test_a_subscribed_channel_receives_what_is_published(
     await broker.unsubscribe(channel)
     await broker.publish(channel, b"late")
     await assert_silent(broker)
+
+
+async def test_publishes_made_at_once_arrive_in_the_order_they_were_made(
+    broker: BrokerInterface, broker_channel: str
+) -> None:
+    """A room's stored batch is published all at once, each message awaited by a task of its own."""
+    channels = [f"{broker_channel}:first", f"{broker_channel}:second"]
+    await broker.subscribe(*channels)
+    sent = [(channels[number % 2], b"item %d" % number) for number in range(200)]
+    await asyncio.gather(*(broker.publish(channel, data) for channel, data in sent))
+    received = [await next_message(broker) for _ in sent]
+    for channel in channels:  # a cluster's channels live on different nodes, each read on its own
+        assert [message.data for message in received if message.channel == channel] == [
+            data for target, data in sent if target == channel
+        ]
+
+
+@pytest.mark.parametrize("broker_url", ["redis", "cluster"], indirect=True)
+async def test_publishes_made_during_a_round_trip_go_together_in_the_next(
+    broker: BrokerInterface, broker_channel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(broker, RedisBroker | RedisClusterBroker)
+    round_trips: list[int] = []
+    send_publishes = broker.send_publishes
+
+    async def counted(publishes: Sequence[tuple[str, bytes]]) -> None:
+        round_trips.append(len(publishes))
+        await send_publishes(publishes)
+
+    monkeypatch.setattr(broker, "send_publishes", counted)
+    channel = f"{broker_channel}:burst"
+    await broker.subscribe(channel)
+    for number in range(3):
+        await broker.publish(channel, b"alone %d" % number)
+    assert round_trips == [1, 1, 1]
+    await asyncio.gather(*(broker.publish(channel, b"item %d" % number) for number in range(300)))
+    assert sum(round_trips[3:]) == 300
+    assert len(round_trips) <= 5, round_trips  # the first alone, the rest in the round trip after it
+    received = [await next_message(broker) for _ in range(303)]
+    assert [message.data for message in received[3:]] == [b"item %d" % number for number in range(300)]
 
 
 async def test_a_message_arrives_once_per_matching_pattern(
@@ -224,6 +264,12 @@ async def test_an_unreachable_redis_is_reported_and_sending_to_it_raises_broker_
                 await command
             assert isinstance(unavailable.value, BrokerError)
             assert isinstance(unavailable.value.__cause__, redis.asyncio.ConnectionError)
+        together = [broker.publish("somewhere", b"lost %d" % number) for number in range(3)]
+        failures = await asyncio.gather(*together, return_exceptions=True)
+        for failure in failures:  # each its own error, with the cause
+            assert isinstance(failure, BrokerUnavailable)
+            assert isinstance(failure.__cause__, redis.asyncio.ConnectionError)
+        assert len({id(failure) for failure in failures}) == 3
     finally:
         await broker.disconnect()
     assert broker.state is BrokerState.DISCONNECTED

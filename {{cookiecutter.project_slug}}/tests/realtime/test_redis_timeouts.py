@@ -131,6 +131,39 @@ async def test_commands_fail_within_the_timeout_and_the_listener_notices(
         await broker.disconnect()
 
 
+async def test_publishes_waiting_behind_a_stalled_round_trip_fail_in_time_or_when_disconnected(
+    proxied_redis_url: tuple[str, StallingProxy], broker_channel: str
+) -> None:
+    """A publish waits for the round trip under way, then its own: at most twice the command timeout. A
+    disconnect fails at once what has not been sent."""
+    url, proxy = proxied_redis_url
+    broker = RedisBroker(url, command_timeout=COMMAND_TIMEOUT, health_check_interval=HEALTH_CHECK_INTERVAL)
+    await broker.connect()
+    try:
+        channel = f"{broker_channel}:probe"
+        await broker.publish(channel, b"before")
+        proxy.stall()
+        started = time.monotonic()
+        failures = await asyncio.gather(
+            *(broker.publish(channel, b"during %d" % number) for number in range(5)), return_exceptions=True
+        )
+        took = time.monotonic() - started
+        print(f"5 publishes behind a stalled round trip failed after {took:.2f}s")
+        assert all(isinstance(failure, BrokerUnavailable) for failure in failures), failures
+        assert took < 2 * COMMAND_TIMEOUT + 1.0
+
+        waiting = [asyncio.create_task(broker.publish(channel, b"unsent %d" % n)) for n in range(5)]
+        await asyncio.sleep(0.1)
+        disconnected_at = time.monotonic()
+        await broker.disconnect()
+        failures = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(failure, BrokerUnavailable) for failure in failures), failures
+        assert time.monotonic() - disconnected_at < COMMAND_TIMEOUT / 2
+    finally:
+        proxy.resume()
+        await broker.disconnect()
+
+
 @pytest.mark.slow
 async def test_readyz_answers_503_while_redis_is_stalled_and_200_once_it_answers(
     proxied_redis_url: tuple[str, StallingProxy],

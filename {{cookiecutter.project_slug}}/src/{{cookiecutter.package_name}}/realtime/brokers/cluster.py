@@ -12,7 +12,8 @@ broker is `connected` while the topology is known and every reader that carries 
 
 Sharded pub/sub has no patterns; `psubscribe` is built on exact channels and a registry shared by the
 instances (see `cluster_patterns` and docs/CLUSTER.md). Commands go through redis-py's `RedisCluster`,
-which follows `MOVED` itself; presence uses `RedisPresence` with hash tags, so that both keys of a set
+which follows `MOVED` itself; publishes go in order, together while a round trip is under way, as one
+pipeline that sends each primary its part (`Publishes`); presence uses `RedisPresence` with hash tags, so that both keys of a set
 share a slot.
 """
 
@@ -25,7 +26,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -42,7 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .base import BrokerMessage, BrokerState
 from .cluster_patterns import Frame, RecentIds, glob_literal, pattern_channel
 from .memory import glob_match
-from .redis_commands import RedisCommands
+from .redis_commands import Publish, RedisCommands
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisClusterBroker", "cluster_nodes"]
@@ -305,6 +306,7 @@ class RedisClusterBroker(RedisCommands[RedisCluster]):
         await self._await_confirmations(waiters, "subscribe")
 
     async def disconnect(self) -> None:
+        await self._publishes.aclose()
         wildcards = {pattern for pattern in self._patterns if glob_literal(pattern) is None}
         if wildcards and self._client is not None:
             # Publishers stop sending to this instance's globs now rather than when their lease ends.
@@ -367,14 +369,22 @@ class RedisClusterBroker(RedisCommands[RedisCluster]):
             await self._register(remove=wildcards)
 
     async def publish(self, channel: str, data: bytes) -> None:
+        """Publish `data` to `channel` and to the channel of every wildcard glob matching it, after the
+        publishes made before it, and with those made meanwhile (see `Publishes`)."""
         frame = Frame.new(channel, data).encode()
+        await self._publishes.publish([(target, frame) for target in self._publish_targets(channel)])
+
+    async def send_publishes(self, publishes: Sequence[Publish]) -> None:
         client = self._commands()
-        targets = self._publish_targets(channel)
         async with self._bounded():
-            if len(targets) == 1:  # no wildcard matches: the common case, without a task per target
-                await client.spublish(channel, frame)
-            else:
-                await asyncio.gather(*(client.spublish(target, frame) for target in targets))
+            if len(publishes) == 1:  # one publish of a quiet instance, without a pipeline's machinery
+                await client.spublish(*publishes[0])
+                return
+            # The pipeline sends each node its part in order, the nodes' parts at once.
+            async with client.pipeline() as pipeline:
+                for channel, data in publishes:
+                    pipeline.spublish(channel, data)
+                await pipeline.execute()
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()

@@ -9,7 +9,9 @@ subscribes again to every channel and pattern before reporting `connected`. Comm
 go through a separate client with its own pool, so they never wait behind the reader; while Redis cannot
 be reached or does not answer within `command_timeout` they raise `BrokerUnavailable`, and `BrokerError` on
 any other failure, after two quick retries that ride out the pooled connections a restarted Redis closed (a
-command that timed out is not tried again: the bound holds). Presence is kept by Lua scripts (see
+command that timed out is not tried again: the bound holds). Publishes go out in the order they are
+made, those made while a round trip is under way together in the next, as one pipeline (`Publishes`): a
+publish waits at most for the round trip under way and its own. Presence is kept by Lua scripts (see
 `redis_presence`), and needs Redis 7 or later.
 """
 
@@ -19,7 +21,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..message import Message
 from .base import BrokerMessage, BrokerState, encode_payload
-from .redis_commands import RedisCommands
+from .redis_commands import Publish, RedisCommands
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisBroker"]
@@ -113,6 +115,7 @@ class RedisBroker(RedisCommands[Redis]):
         self._reader = asyncio.create_task(self._read_forever(), name="redis-pubsub-reader")
 
     async def disconnect(self) -> None:
+        await self._publishes.aclose()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -140,10 +143,20 @@ class RedisBroker(RedisCommands[Redis]):
         await self._change("punsubscribe", self._patterns, patterns)
 
     async def publish(self, channel: str, data: bytes | str | Message | Mapping[str, Any]) -> None:
-        """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`."""
-        data = encode_payload(data)
+        """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`, after the publishes made
+        before it, and with those made meanwhile (see `Publishes`)."""
+        await self._publishes.publish([(channel, encode_payload(data))])
+
+    async def send_publishes(self, publishes: Sequence[Publish]) -> None:
+        client = self._commands()
         async with self._bounded():
-            await self._commands().publish(channel, data)
+            if len(publishes) == 1:
+                await client.publish(*publishes[0])
+                return
+            async with client.pipeline(transaction=False) as pipeline:
+                for channel, data in publishes:
+                    pipeline.publish(channel, data)
+                await pipeline.execute()
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()

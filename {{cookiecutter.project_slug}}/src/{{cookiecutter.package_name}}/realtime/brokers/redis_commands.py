@@ -1,10 +1,13 @@
 """What the Redis and Redis Cluster brokers share: a command client whose every command is bounded in time
-and fails as `BrokerUnavailable` or `BrokerError`, presence on it, and the health their readers report."""
+and fails as `BrokerUnavailable` or `BrokerError`, publishes sent in order and together, presence on the
+client, and the health their readers report."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextvars
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import ClassVar, Generic, TypeVar
 
@@ -16,10 +19,85 @@ from ..exceptions import BrokerError, BrokerUnavailable
 from .base import BrokerInterface, BrokerState, PresenceDelta
 from .redis_presence import RedisPresence
 
-__all__ = ["RedisCommands"]
+__all__ = ["Publishes", "RedisCommands"]
 
 Client = TypeVar("Client", Redis, RedisCluster)
 Part = TypeVar("Part")
+
+# Channels and their messages, published in this order.
+Publish = tuple[str, bytes]
+# The most a round trip carries: a burst larger than this takes several, one after the other.
+MAX_PUBLISHES_TOGETHER = 1000
+
+
+class Publishes:
+    """Publishes sent in the order they are made: those made while a round trip is under way go together in
+    the next one, so a room's messages stored together, published one after another, reach every
+    instance in one read, not a round trip apart (and Redis answers them in one reply). Each caller waits
+    for the round trip that carries its publish, and gets its error."""
+
+    def __init__(self, broker: RedisCommands[Redis] | RedisCommands[RedisCluster]) -> None:
+        self._broker = broker
+        self._waiting: list[tuple[Sequence[Publish], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, publishes: Sequence[Publish]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((publishes, future))
+        if self._task is None:
+            # Its own context: the task outlives the publish that started it, and carries no caller's state.
+            self._task = asyncio.create_task(
+                self._send_waiting(), name="redis-publishes", context=contextvars.Context()
+            )
+        await future
+
+    async def aclose(self) -> None:
+        """Stop sending: what is not sent yet fails with `BrokerUnavailable`."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        unsent, self._waiting = self._waiting, []
+        _settle(unsent, self._closed())
+
+    async def _send_waiting(self) -> None:
+        batch: list[tuple[Sequence[Publish], asyncio.Future[None]]] = []
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_PUBLISHES_TOGETHER]
+                del self._waiting[:MAX_PUBLISHES_TOGETHER]
+                error: Exception | None = None
+                try:
+                    await self._broker.send_publishes([item for publishes, _ in batch for item in publishes])
+                except Exception as failure:  # noqa: BLE001 - each caller gets the error its publish met
+                    error = failure
+                _settle(batch, error)
+                batch = []
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+            _settle(batch, self._closed())
+
+    def _closed(self) -> BrokerUnavailable:
+        return BrokerUnavailable(f"the {self._broker.service} broker was disconnected")
+
+
+def _settle(batch: list[tuple[Sequence[Publish], asyncio.Future[None]]], error: Exception | None) -> None:
+    """Tell each caller of `batch` how its publish went; a caller that was cancelled is not waiting.
+
+    Each caller raises an error of its own (with the same cause), so that no traceback grows with the
+    callers that raised it before."""
+    for _, future in batch:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        elif isinstance(error, BrokerError):
+            own = type(error)(*error.args)
+            own.__cause__ = error.__cause__
+            future.set_exception(own)
+        else:
+            future.set_exception(error)
 
 
 class RedisCommands(BrokerInterface, Generic[Client]):
@@ -37,6 +115,7 @@ class RedisCommands(BrokerInterface, Generic[Client]):
         self._state = BrokerState.DISCONNECTED
         self._last_error: str | None = None
         self._reconnects = 0
+        self._publishes = Publishes(self)
 
     @property
     def state(self) -> BrokerState:
@@ -49,6 +128,10 @@ class RedisCommands(BrokerInterface, Generic[Client]):
     @property
     def reconnects(self) -> int:
         return self._reconnects
+
+    @abstractmethod
+    async def send_publishes(self, publishes: Sequence[Publish]) -> None:
+        """Publish each message on its channel, in order, in one round trip where the server allows."""
 
     async def ping(self) -> None:
         async with self._bounded():
