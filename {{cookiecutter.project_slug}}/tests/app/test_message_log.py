@@ -113,6 +113,40 @@ async def test_a_burst_is_stored_a_batch_per_transaction_and_handed_back_in_seq_
     assert log.waiting == 0
 
 
+async def test_a_batchs_callbacks_start_in_seq_order_and_run_together(
+    room_and_author: tuple[RoomRecord, UserRecord], session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """What the callbacks of a batch publish goes to the broker together: each is started, in seq order,
+    before any has returned; the room's next batch is stored once they all have."""
+    room, user = room_and_author
+    log, author = MessageLog(session_factory), Author()
+    release = await author.hold_the_room(log, room, user)
+    started: list[int] = []
+    all_started, go_on = asyncio.Event(), asyncio.Event()
+
+    async def waits_for_the_others(message: Message) -> None:
+        started.append(message.seq)
+        if len(started) == 4:
+            all_started.set()
+        await go_on.wait()
+        await author.stored(message)
+
+    for text in ("a", "b", "c", "d"):
+        await log.post(room, user, text, stored=waits_for_the_others, failed=author.failed)
+    release.set()
+    async with asyncio.timeout(10):
+        await all_started.wait()
+    assert started == [2, 3, 4, 5]
+    await log.post(room, user, "next", stored=author.stored, failed=author.failed)
+    await asyncio.sleep(0.2)
+    assert await stored_texts(session_factory, room) == ["first", "a", "b", "c", "d"]
+    go_on.set()
+    await author.wait_for(6)
+    assert [(message.seq, message.text) for message in author.messages] == list(
+        enumerate(["first", "a", "b", "c", "d", "next"], start=1)
+    )
+
+
 async def test_posters_wait_while_the_room_holds_max_queued_messages(
     room_and_author: tuple[RoomRecord, UserRecord], session_factory: async_sessionmaker[AsyncSession]
 ) -> None:

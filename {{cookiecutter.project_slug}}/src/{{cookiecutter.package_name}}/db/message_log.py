@@ -7,8 +7,12 @@ more than its row: under a fan-out they cost more than the message's writes to a
 with messages waiting stores all that are queued (up to `max_batch`) in one transaction, as databases
 commit in groups: one message alone is stored at once, and a burst, from one client or many, costs a
 transaction per batch. A poster does not wait for the store, so the next frame of its connection is read
-meanwhile; once a batch is committed, the room's task hands each message to its poster's `stored`
-callback (or the batch's error to each `failed`), in the room's seq order, one after the other.
+meanwhile. Once a batch is committed, the room's task hands each message to its poster's `stored`
+callback, all of the batch's callbacks started in the room's seq order and run together: what each
+publishes before it first waits goes to the broker in that order, in one round trip to Redis, so that every
+instance fans the batch out in one round (several messages to a socket in one write). The room's next batch
+is stored once they have all returned. A batch that could not be stored is reported to each `failed`, in
+order, one after the other.
 
 A room holds at most `max_queued` messages not yet stored: past it, `post` waits until a batch is taken,
 so a client sending faster than its room is stored stops being read.
@@ -130,8 +134,9 @@ class MessageLog:
                     for post in batch:
                         await _hand_over(post.failed(error))
                     continue
-                for post, message in zip(batch, messages, strict=True):
-                    await _hand_over(post.stored(message))
+                await asyncio.gather(
+                    *(_hand_over(post.stored(message)) for post, message in zip(batch, messages, strict=True))
+                )
         finally:
             if self._rooms.get(queued.ref.id) is queued:
                 del self._rooms[queued.ref.id]
