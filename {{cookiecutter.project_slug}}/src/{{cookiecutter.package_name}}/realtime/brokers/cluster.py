@@ -13,8 +13,8 @@ broker is `connected` while the topology is known and every reader that carries 
 Sharded pub/sub has no patterns; `psubscribe` is built on exact channels and a registry shared by the
 instances (see `cluster_patterns` and docs/CLUSTER.md). Commands go through redis-py's `RedisCluster`,
 which follows `MOVED` itself; publishes go in order, together while a round trip is under way, as one
-pipeline that sends each primary its part (`Publishes`); presence uses `RedisPresence` with hash tags, so that both keys of a set
-share a slot.
+pipeline that sends each primary its part (`Publishes`); presence uses `RedisPresence` with hash tags, so
+that both keys of a set share a slot.
 """
 
 from __future__ import annotations
