@@ -143,7 +143,9 @@ class InMemoryBroker(BrokerInterface):
         remove: Mapping[str, str] | None = None,
         ttl: float,
     ) -> PresenceDelta:
-        presence = self._presence.setdefault(key, _PresenceSet())
+        presence = self._presence.get(key)
+        if presence is None:
+            presence = self._presence[key] = _PresenceSet()
         delta = presence.update((add or {}).items(), (remove or {}).items(), ttl)
         if not presence.deadlines:
             del self._presence[key]
