@@ -34,7 +34,8 @@ class Publishes:
     """Publishes sent in the order they are made: those made while a round trip is under way go together in
     the next one, so a room's messages stored together, published one after another, reach every
     instance in one read, not a round trip apart (and Redis answers them in one reply). Each caller waits
-    for the round trip that carries its publish, and gets its error."""
+    for the round trip that carries its publish, and gets its error; a caller cancelled meanwhile does not
+    take its publish back."""
 
     def __init__(self, broker: RedisCommands[Redis] | RedisCommands[RedisCluster]) -> None:
         self._broker = broker
