@@ -135,33 +135,38 @@ async def test_publishes_waiting_behind_a_stalled_round_trip_fail_in_time_or_whe
     proxied_redis_url: tuple[str, StallingProxy], broker_channel: str
 ) -> None:
     """A publish waits for the round trip under way, then its own: at most twice the command timeout. A
-    disconnect fails at once what has not been sent."""
+    disconnect fails at once what has not been sent (a broker with a long timeout shows it)."""
     url, proxy = proxied_redis_url
     broker = RedisBroker(url, command_timeout=COMMAND_TIMEOUT, health_check_interval=HEALTH_CHECK_INTERVAL)
+    patient = RedisBroker(url, command_timeout=5 * COMMAND_TIMEOUT)
+    channel = f"{broker_channel}:probe"
     await broker.connect()
+    await patient.connect()
     try:
-        channel = f"{broker_channel}:probe"
-        await broker.publish(channel, b"before")
+        for connected in (broker, patient):
+            await connected.publish(channel, b"before")
         proxy.stall()
+        under_way = asyncio.create_task(broker.publish(channel, b"stalled"))
+        await asyncio.sleep(0.1)
         started = time.monotonic()
-        failures = await asyncio.gather(
-            *(broker.publish(channel, b"during %d" % number) for number in range(5)), return_exceptions=True
-        )
+        behind = [broker.publish(channel, b"behind %d" % number) for number in range(5)]
+        failures = await asyncio.gather(under_way, *behind, return_exceptions=True)
         took = time.monotonic() - started
         print(f"5 publishes behind a stalled round trip failed after {took:.2f}s")
         assert all(isinstance(failure, BrokerUnavailable) for failure in failures), failures
         assert took < 2 * COMMAND_TIMEOUT + 1.0
 
-        waiting = [asyncio.create_task(broker.publish(channel, b"unsent %d" % n)) for n in range(5)]
+        waiting = [asyncio.create_task(patient.publish(channel, b"unsent %d" % n)) for n in range(5)]
         await asyncio.sleep(0.1)
         disconnected_at = time.monotonic()
-        await broker.disconnect()
+        await patient.disconnect()
         failures = await asyncio.gather(*waiting, return_exceptions=True)
         assert all(isinstance(failure, BrokerUnavailable) for failure in failures), failures
-        assert time.monotonic() - disconnected_at < COMMAND_TIMEOUT / 2
+        assert time.monotonic() - disconnected_at < patient.command_timeout / 2
     finally:
         proxy.resume()
         await broker.disconnect()
+        await patient.disconnect()
 
 
 @pytest.mark.slow
