@@ -26,7 +26,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -43,7 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .base import BrokerMessage, BrokerState
 from .cluster_patterns import Frame, RecentIds, glob_literal, pattern_channel
 from .memory import glob_match
-from .redis_commands import Publish, RedisCommands
+from .redis_commands import RedisCommands
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisClusterBroker", "cluster_nodes"]
@@ -227,6 +227,7 @@ class RedisClusterBroker(RedisCommands[RedisCluster]):
     """
 
     service = "Redis Cluster"
+    publish_command = "SPUBLISH"
     unreachable = (
         RedisConnectionError,
         RedisTimeoutError,
@@ -373,18 +374,6 @@ class RedisClusterBroker(RedisCommands[RedisCluster]):
         publishes made before it, and with those made meanwhile (see `Publishes`)."""
         frame = Frame.new(channel, data).encode()
         await self._publishes.publish([(target, frame) for target in self._publish_targets(channel)])
-
-    async def send_publishes(self, publishes: Sequence[Publish]) -> None:
-        client = self._commands()
-        async with self._bounded():
-            if len(publishes) == 1:  # one publish of a quiet instance, without a pipeline's machinery
-                await client.spublish(*publishes[0])
-                return
-            # The pipeline sends each node its part in order, the nodes' parts at once.
-            async with client.pipeline() as pipeline:
-                for channel, data in publishes:
-                    pipeline.spublish(channel, data)
-                await pipeline.execute()
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..message import Message
 from .base import BrokerMessage, BrokerState, encode_payload
-from .redis_commands import Publish, RedisCommands
+from .redis_commands import RedisCommands
 from .redis_presence import RedisPresence
 
 __all__ = ["RedisBroker"]
@@ -63,6 +63,7 @@ class RedisBroker(RedisCommands[Redis]):
     """
 
     service = "Redis"
+    publish_command = "PUBLISH"
     unreachable = (RedisConnectionError, RedisTimeoutError, OSError)
 
     def __init__(
@@ -146,17 +147,6 @@ class RedisBroker(RedisCommands[Redis]):
         """Publish `data` (a `Message` or a dict is sent as its JSON) to `channel`, after the publishes made
         before it, and with those made meanwhile (see `Publishes`)."""
         await self._publishes.publish([(channel, encode_payload(data))])
-
-    async def send_publishes(self, publishes: Sequence[Publish]) -> None:
-        client = self._commands()
-        async with self._bounded():
-            if len(publishes) == 1:
-                await client.publish(*publishes[0])
-                return
-            async with client.pipeline(transaction=False) as pipeline:
-                for channel, data in publishes:
-                    pipeline.publish(channel, data)
-                await pipeline.execute()
 
     async def get_message(self) -> BrokerMessage:
         return await self._queue.get()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import ClassVar, Generic, TypeVar
@@ -105,6 +104,7 @@ class RedisCommands(BrokerInterface, Generic[Client]):
     """The command side of a Redis broker; a subclass sets `_client` and `_presence` when it connects."""
 
     service: ClassVar[str]  # what the errors call the server
+    publish_command: ClassVar[str]  # PUBLISH, or a cluster's sharded SPUBLISH
     unreachable: ClassVar[tuple[type[BaseException], ...]]  # failures that mean it cannot be reached
 
     def __init__(self, command_timeout: float) -> None:
@@ -130,9 +130,18 @@ class RedisCommands(BrokerInterface, Generic[Client]):
     def reconnects(self) -> int:
         return self._reconnects
 
-    @abstractmethod
     async def send_publishes(self, publishes: Sequence[Publish]) -> None:
-        """Publish each message on its channel, in order, in one round trip where the server allows."""
+        """Publish each message on its channel, in order, in one round trip: one alone as a plain command,
+        more as a pipeline (a cluster's sends each primary its part in order, and the parts at once)."""
+        client = self._commands()
+        async with self._bounded():
+            if len(publishes) == 1:
+                await client.execute_command(self.publish_command, *publishes[0])  # type: ignore[no-untyped-call]
+                return
+            async with client.pipeline(transaction=False) as pipeline:
+                for channel, data in publishes:
+                    pipeline.execute_command(self.publish_command, channel, data)
+                await pipeline.execute()
 
     async def ping(self) -> None:
         async with self._bounded():
