@@ -9,7 +9,7 @@ upstream. Tasks started while serving (a connection's writer) inherit it, as asy
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from collections.abc import Awaitable
 from contextvars import ContextVar
 
@@ -43,7 +43,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return self.app(scope, receive, send)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        current = incoming_request_id(headers) or uuid.uuid4().hex
+        current = incoming_request_id(headers) or secrets.token_hex(16)
         header = (REQUEST_ID_HEADER, current.encode())
         # In place: a copy of the scope would live as long as the connection (about 2 KB for a WebSocket).
         headers[:] = [*(item for item in headers if item[0] != REQUEST_ID_HEADER), header]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, MutableSet
 from typing import Any, Protocol
 
@@ -124,7 +124,7 @@ class Connection:
         if topic is not None:
             validate_filter(topic, self)
         self.websocket = websocket
-        self.uid = uuid.uuid4().hex
+        self.uid = secrets.token_hex(16)
         self.queue_size = queue_size
         self.max_frame_bytes = max_frame_bytes
         self.close_timeout = close_timeout

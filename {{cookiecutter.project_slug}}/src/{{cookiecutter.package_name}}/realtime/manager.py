@@ -15,7 +15,7 @@ import asyncio
 import functools
 import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -88,7 +88,7 @@ class WebSocketManager:
         self._dispatcher = Dispatcher(self.broker, broker_channel, self.stats, self.recovery.streams)
         on_change = functools.partial(on_presence_change, self) if on_presence_change is not None else None
         self._presence = Presence(self.broker, broker_channel, presence_ttl, on_change)
-        self._instance = uuid.uuid4().hex[:12]
+        self._instance = secrets.token_hex(6)
         self._topic_messages = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -166,7 +166,7 @@ class WebSocketManager:
         """A connection with this manager's limits, not yet accepted nor added."""
         return Connection(
             websocket,
-            conn_id if conn_id is not None else uuid.uuid4().hex,
+            conn_id if conn_id is not None else secrets.token_hex(16),
             topic,
             queue_size=self.queue_size,
             max_frame_bytes=self.max_frame_bytes,
