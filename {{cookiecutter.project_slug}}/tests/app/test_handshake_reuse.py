@@ -92,6 +92,36 @@ async def test_tabs_connecting_at_once_share_one_read(settings: Settings) -> Non
         assert len(reads) == 1
 
 
+async def test_the_accounts_of_users_connecting_at_once_are_read_together(settings: Settings) -> None:
+    """The first read is held until every handshake has asked: the accounts not in it go in one more query."""
+    users = 8
+    async with running(settings, 3600) as (app, http, ws_url), AsyncExitStack() as sockets:
+        tokens = [await log_in(http, f"user{index}") for index in range(users)]
+        await create_room(http, tokens[0], "lobby")
+        watch, asked, all_asked = app.state.account_watch, [], asyncio.Event()
+        account, read_many = watch.account, watch._reading.read_many
+
+        async def counted(claims: Any) -> Any:
+            asked.append(claims)
+            if len(asked) == users:
+                all_asked.set()
+            return await account(claims)
+
+        async def held_until_all_asked(holders: Any) -> Any:
+            await asyncio.wait_for(all_asked.wait(), 10)
+            return await read_many(holders)
+
+        watch.account, watch._reading.read_many = counted, held_until_all_asked
+        url = f"{ws_url}/ws/rooms/lobby"
+        with row_reads(app) as reads:
+            opened = await asyncio.gather(
+                *(sockets.enter_async_context(connect_ws(url, token)) for token in tokens)
+            )
+            for websocket in opened:
+                await receive_type(websocket, "presence.state")
+        assert len(reads) <= 2
+
+
 async def test_a_handshake_takes_the_account_of_one_still_on_its_way(settings: Settings) -> None:
     """The second tab begins its handshake once the first has read the account, before it is accepted."""
     async with running(settings, 3600) as (app, http, ws_url), AsyncExitStack() as tabs:

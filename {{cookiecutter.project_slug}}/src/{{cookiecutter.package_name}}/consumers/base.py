@@ -6,7 +6,6 @@ token may come from, how connections are counted and when a handshake reuses an 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import weakref
@@ -19,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette import status
 from starlette.websockets import WebSocket
 
+from ..db.batched_reads import BatchedReads
 from ..db.models import User
 from ..db.refs import UserRecord
-from ..db.shared_reads import SharedReads
-from ..db.users import user_for_claims
+from ..db.users import TokenHolder, user_for_claims, users_for_tokens
 from ..realtime import (
     BrokerError,
     Connection,
@@ -222,7 +221,8 @@ class AccountWatch:
     module), checking them every `interval` seconds, all in a few queries; and lends a socket's account to a
     new one of the same token key, for `reuse_for` seconds after it was read: from the moment it was read,
     so that the handshakes of a storm that begin while the first of a user's is still on its way do not
-    read it again."""
+    read it again. The accounts handshakes ask for while a read is on its way are read in the next, in one
+    query (`BatchedReads`)."""
 
     def __init__(
         self, session_factory: async_sessionmaker[AsyncSession], interval: float, *, reuse_for: float = 0.0
@@ -232,8 +232,8 @@ class AccountWatch:
         self.reuse_for = reuse_for
         self._consumers: weakref.WeakSet[UserConsumer] = weakref.WeakSet()
         self._by_user: dict[str, weakref.WeakSet[UserConsumer]] = {}
-        self._reading: SharedReads[tuple[str, str | None], tuple[UserRecord | None, float]] = SharedReads(
-            "account-read"
+        self._reading: BatchedReads[TokenHolder, tuple[UserRecord | None, float]] = BatchedReads(
+            "account-read", self._read
         )
 
     def lend_from(self, consumer: UserConsumer) -> None:
@@ -247,17 +247,24 @@ class AccountWatch:
 
     async def account(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
         """The active user `claims` were issued to (None if revoked, gone or disabled), and when it was read
-        from the database: lent by an open socket, or read, once for the handshakes that ask at once."""
+        from the database: lent by an open socket, or read with the others asked for meanwhile; within the
+        reuse time, the handshakes of one user that ask at once share a read."""
         lent = self.lend(claims)
         if lent is not None:
             return lent
-        if self.reuse_for <= 0:
-            return await self._read(claims)
-        return await self._reading.read((claims.subject, claims.key), functools.partial(self._read, claims))
+        return await self._reading.read((claims.subject, claims.key), join=self.reuse_for > 0)
 
-    async def _read(self, claims: AccessClaims) -> tuple[UserRecord | None, float]:
+    async def _read(
+        self, holders: Sequence[TokenHolder]
+    ) -> dict[TokenHolder, tuple[UserRecord | None, float]]:
+        """The accounts of the handshakes that asked while the last read was on its way, in one query."""
         read_at = time.monotonic()
-        return await read_account(self.session_factory, claims), read_at
+        async with self.session_factory() as session:
+            users = await users_for_tokens(session, holders=holders)
+        return {
+            holder: (UserRecord.of(user) if (user := users.get(holder)) is not None else None, read_at)
+            for holder in holders
+        }
 
     def lend(self, claims: AccessClaims) -> tuple[UserRecord, float] | None:
         """The account of a socket, open or shaking hands, with the user and token key of `claims`, and

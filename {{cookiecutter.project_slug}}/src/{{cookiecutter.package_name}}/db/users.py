@@ -6,6 +6,8 @@ tokens with `security.tokens`, while `security` stores nothing and imports nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,15 +89,40 @@ async def authenticate_token(
     return (user, claims) if user is not None else None
 
 
+TokenHolder = tuple[str, str | None]
+"""Whose a token is and with which token key: its claims' `subject` and `key`."""
+
+
 async def user_for_claims(session: AsyncSession, *, claims: AccessClaims) -> User | None:
     """The active user a decoded token was issued to, or None if it was revoked or its user is gone or
     disabled."""
-    if not (claims.subject.isdecimal() and len(claims.subject) <= MAX_USER_ID_DIGITS):
+    if not _is_user_id(claims.subject):
         return None
     user = await get_user(session, user_id=int(claims.subject))
     if user is None or not user.is_active or claims.key != user.token_key:
         return None
     return user
+
+
+async def users_for_tokens(
+    session: AsyncSession, *, holders: Iterable[TokenHolder]
+) -> dict[TokenHolder, User]:
+    """The active users tokens of `holders` were issued to, read in one query; a holder whose tokens were
+    revoked, or whose user is gone or disabled, is left out (as `user_for_claims` gives None)."""
+    plausible = [(subject, key) for subject, key in holders if _is_user_id(subject)]
+    if not plausible:
+        return {}
+    ids = {int(subject) for subject, _ in plausible}
+    users = {user.id: user for user in await session.scalars(select(User).where(User.id.in_(ids)))}
+    return {
+        (subject, key): user
+        for subject, key in plausible
+        if (user := users.get(int(subject))) is not None and user.is_active and user.token_key == key
+    }
+
+
+def _is_user_id(subject: str) -> bool:
+    return subject.isdecimal() and len(subject) <= MAX_USER_ID_DIGITS
 
 
 async def revoke_tokens(session: AsyncSession, *, user: User) -> None:
