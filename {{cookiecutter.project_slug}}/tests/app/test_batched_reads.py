@@ -32,12 +32,20 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_keys_asked_for_while_a_read_is_on_its_way_are_read_together_in_the_next() -> None:
-    table = GatedTable()
+async def read_on_its_way(
+    table: GatedTable, then: dict[str, int]
+) -> tuple[BatchedReads[str, int], asyncio.Task[int]]:
+    """Reads of `table`, and a read of "a" on its way, which saw what was there before `then` was stored."""
     reads = BatchedReads("test", table.read_many)
     first = asyncio.create_task(reads.read("a"))
     await asyncio.wait_for(table.began.wait(), 5)
-    table.values = {"a": 1, "b": 2, "c": 3}  # stored after the first read began
+    table.values = then
+    return reads, first
+
+
+async def test_keys_asked_for_while_a_read_is_on_its_way_are_read_together_in_the_next() -> None:
+    table = GatedTable()
+    reads, first = await read_on_its_way(table, then={"a": 1, "b": 2, "c": 3})
     later = [asyncio.create_task(reads.read(key)) for key in ("b", "c", "b", "c")]
     await settle()
     assert table.reads == [["a"]]
@@ -49,10 +57,7 @@ async def test_keys_asked_for_while_a_read_is_on_its_way_are_read_together_in_th
 
 async def test_a_caller_joins_the_read_of_its_key_on_its_way_only_if_it_may() -> None:
     table = GatedTable()
-    reads = BatchedReads("test", table.read_many)
-    first = asyncio.create_task(reads.read("a"))
-    await asyncio.wait_for(table.began.wait(), 5)
-    table.values = {"a": 1}
+    reads, first = await read_on_its_way(table, then={"a": 1})
     joined = asyncio.create_task(reads.read("a"))
     fresh = asyncio.create_task(reads.read("a", join=False))
     await settle()
@@ -63,10 +68,7 @@ async def test_a_caller_joins_the_read_of_its_key_on_its_way_only_if_it_may() ->
 
 async def test_a_forgotten_key_is_read_again_for_those_who_ask_after() -> None:
     table = GatedTable()
-    reads = BatchedReads("test", table.read_many)
-    first = asyncio.create_task(reads.read("a"))
-    await asyncio.wait_for(table.began.wait(), 5)
-    table.values = {"a": 1}
+    reads, first = await read_on_its_way(table, then={"a": 1})
     reads.forget(lambda key: key == "a")
     after = asyncio.create_task(reads.read("a"))
     await settle()
