@@ -1,7 +1,8 @@
 """Reads that the callers asking for the same key at the same time share.
 
-A connection storm asks for the same room, or the same account, hundreds of times at once: the first caller
-starts the read, the others wait for it, and the next caller once it is done starts a new one.
+A connection storm asks for the same room hundreds of times at once: the first caller starts the read, the
+others wait for it, and the next caller once it is done starts a new one. (The accounts of a storm are
+many keys, read together: `batched_reads`.)
 """
 
 from __future__ import annotations
