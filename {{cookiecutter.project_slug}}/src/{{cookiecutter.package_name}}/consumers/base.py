@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 from ..db.batched_reads import BatchedReads
 from ..db.models import User
 from ..db.refs import UserRecord
-from ..db.users import TokenHolder, user_for_claims, users_for_tokens
+from ..db.users import TokenHolder, admits, user_for_claims, users_for_tokens
 from ..realtime import (
     BrokerError,
     Connection,
@@ -149,7 +149,7 @@ class UserConsumer(JsonConsumer):
         account as it is now, None if gone) the account is disabled, deleted, or its tokens revoked."""
         if time.time() >= self.token_expires_at:
             return "the token expired"
-        if checked and (user is None or not user.is_active or user.token_key != self.token_key):
+        if checked and not admits(user, token_key=self.token_key):
             return "the account was disabled or deleted, or its tokens revoked"
         return None
 

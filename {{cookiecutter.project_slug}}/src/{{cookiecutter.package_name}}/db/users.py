@@ -7,6 +7,7 @@ tokens with `security.tokens`, while `security` stores nothing and imports nothi
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -99,9 +100,7 @@ async def user_for_claims(session: AsyncSession, *, claims: AccessClaims) -> Use
     if not _is_user_id(claims.subject):
         return None
     user = await get_user(session, user_id=int(claims.subject))
-    if user is None or not user.is_active or claims.key != user.token_key:
-        return None
-    return user
+    return user if admits(user, token_key=claims.key) else None
 
 
 async def users_for_tokens(
@@ -117,8 +116,14 @@ async def users_for_tokens(
     return {
         (subject, key): user
         for subject, key in plausible
-        if (user := users.get(int(subject))) is not None and user.is_active and user.token_key == key
+        if admits(user := users.get(int(subject)), token_key=key)
     }
+
+
+def admits(user: User | None, *, token_key: str | None) -> TypeGuard[User]:
+    """Whether a token with `token_key` still lets `user` in: the account exists, is active, and its
+    tokens were not revoked since (a revocation gives it a new token key)."""
+    return user is not None and user.is_active and user.token_key == token_key
 
 
 def _is_user_id(subject: str) -> bool:
